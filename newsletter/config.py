@@ -1,0 +1,210 @@
+"""Settings: the only reader of the environment. One frozen object, passed in explicitly."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "NEWSLETTER_"
+KNOWN_SOURCES = ("hf_daily", "arxiv")
+DEFAULT_CATEGORIES = ("cs.LG", "cs.CL", "cs.CV", "cs.AI", "stat.ML")
+
+
+class ConfigError(Exception):
+    """A setting has a bad value; the message names the environment variable."""
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+CommaList = Annotated[tuple[str, ...], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Unset optional URLs select the embedded defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
+    )
+
+    var_dir: Path = Path("var")
+    database_url: str = ""  # empty: sqlite file in var_dir
+    redis_url: str | None = None  # unset: embedded mode, no broker
+    smtp_url: str | None = None  # unset: write .eml files to var_dir/outbox
+    base_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    from_address: str = "Paper Digest <digest@localhost>"
+    contact_email: str = "admin@localhost"
+    secret_key: str | None = None
+    send_hour: int = Field(7, ge=0, le=23)
+    timezone: str = "UTC"
+    sources: CommaList = KNOWN_SOURCES
+    arxiv_categories: CommaList = DEFAULT_CATEGORIES
+    arxiv_include_cross: bool = False
+    hf_base_url: str = "https://huggingface.co"
+    arxiv_rss_url: str = "https://rss.arxiv.org/rss"
+    arxiv_api_url: str = "https://export.arxiv.org/api/query"
+    arxiv_min_interval: float = Field(3.0, ge=0)
+    http_timeout: float = Field(20.0, gt=0)
+    http_retries: int = Field(4, ge=0, le=10)
+    collect_hours: CommaList = ("1", "5", "13", "21")  # UTC hours to collect; plus hourly catch-up
+    digest_size: int = Field(10, ge=1, le=50)
+    min_score: float = Field(5.0, ge=0, le=100)
+    popularity_weight: float = Field(0.05, ge=0, le=1)
+    send_empty_note: bool = False
+    trending_size: int = Field(5, ge=0, le=20)
+    send_rate: float = Field(0.0, ge=0)  # messages per second per transport, 0 = unlimited
+    max_attempts: int = Field(5, ge=1, le=50)
+    retry_base_seconds: float = Field(60.0, gt=0)
+    lease_seconds: int = Field(600, ge=10)
+    bounce_threshold: int = Field(3, ge=1)
+    batch_size: int = Field(200, ge=1, le=5000)
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+    dkim_private_key_file: Path | None = None
+    list_id: str = "Paper Digest <digest.localhost>"
+    unsubscribe_mailto: str | None = None
+    confirm_hours: int = Field(48, ge=1)
+    signup_rate_per_hour: int = Field(10, ge=1)
+
+    @field_validator("sources", "arxiv_categories", "collect_hours", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [s for s in value if s not in KNOWN_SOURCES]
+        if unknown:
+            raise ValueError(f"unknown source {unknown[0]!r}; choose from {', '.join(KNOWN_SOURCES)}")
+        return value
+
+    @field_validator("collect_hours")
+    @classmethod
+    def _hours(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for hour in value:
+            if not hour.isdigit() or not 0 <= int(hour) <= 23:
+                raise ValueError(f"{hour!r} is not an hour from 0 to 23")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like Europe/Paris)") from None
+        return value
+
+    @field_validator("base_url", "hf_base_url", "arxiv_rss_url", "arxiv_api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError(f"{value!r} is not smtp://host:port or smtps://host:port")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ValueError(f"{value!r} has a bad port") from None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"{value!r} is not a redis:// URL")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if value and not value.split(":", 1)[0].startswith(("sqlite", "postgresql")):
+            raise ValueError(f"{value!r}: use sqlite:///path or postgresql+psycopg://...")
+        return value
+
+    @model_validator(mode="after")
+    def _dkim_complete(self) -> Settings:
+        dkim = (self.dkim_selector, self.dkim_domain, self.dkim_private_key_file)
+        if any(dkim) and not all(dkim):
+            raise ValueError(
+                "DKIM needs NEWSLETTER_DKIM_SELECTOR, NEWSLETTER_DKIM_DOMAIN and "
+                "NEWSLETTER_DKIM_PRIVATE_KEY_FILE together"
+            )
+        return self
+
+    # Derived values -----------------------------------------------------------------------
+    @property
+    def distributed(self) -> bool:
+        return self.redis_url is not None
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.var_dir / "outbox"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.var_dir / 'newsletter.db').as_posix()}"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def user_agent(self) -> str:
+        from newsletter import __version__
+
+        return f"paper-newsletter/{__version__} (+{self.base_url}; mailto:{self.contact_email})"
+
+
+def _secret_key(var_dir: Path) -> str:
+    """Read the generated secret key, creating it (mode 0600) on first run."""
+    path = var_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment (and .env), or raise ConfigError naming the variable."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else ""
+            variable = f"{ENV_PREFIX}{name.upper()}" if name else "settings"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{variable}: {message}")
+        raise ConfigError("; ".join(problems)) from None
+    if not settings.secret_key:
+        settings = settings.model_copy(update={"secret_key": _secret_key(settings.var_dir)})
+    return settings
