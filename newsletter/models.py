@@ -1,0 +1,155 @@
+"""SQLAlchemy tables: subscribers, papers, source runs, HTTP validators and the delivery ledger."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# Subscriber states. Only "active" subscribers are planned.
+PENDING, ACTIVE, PAUSED, UNSUBSCRIBED, BOUNCING = (
+    "pending",
+    "active",
+    "paused",
+    "unsubscribed",
+    "bouncing",
+)
+SUBSCRIBER_STATES = (PENDING, ACTIVE, PAUSED, UNSUBSCRIBED, BOUNCING)
+
+# Delivery states: planned -> sending (leased) -> sent | retry | failed; skipped if nothing matched.
+PLANNED, SENDING, SENT, RETRY, FAILED, SKIPPED = (
+    "planned",
+    "sending",
+    "sent",
+    "retry",
+    "failed",
+    "skipped",
+)
+DELIVERY_STATES = (PLANNED, SENDING, SENT, RETRY, FAILED, SKIPPED)
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default=PENDING, index=True)
+    keywords: Mapped[str] = mapped_column(Text)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    send_hour: Mapped[int] = mapped_column(Integer, default=7)
+    digest_size: Mapped[int] = mapped_column(Integer, default=10)
+    show_trending: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Bumped to revoke every signed link issued before.
+    token_version: Mapped[int] = mapped_column(Integer, default=1)
+    hard_failures: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    confirm_sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class PaperRow(Base):
+    __tablename__ = "papers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # arXiv id, no version
+    title: Mapped[str] = mapped_column(Text)
+    abstract: Mapped[str] = mapped_column(Text, default="")
+    authors: Mapped[list[str]] = mapped_column(JSON, default=list)
+    published: Mapped[date | None] = mapped_column(Date, nullable=True, index=True)
+    url: Mapped[str] = mapped_column(Text, default="")
+    upvotes: Mapped[int] = mapped_column(Integer, default=0)
+    source: Mapped[str] = mapped_column(String(64), default="")
+    categories: Mapped[list[str]] = mapped_column(JSON, default=list)
+    keywords: Mapped[list[str]] = mapped_column(JSON, default=list)
+    ai_summary: Mapped[str | None] = mapped_column(Text, nullable=True)
+    comments: Mapped[int] = mapped_column(Integer, default=0)
+    github_repo: Mapped[str | None] = mapped_column(Text, nullable=True)
+    github_stars: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    project_page: Mapped[str | None] = mapped_column(Text, nullable=True)
+    announce_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class SourceRun(Base):
+    __tablename__ = "source_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(Text, default="")
+    day: Mapped[date | None] = mapped_column(Date, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16))  # ok, not_modified, empty, error
+    papers_new: Mapped[int] = mapped_column(Integer, default=0)
+    papers_updated: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class HttpValidator(Base):
+    """ETag / Last-Modified per URL, so an unchanged feed costs a 304."""
+
+    __tablename__ = "http_validators"
+
+    url: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    etag: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_modified: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Delivery(Base):
+    """The ledger: one row per (subscriber, edition); an edition is the subscriber's local date."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "edition", name="uq_delivery_subscriber_edition"),
+        Index("ix_deliveries_state_next", "state", "next_attempt_at"),
+        Index("ix_deliveries_edition", "edition"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    edition: Mapped[date] = mapped_column(Date)
+    state: Mapped[str] = mapped_column(String(16), default=PLANNED)
+    # [{"id", "score", "matched": [...], "snippet_html", "snippet_text"}], best first
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    message_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    top_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class SentPaper(Base):
+    """A paper reserved for a subscriber's digest: never planned for them again."""
+
+    __tablename__ = "sent_papers"
+
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
+    paper_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
