@@ -1,0 +1,458 @@
+"""All SQL lives here: subscribers, papers, source runs, HTTP validators and the delivery ledger."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from newsletter.models import (
+    ACTIVE,
+    BOUNCING,
+    FAILED,
+    PLANNED,
+    RETRY,
+    SENDING,
+    SENT,
+    Delivery,
+    HttpValidator,
+    PaperRow,
+    SentPaper,
+    SourceRun,
+    Subscriber,
+)
+from newsletter.paper import Paper
+
+PAPER_FIELDS = (
+    "title",
+    "abstract",
+    "authors",
+    "published",
+    "url",
+    "upvotes",
+    "source",
+    "categories",
+    "keywords",
+    "ai_summary",
+    "comments",
+    "github_repo",
+    "github_stars",
+    "project_page",
+    "announce_type",
+)
+
+
+def utcnow() -> datetime:
+    """The current time as the naive UTC datetime every table stores."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _insert(session: Session, table: Any) -> Any:
+    """An INSERT that knows ON CONFLICT on both SQLite and PostgreSQL."""
+    dialect = session.get_bind().dialect.name
+    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
+
+
+# Papers ------------------------------------------------------------------------------------
+
+
+def row_to_paper(row: PaperRow) -> Paper:
+    return Paper(id=row.id, **{name: getattr(row, name) for name in PAPER_FIELDS})
+
+
+def upsert_papers(session: Session, papers: Iterable[Paper], now: datetime) -> tuple[int, int]:
+    """Store papers, merging with what is already known; returns (new, updated)."""
+    incoming: dict[str, Paper] = {}
+    for paper in papers:
+        incoming[paper.id] = incoming[paper.id].merge(paper) if paper.id in incoming else paper
+    if not incoming:
+        return 0, 0
+    existing: dict[str, PaperRow] = {}
+    ids = list(incoming)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        existing.update(
+            {row.id: row for row in session.scalars(select(PaperRow).where(PaperRow.id.in_(chunk)))}
+        )
+    new = updated = 0
+    for paper_id, paper in incoming.items():
+        row = existing.get(paper_id)
+        if row is None:
+            values = {name: getattr(paper, name) for name in PAPER_FIELDS}
+            session.add(PaperRow(id=paper_id, first_seen_at=now, updated_at=now, **values))
+            new += 1
+            continue
+        merged = row_to_paper(row).merge(paper)
+        changed = False
+        for name in PAPER_FIELDS:
+            if getattr(row, name) != getattr(merged, name):
+                setattr(row, name, getattr(merged, name))
+                changed = True
+        if changed:
+            row.updated_at = now
+            updated += 1
+    session.flush()
+    return new, updated
+
+
+def recent_papers(session: Session, days: float = 1, now: datetime | None = None) -> list[Paper]:
+    """Papers first collected within the last `days` days, most recent first."""
+    since = (now or utcnow()) - timedelta(days=days)
+    rows = session.scalars(
+        select(PaperRow).where(PaperRow.first_seen_at >= since).order_by(PaperRow.id)
+    )
+    return [row_to_paper(row) for row in rows]
+
+
+def papers_on(session: Session, day: date) -> list[Paper]:
+    """Papers announced or featured on `day`."""
+    rows = session.scalars(select(PaperRow).where(PaperRow.published == day).order_by(PaperRow.id))
+    return [row_to_paper(row) for row in rows]
+
+
+def papers_by_id(session: Session, ids: Iterable[str]) -> dict[str, Paper]:
+    wanted = list(dict.fromkeys(ids))
+    found: dict[str, Paper] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        for row in session.scalars(select(PaperRow).where(PaperRow.id.in_(chunk))):
+            found[row.id] = row_to_paper(row)
+    return found
+
+
+def paper_counts_by_day(session: Session, days: int = 7) -> list[tuple[date | None, str, int]]:
+    """(day, source, count) for the most recent `days` days that have papers."""
+    recent_days = (
+        select(PaperRow.published)
+        .where(PaperRow.published.is_not(None))
+        .group_by(PaperRow.published)
+        .order_by(PaperRow.published.desc())
+        .limit(days)
+    )
+    rows = session.execute(
+        select(PaperRow.published, PaperRow.source, func.count())
+        .where(PaperRow.published.in_(recent_days))
+        .group_by(PaperRow.published, PaperRow.source)
+        .order_by(PaperRow.published.desc(), PaperRow.source)
+    )
+    return [(day, source, count) for day, source, count in rows]
+
+
+# Source runs and HTTP validators -----------------------------------------------------------
+
+
+def record_source_run(session: Session, **values: Any) -> SourceRun:
+    run = SourceRun(**values)
+    session.add(run)
+    session.flush()
+    return run
+
+
+def last_source_runs(session: Session, limit: int = 10) -> list[SourceRun]:
+    return list(
+        session.scalars(select(SourceRun).order_by(SourceRun.started_at.desc()).limit(limit))
+    )
+
+
+def get_validators(session: Session, url: str) -> tuple[str | None, str | None]:
+    row = session.get(HttpValidator, url)
+    return (row.etag, row.last_modified) if row else (None, None)
+
+
+def put_validators(
+    session: Session, url: str, etag: str | None, last_modified: str | None, now: datetime
+) -> None:
+    statement = _insert(session, HttpValidator).values(
+        url=url, etag=etag, last_modified=last_modified, updated_at=now
+    )
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["url"],
+            set_={"etag": etag, "last_modified": last_modified, "updated_at": now},
+        )
+    )
+
+
+# Subscribers -------------------------------------------------------------------------------
+
+
+def subscriber_by_email(session: Session, email: str) -> Subscriber | None:
+    return session.scalar(select(Subscriber).where(Subscriber.email == email))
+
+
+def add_subscriber(session: Session, **values: Any) -> Subscriber:
+    subscriber = Subscriber(**values)
+    session.add(subscriber)
+    session.flush()
+    return subscriber
+
+
+def subscriber_counts(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Subscriber.state, func.count()).group_by(Subscriber.state))
+    return {state: count for state, count in rows}
+
+
+def record_send_outcome(
+    session: Session, subscriber_id: int, *, hard_failure: bool, threshold: int
+) -> None:
+    """Count consecutive hard failures; past the threshold the subscriber is bouncing."""
+    if not hard_failure:
+        session.execute(
+            update(Subscriber)
+            .where(Subscriber.id == subscriber_id, Subscriber.hard_failures != 0)
+            .values(hard_failures=0)
+        )
+        return
+    session.execute(
+        update(Subscriber)
+        .where(Subscriber.id == subscriber_id)
+        .values(hard_failures=Subscriber.hard_failures + 1)
+    )
+    session.execute(
+        update(Subscriber)
+        .where(
+            Subscriber.id == subscriber_id,
+            Subscriber.hard_failures >= threshold,
+            Subscriber.state == ACTIVE,
+        )
+        .values(state=BOUNCING)
+    )
+
+
+# Planning ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DueSubscriber:
+    id: int
+    keywords: str
+    digest_size: int
+    edition: date
+
+
+def due_subscribers(session: Session, now: datetime) -> list[DueSubscriber]:
+    """Active subscribers whose local send hour has come and whose edition is not planned yet."""
+    aware = now.replace(tzinfo=UTC)
+    zones = session.scalars(
+        select(Subscriber.timezone).where(Subscriber.state == ACTIVE).distinct()
+    ).all()
+    due: list[DueSubscriber] = []
+    for zone in zones:
+        local = aware.astimezone(ZoneInfo(zone))
+        edition = local.date()
+        planned = exists().where(
+            Delivery.subscriber_id == Subscriber.id, Delivery.edition == edition
+        )
+        rows = session.execute(
+            select(Subscriber.id, Subscriber.keywords, Subscriber.digest_size).where(
+                Subscriber.state == ACTIVE,
+                Subscriber.timezone == zone,
+                Subscriber.send_hour <= local.hour,
+                ~planned,
+            )
+        )
+        due.extend(DueSubscriber(id, keywords, size, edition) for id, keywords, size in rows)
+    return due
+
+
+def sent_paper_ids(
+    session: Session, subscriber_ids: Sequence[int], paper_ids: Sequence[str]
+) -> dict[int, set[str]]:
+    """For each subscriber, which of `paper_ids` they already had."""
+    found: dict[int, set[str]] = defaultdict(set)
+    candidates = list(paper_ids)
+    for start in range(0, len(subscriber_ids), 5000):
+        chunk = list(subscriber_ids[start : start + 5000])
+        rows = session.execute(
+            select(SentPaper.subscriber_id, SentPaper.paper_id).where(
+                SentPaper.subscriber_id.in_(chunk), SentPaper.paper_id.in_(candidates)
+            )
+        )
+        for subscriber_id, paper_id in rows:
+            found[subscriber_id].add(paper_id)
+    return found
+
+
+def create_deliveries(session: Session, rows: Sequence[dict[str, Any]], now: datetime) -> int:
+    """Insert planned/skipped ledger rows; a row that already exists is left alone.
+
+    Each row: subscriber_id, edition, state, items. The papers of a new row are reserved in
+    sent_papers in the same transaction, so no later edition picks them again.
+    """
+    if not rows:
+        return 0
+    values = [
+        {
+            "subscriber_id": row["subscriber_id"],
+            "edition": row["edition"],
+            "state": row["state"],
+            "items": row["items"],
+            "top_score": row["items"][0]["score"] if row["items"] else None,
+            "attempts": 0,
+            "created_at": now,
+        }
+        for row in rows
+    ]
+    statement = (
+        _insert(session, Delivery)
+        .on_conflict_do_nothing(index_elements=["subscriber_id", "edition"])
+        .returning(Delivery.id, Delivery.subscriber_id, Delivery.items)
+    )
+    created = session.execute(statement, values).all()
+    reserved = [
+        {"subscriber_id": subscriber_id, "paper_id": item["id"], "delivery_id": delivery_id}
+        for delivery_id, subscriber_id, items in created
+        for item in items
+    ]
+    if reserved:
+        session.execute(
+            _insert(session, SentPaper).on_conflict_do_nothing(
+                index_elements=["subscriber_id", "paper_id"]
+            ),
+            reserved,
+        )
+    return len(created)
+
+
+# Delivering --------------------------------------------------------------------------------
+
+
+def _claimable(now: datetime) -> Any:
+    due = or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now)
+    return or_(
+        and_(Delivery.state.in_((PLANNED, RETRY)), due),
+        and_(Delivery.state == SENDING, Delivery.lease_until < now),  # a crashed sender's lease
+    )
+
+
+def due_delivery_ids(session: Session, now: datetime, limit: int | None = None) -> list[int]:
+    """Ledger rows ready to be sent now: planned, retry that is due, or an expired lease."""
+    query = select(Delivery.id).where(_claimable(now)).order_by(Delivery.id)
+    if limit:
+        query = query.limit(limit)
+    return list(session.scalars(query))
+
+
+def claim_deliveries(
+    session: Session, ids: Sequence[int], now: datetime, lease_seconds: int
+) -> list[int]:
+    """Claim rows with one conditional UPDATE; returns only the ids this caller now owns."""
+    if not ids:
+        return []
+    statement = (
+        update(Delivery)
+        .where(Delivery.id.in_(list(ids)), _claimable(now))
+        .values(
+            state=SENDING,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            attempts=Delivery.attempts + 1,
+        )
+        .returning(Delivery.id)
+    )
+    return sorted(session.scalars(statement, execution_options={"synchronize_session": False}))
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    id: int
+    edition: date
+    items: list[dict[str, Any]]
+    attempts: int
+    subscriber_id: int
+    email: str
+    keywords: str
+    show_trending: bool
+    token_version: int
+
+
+def load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedDelivery]:
+    rows = session.execute(
+        select(
+            Delivery.id,
+            Delivery.edition,
+            Delivery.items,
+            Delivery.attempts,
+            Subscriber.id,
+            Subscriber.email,
+            Subscriber.keywords,
+            Subscriber.show_trending,
+            Subscriber.token_version,
+        )
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(Delivery.id.in_(list(ids)))
+        .order_by(Delivery.id)
+    )
+    return [ClaimedDelivery(*row) for row in rows]
+
+
+def _owned(delivery_id: int) -> Any:
+    return and_(Delivery.id == delivery_id, Delivery.state == SENDING)
+
+
+def mark_sent(session: Session, delivery_id: int, message_id: str, now: datetime) -> bool:
+    result = session.execute(
+        update(Delivery)
+        .where(_owned(delivery_id))
+        .values(state=SENT, sent_at=now, message_id=message_id, lease_until=None, error=None)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def mark_retry(session: Session, delivery_id: int, error: str, next_attempt_at: datetime) -> None:
+    session.execute(
+        update(Delivery)
+        .where(_owned(delivery_id))
+        .values(state=RETRY, error=error, next_attempt_at=next_attempt_at, lease_until=None)
+    )
+
+
+def mark_failed(session: Session, delivery_id: int, error: str) -> None:
+    session.execute(
+        update(Delivery)
+        .where(_owned(delivery_id))
+        .values(state=FAILED, error=error, lease_until=None)
+    )
+
+
+def release_deliveries(session: Session, ids: Sequence[int]) -> None:
+    """Hand claimed rows back untouched (a clean shutdown): they are sent on the next run."""
+    if ids:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(list(ids)), Delivery.state == SENDING)
+            .values(state=PLANNED, lease_until=None, attempts=Delivery.attempts - 1)
+        )
+
+
+def cancel_for_subscriber(session: Session, subscriber_id: int) -> None:
+    """An unsubscribed subscriber gets nothing already planned."""
+    session.execute(
+        delete(Delivery).where(
+            Delivery.subscriber_id == subscriber_id, Delivery.state.in_((PLANNED, RETRY))
+        )
+    )
+
+
+def delivery_counts(session: Session, editions: int = 5) -> list[tuple[date, str, int]]:
+    """(edition, state, count) for the most recent editions."""
+    recent = (
+        select(Delivery.edition)
+        .group_by(Delivery.edition)
+        .order_by(Delivery.edition.desc())
+        .limit(editions)
+    )
+    rows = session.execute(
+        select(Delivery.edition, Delivery.state, func.count())
+        .where(Delivery.edition.in_(recent))
+        .group_by(Delivery.edition, Delivery.state)
+        .order_by(Delivery.edition.desc(), Delivery.state)
+    )
+    return [(edition, state, count) for edition, state, count in rows]
+

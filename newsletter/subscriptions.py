@@ -1,0 +1,126 @@
+"""Subscriber lifecycle shared by the web pages and the CLI: sign up, confirm, unsubscribe."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.orm import Session
+
+from newsletter import storage
+from newsletter.config import Settings
+from newsletter.models import ACTIVE, PAUSED, PENDING, UNSUBSCRIBED, Subscriber
+
+
+class SubscriptionError(ValueError):
+    """Bad input from a subscriber or operator; `field` names the form field at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def normalize_email(raw: str) -> str:
+    """A syntactically valid address, normalized (lower-case domain); no DNS lookups."""
+    try:
+        result = validate_email(raw.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise SubscriptionError("email", f"{raw.strip() or 'An empty address'}: {exc}") from None
+    return str(result.normalized).lower()
+
+
+def validate_keywords(text: str) -> str:
+    """Check a keyword profile; returns it stripped, or raises with what and where."""
+    from newsletter.profile import ProfileError, parse_profile
+
+    text = text.strip()
+    if not text:
+        raise SubscriptionError("keywords", "Enter at least one keyword.")
+    try:
+        parse_profile(text)
+    except ProfileError as exc:
+        raise SubscriptionError("keywords", str(exc)) from None
+    return text
+
+
+def validate_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SubscriptionError("timezone", f"Unknown time zone {name!r}.") from None
+    return name
+
+
+def validate_send_hour(hour: int) -> int:
+    if not 0 <= hour <= 23:
+        raise SubscriptionError("send_hour", "The send hour must be from 0 to 23.")
+    return hour
+
+
+def validate_digest_size(size: int) -> int:
+    if not 1 <= size <= 50:
+        raise SubscriptionError("digest_size", "The digest size must be from 1 to 50 papers.")
+    return size
+
+
+def subscribe(
+    session: Session,
+    settings: Settings,
+    *,
+    email: str,
+    keywords: str,
+    now: datetime,
+    timezone: str | None = None,
+    send_hour: int | None = None,
+    digest_size: int | None = None,
+    confirmed: bool = False,
+) -> Subscriber:
+    """Add a subscriber (pending until confirmed, or active when an operator adds them).
+
+    Every value is validated before anything is written. A known address is not changed by
+    an unconfirmed sign-up: only its owner, through a signed link, can change it.
+    """
+    address = normalize_email(email)
+    profile = validate_keywords(keywords)
+    zone = validate_timezone(timezone or settings.timezone)
+    hour = validate_send_hour(settings.send_hour if send_hour is None else send_hour)
+    size = validate_digest_size(digest_size or settings.digest_size)
+    subscriber = storage.subscriber_by_email(session, address)
+    if subscriber is None:
+        subscriber = storage.add_subscriber(
+            session,
+            email=address,
+            state=PENDING,
+            keywords=profile,
+            timezone=zone,
+            send_hour=hour,
+            digest_size=size,
+            created_at=now,
+        )
+    elif subscriber.state == PENDING or confirmed:
+        subscriber.keywords, subscriber.timezone = profile, zone
+        subscriber.send_hour, subscriber.digest_size = hour, size
+    if confirmed:
+        confirm(session, subscriber, now)
+    return subscriber
+
+
+def confirm(session: Session, subscriber: Subscriber, now: datetime) -> None:
+    """Activate a pending (or unsubscribed, re-confirming) subscriber; harmless if active."""
+    if subscriber.state in (PENDING, UNSUBSCRIBED) or subscriber.state not in (ACTIVE, PAUSED):
+        subscriber.state = ACTIVE
+        subscriber.confirmed_at = now
+        subscriber.unsubscribed_at = None
+        subscriber.hard_failures = 0
+    session.flush()
+
+
+def unsubscribe(session: Session, subscriber: Subscriber, now: datetime) -> None:
+    """Stop all mail at once; repeating it changes nothing."""
+    if subscriber.state != UNSUBSCRIBED:
+        subscriber.state = UNSUBSCRIBED
+        subscriber.unsubscribed_at = now
+        storage.cancel_for_subscriber(session, subscriber.id)
+    session.flush()
