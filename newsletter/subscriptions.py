@@ -108,8 +108,8 @@ def subscribe(
 
 
 def confirm(session: Session, subscriber: Subscriber, now: datetime) -> None:
-    """Activate a pending (or unsubscribed, re-confirming) subscriber; harmless if active."""
-    if subscriber.state in (PENDING, UNSUBSCRIBED) or subscriber.state not in (ACTIVE, PAUSED):
+    """Activate a pending, unsubscribed or bouncing subscriber who confirmed; harmless if active."""
+    if subscriber.state not in (ACTIVE, PAUSED):
         subscriber.state = ACTIVE
         subscriber.confirmed_at = now
         subscriber.unsubscribed_at = None
