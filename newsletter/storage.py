@@ -237,8 +237,14 @@ class DueSubscriber:
     edition: date
 
 
-def due_subscribers(session: Session, now: datetime) -> list[DueSubscriber]:
-    """Active subscribers whose local send hour has come and whose edition is not planned yet."""
+def due_subscribers(
+    session: Session, now: datetime, edition: date | None = None
+) -> list[DueSubscriber]:
+    """Active subscribers whose local send hour has come and whose edition is not planned yet.
+
+    With `edition`, every active subscriber who has not had that edition is due, whatever
+    the hour (an operator sending a day by hand).
+    """
     aware = now.replace(tzinfo=UTC)
     zones = session.scalars(
         select(Subscriber.timezone).where(Subscriber.state == ACTIVE).distinct()
@@ -246,19 +252,15 @@ def due_subscribers(session: Session, now: datetime) -> list[DueSubscriber]:
     due: list[DueSubscriber] = []
     for zone in zones:
         local = aware.astimezone(ZoneInfo(zone))
-        edition = local.date()
-        planned = exists().where(
-            Delivery.subscriber_id == Subscriber.id, Delivery.edition == edition
-        )
+        day = edition or local.date()
+        planned = exists().where(Delivery.subscriber_id == Subscriber.id, Delivery.edition == day)
+        conditions = [Subscriber.state == ACTIVE, Subscriber.timezone == zone, ~planned]
+        if edition is None:
+            conditions.append(Subscriber.send_hour <= local.hour)
         rows = session.execute(
-            select(Subscriber.id, Subscriber.keywords, Subscriber.digest_size).where(
-                Subscriber.state == ACTIVE,
-                Subscriber.timezone == zone,
-                Subscriber.send_hour <= local.hour,
-                ~planned,
-            )
+            select(Subscriber.id, Subscriber.keywords, Subscriber.digest_size).where(*conditions)
         )
-        due.extend(DueSubscriber(id, keywords, size, edition) for id, keywords, size in rows)
+        due.extend(DueSubscriber(id, keywords, size, day) for id, keywords, size in rows)
     return due
 
 
@@ -456,3 +458,23 @@ def delivery_counts(session: Session, editions: int = 5) -> list[tuple[date, str
     )
     return [(edition, state, count) for edition, state, count in rows]
 
+
+def subscribers_by_id(session: Session, ids: Iterable[int]) -> dict[int, Subscriber]:
+    wanted = list(dict.fromkeys(ids))
+    found: dict[int, Subscriber] = {}
+    for start in range(0, len(wanted), 5000):
+        chunk = wanted[start : start + 5000]
+        found.update(
+            {s.id: s for s in session.scalars(select(Subscriber).where(Subscriber.id.in_(chunk)))}
+        )
+    return found
+
+
+def delivery_ids_for(session: Session, subscriber_id: int, edition: date) -> list[int]:
+    return list(
+        session.scalars(
+            select(Delivery.id).where(
+                Delivery.subscriber_id == subscriber_id, Delivery.edition == edition
+            )
+        )
+    )

@@ -1,0 +1,536 @@
+"""The three steps both modes run: collect() papers, plan() editions, deliver() digests."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from newsletter import storage
+from newsletter.config import Settings
+from newsletter.db import Database
+from newsletter.models import PLANNED, SKIPPED
+from newsletter.paper import Paper
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]  # called with how many items were just finished
+
+DEMO_DATA = Path(__file__).parent / "data" / "hf_daily_papers_2026-06-12.json"
+
+
+# Collect -----------------------------------------------------------------------------------
+
+
+@dataclass
+class CollectReport:
+    """What one source run did, as recorded in source_runs."""
+
+    source: str
+    url: str
+    outcome: str  # ok, not_modified, empty, error
+    new: int = 0
+    updated: int = 0
+    skipped: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+
+
+class _BufferedValidators:
+    """ETag/Last-Modified read from the database; new ones are written with the run's papers.
+
+    Buffering means a response whose papers were not stored never records its validators,
+    so the next run fetches it again instead of getting a 304 for data we never kept.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.pending: dict[str, tuple[str | None, str | None]] = {}
+
+    def get(self, url: str) -> tuple[str | None, str | None]:
+        if url in self.pending:
+            return self.pending[url]
+        with self._db.session() as session:
+            return storage.get_validators(session, url)
+
+    def put(self, url: str, etag: str | None, last_modified: str | None) -> None:
+        self.pending[url] = (etag, last_modified)
+
+
+def collect(
+    db: Database,
+    settings: Settings,
+    *,
+    day: date | None = None,
+    since: date | None = None,
+    sources: Sequence[str] | None = None,
+    progress: Progress | None = None,
+) -> list[CollectReport]:
+    """Fetch each enabled source once and store its papers, one transaction per source run.
+
+    A source that fails is logged in one line and recorded as an error; the others go on.
+    `since` backfills arXiv from the Atom API instead of reading today's feeds.
+    """
+    from newsletter.sources.http import SourceClient
+
+    day = day or storage.utcnow().date()
+    reports = []
+    validators = _BufferedValidators(db)
+    with SourceClient(settings, validators=validators) as client:
+        for name in sources or settings.sources:
+            reports.append(_collect_one(db, settings, client, validators, name, day, since))
+            if progress:
+                progress(1)
+    return reports
+
+
+def _fetch(client: Any, settings: Settings, name: str, day: date, since: date | None) -> Any:
+    from newsletter.sources import arxiv, hf_daily
+
+    if name == "arxiv":
+        if since is not None:
+            return arxiv.backfill(client, since, day, settings)
+        return arxiv.fetch(client, day, settings)
+    return hf_daily.fetch(client, day)
+
+
+def _collect_one(
+    db: Database,
+    settings: Settings,
+    client: Any,
+    validators: _BufferedValidators,
+    name: str,
+    day: date,
+    since: date | None,
+) -> CollectReport:
+    from newsletter.sources import SourceError
+
+    started = storage.utcnow()
+    clock = time.monotonic()
+    validators.pending.clear()
+    try:
+        result = _fetch(client, settings, name, day, since)
+    except SourceError as exc:
+        log.warning("collect %s: %s", name, exc.message)
+        report = CollectReport(name, getattr(exc, "url", "") or "", "error", error=exc.message)
+    else:
+        report = CollectReport(name, result.url, result.outcome, skipped=result.skipped)
+        if result.skipped:
+            log.info("collect %s: skipped %d malformed entries", name, result.skipped)
+        papers = result.papers
+    report.seconds = time.monotonic() - clock
+    with db.session() as session:
+        if report.outcome != "error":
+            report.new, report.updated = storage.upsert_papers(session, papers, started)
+            for url, (etag, modified) in validators.pending.items():
+                storage.put_validators(session, url, etag, modified, started)
+        storage.record_source_run(
+            session,
+            source=name,
+            url=report.url,
+            day=day,
+            started_at=started,
+            finished_at=storage.utcnow(),
+            outcome=report.outcome,
+            papers_new=report.new,
+            papers_updated=report.updated,
+            skipped=report.skipped,
+            error=report.error,
+        )
+    if report.outcome != "error":
+        log.info(
+            "collect %s: %s, %d new, %d updated", name, report.outcome, report.new, report.updated
+        )
+    return report
+
+
+def load_papers(db: Database, papers: Iterable[Paper], *, source: str, url: str) -> CollectReport:
+    """Store papers read from a file (the demo day, a JSONL export) as one recorded run."""
+    started = storage.utcnow()
+    papers = list(papers)
+    with db.session() as session:
+        new, updated = storage.upsert_papers(session, papers, started)
+        storage.record_source_run(
+            session,
+            source=source,
+            url=url,
+            day=papers[0].published if papers else None,
+            started_at=started,
+            finished_at=storage.utcnow(),
+            outcome="ok" if papers else "empty",
+            papers_new=new,
+            papers_updated=updated,
+        )
+    return CollectReport(source, url, "ok" if papers else "empty", new, updated)
+
+
+def load_demo_day(db: Database) -> CollectReport:
+    """Store the bundled, recorded Hugging Face Daily Papers day (works offline)."""
+    from newsletter.sources import hf_daily
+
+    parsed = hf_daily.parse(DEMO_DATA.read_bytes())
+    return load_papers(db, parsed.papers, source="hf_daily", url=f"file:{DEMO_DATA.name}")
+
+
+# Plan --------------------------------------------------------------------------------------
+
+
+@dataclass
+class PlanReport:
+    due: int = 0
+    planned: int = 0
+    skipped: int = 0
+    papers: int = 0
+    invalid_profiles: list[int] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def plan(
+    db: Database,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    edition: date | None = None,
+    write: bool = True,
+) -> PlanReport:
+    """Rank the recent papers for every subscriber whose send time has come; write the ledger.
+
+    Identical profiles are ranked once; papers a subscriber already had are never planned again.
+    Concurrent planners are safe: the (subscriber, edition) key keeps the first row.
+    With `write=False` nothing is stored and the rows are returned in the report (dry run).
+    """
+    now = now or storage.utcnow()
+    with db.session() as session:
+        due = storage.due_subscribers(session, now, edition)
+    report = PlanReport(due=len(due))
+    if not due:
+        return report
+    report.rows = rank_for(db, settings, due, now=now, report=report)
+    report.planned = sum(row["state"] == PLANNED for row in report.rows)
+    report.skipped = len(report.rows) - report.planned
+    if write:
+        for start in range(0, len(report.rows), 5000):
+            with db.session() as session:
+                storage.create_deliveries(session, report.rows[start : start + 5000], now)
+    log.info("plan: %d due, %d planned, %d skipped", report.due, report.planned, report.skipped)
+    return report
+
+
+def rank_for(
+    db: Database,
+    settings: Settings,
+    due: Sequence[storage.DueSubscriber],
+    *,
+    now: datetime,
+    report: PlanReport | None = None,
+) -> list[dict[str, Any]]:
+    """Ledger rows (subscriber_id, edition, state, items) ranking the recent papers for `due`."""
+    from newsletter.profile import ProfileError, parse_profile
+    from newsletter.ranking import PaperIndex
+
+    report = report or PlanReport()
+    with db.session() as session:
+        papers = storage.recent_papers(session, days=settings.paper_window_days, now=now)
+        sent = storage.sent_paper_ids(session, [d.id for d in due], [p.id for p in papers])
+    report.papers = len(papers)
+    profiles, ready = [], []
+    for subscriber in due:
+        try:
+            profiles.append(parse_profile(subscriber.keywords))
+        except ProfileError as exc:
+            log.warning("plan: subscriber %d has an invalid profile: %s", subscriber.id, exc)
+            report.invalid_profiles.append(subscriber.id)
+            continue
+        ready.append(subscriber)
+    index = PaperIndex(papers, now=now, popularity_weight=settings.popularity_weight)
+    results = index.rank_many(
+        profiles,
+        top_k=[s.digest_size for s in ready],
+        min_score=settings.min_score,
+        exclude_ids=[frozenset(sent.get(s.id, ())) for s in ready],
+    )
+    rows = []
+    for subscriber, matches in zip(ready, results, strict=True):
+        items = [
+            {
+                "id": m.paper_id,
+                "score": round(float(m.score), 2),
+                "matched": list(m.matched),
+                "snippet_html": m.snippet_html,
+                "snippet_text": m.snippet_text,
+            }
+            for m in matches
+        ]
+        state = PLANNED if items or settings.send_empty_note else SKIPPED
+        rows.append(
+            {
+                "subscriber_id": subscriber.id,
+                "edition": subscriber.edition,
+                "state": state,
+                "items": items,
+            }
+        )
+    return rows
+
+
+# Deliver -----------------------------------------------------------------------------------
+
+
+@dataclass
+class DeliverReport:
+    sent: int = 0
+    retry: int = 0
+    failed: int = 0
+    released: int = 0
+    rendered: int = 0
+    paths: list[str] = field(default_factory=list)
+
+
+class _Digests:
+    """Renders the claimed deliveries of one run, one EditionRenderer per edition."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._renderers: dict[date, Any] = {}
+        self.domain = parseaddr(settings.from_address)[1].rpartition("@")[2] or "localhost"
+
+    def renderer(self, edition: date) -> Any:
+        from newsletter.render import EditionRenderer
+
+        if edition not in self._renderers:
+            self._renderers[edition] = EditionRenderer(self.settings, edition)
+        return self._renderers[edition]
+
+    def message(
+        self, row: storage.ClaimedDelivery, papers: dict[str, Paper], trending: list[Paper]
+    ) -> EmailMessage:
+        from newsletter.mailer import build_message, message_id_for
+        from newsletter.render import DigestItem
+        from newsletter.tokens import link
+
+        items = [
+            DigestItem(
+                paper=papers[item["id"]],
+                matched=tuple(item.get("matched", ())),
+                snippet_html=item.get("snippet_html", ""),
+                snippet_text=item.get("snippet_text", ""),
+                score=item.get("score"),
+            )
+            for item in row.items
+            if item["id"] in papers
+        ]
+        listed = {item.paper.id for item in items}
+        extra = [p for p in trending if p.id not in listed][: self.settings.trending_size]
+        unsubscribe_url = link(self.settings, "unsubscribe", row.subscriber_id, row.token_version)
+        email = self.renderer(row.edition).render_digest(
+            email=row.email,
+            keywords_text=row.keywords,
+            items=items,
+            trending=extra if row.show_trending else [],
+            unsubscribe_url=unsubscribe_url,
+            manage_url=link(self.settings, "manage", row.subscriber_id, row.token_version),
+        )
+        return build_message(
+            email,
+            sender=self.settings.from_address,
+            recipient=row.email,
+            message_id=message_id_for(row.id, row.edition, self.domain),
+            unsubscribe_url=unsubscribe_url,
+            unsubscribe_mailto=self.settings.unsubscribe_mailto,
+            list_id=self.settings.list_id,
+        )
+
+
+def _trending(papers: Iterable[Paper], limit: int) -> list[Paper]:
+    """The most upvoted Hugging Face papers: the spirit of Hugging Face's own daily mail."""
+    ranked = sorted(
+        (p for p in papers if "hf_daily" in p.source and p.upvotes > 0),
+        key=lambda p: (-p.upvotes, p.id),
+    )
+    return ranked[:limit]
+
+
+def _retry_delay(settings: Settings, attempts: int) -> timedelta:
+    # Exponential backoff with jitter, so retries of one outage do not arrive together.
+    base = settings.retry_base_seconds * (2 ** max(attempts - 1, 0))
+    return timedelta(seconds=base * random.uniform(0.8, 1.2))
+
+
+def deliver(
+    db: Database,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    ids: Sequence[int] | None = None,
+    stop: threading.Event | None = None,
+    progress: Progress | None = None,
+) -> DeliverReport:
+    """Send every due digest (or just `ids`), in batches over one connection per batch.
+
+    Each row is claimed with a lease before sending and marked the moment the server accepts
+    it, so a crash resends at most the message in flight, and never a delivered one.
+    On `stop`, the rest of the claimed batch goes back to the ledger untouched.
+    """
+
+    now = now or storage.utcnow()
+    report = DeliverReport()
+    if ids is None:
+        with db.session() as session:
+            ids = storage.due_delivery_ids(session, now)
+    digests = _Digests(settings)
+    trending_cache: list[Paper] | None = None
+    for start in range(0, len(ids), settings.batch_size):
+        if stop is not None and stop.is_set():
+            break
+        batch = ids[start : start + settings.batch_size]
+        with db.session() as session:
+            claimed = storage.claim_deliveries(session, batch, now, settings.lease_seconds)
+            rows = storage.load_claimed(session, claimed)
+            papers = storage.papers_by_id(session, (i["id"] for r in rows for i in r.items))
+            if trending_cache is None:
+                recent = storage.recent_papers(session, days=settings.paper_window_days, now=now)
+                trending_cache = _trending(recent, settings.trending_size + 50)
+        if rows:
+            _send_batch(db, settings, digests, rows, papers, trending_cache, report, stop, progress)
+    return report
+
+
+def _send_batch(
+    db: Database,
+    settings: Settings,
+    digests: _Digests,
+    rows: list[storage.ClaimedDelivery],
+    papers: dict[str, Paper],
+    trending: list[Paper],
+    report: DeliverReport,
+    stop: threading.Event | None,
+    progress: Progress | None,
+) -> None:
+    from newsletter.mailer import PermanentSendError, TransientSendError, open_transport
+
+    pending = list(rows)
+    try:
+        with open_transport(settings) as transport:
+            while pending:
+                if stop is not None and stop.is_set():
+                    break
+                row = pending[0]
+                message = digests.message(row, papers, trending)
+                try:
+                    result = transport.send(message)
+                except PermanentSendError as exc:
+                    _record_failure(db, settings, row, str(exc), report, permanent=True)
+                except TransientSendError as exc:
+                    _record_failure(db, settings, row, str(exc), report, permanent=False)
+                else:
+                    with db.session() as session:
+                        storage.mark_sent(session, row.id, message["Message-ID"], storage.utcnow())
+                        storage.record_send_outcome(
+                            session,
+                            row.subscriber_id,
+                            hard_failure=False,
+                            threshold=settings.bounce_threshold,
+                        )
+                    report.sent += 1
+                    if isinstance(result, str):
+                        report.paths.append(result)
+                pending.pop(0)
+                if progress:
+                    progress(1)
+    except TransientSendError as exc:
+        # The connection could not be (re)opened: the whole rest of the batch retries later.
+        log.warning("deliver: %s; %d digests will be retried", exc, len(pending))
+        for row in pending:
+            _record_failure(db, settings, row, str(exc), report, permanent=False)
+        pending = []
+    finally:
+        if pending:
+            with db.session() as session:
+                storage.release_deliveries(session, [row.id for row in pending])
+            report.released += len(pending)
+
+
+def _record_failure(
+    db: Database,
+    settings: Settings,
+    row: storage.ClaimedDelivery,
+    error: str,
+    report: DeliverReport,
+    *,
+    permanent: bool,
+) -> None:
+    with db.session() as session:
+        if permanent or row.attempts >= settings.max_attempts:
+            storage.mark_failed(session, row.id, error)
+            report.failed += 1
+            if permanent:
+                storage.record_send_outcome(
+                    session,
+                    row.subscriber_id,
+                    hard_failure=True,
+                    threshold=settings.bounce_threshold,
+                )
+        else:
+            retry_at = storage.utcnow() + _retry_delay(settings, row.attempts)
+            storage.mark_retry(session, row.id, error, retry_at)
+            report.retry += 1
+    log.info("deliver %d to %s: %s", row.id, row.email, error)
+
+
+# Previews and dry runs ---------------------------------------------------------------------
+
+
+def render_planned(
+    db: Database, settings: Settings, rows: Sequence[dict[str, Any]], *, now: datetime
+) -> list[EmailMessage]:
+    """Render ledger rows that were ranked but not stored (a dry run or a preview)."""
+    with db.session() as session:
+        subscribers = storage.subscribers_by_id(session, (r["subscriber_id"] for r in rows))
+        papers = storage.papers_by_id(session, (i["id"] for r in rows for i in r["items"]))
+        recent = storage.recent_papers(session, days=settings.paper_window_days, now=now)
+    trending = _trending(recent, settings.trending_size + 50)
+    digests = _Digests(settings)
+    messages = []
+    for row in rows:
+        subscriber = subscribers[row["subscriber_id"]]
+        claimed = storage.ClaimedDelivery(
+            id=0,
+            edition=row["edition"],
+            items=row["items"],
+            attempts=0,
+            subscriber_id=subscriber.id,
+            email=subscriber.email,
+            keywords=subscriber.keywords,
+            show_trending=subscriber.show_trending,
+            token_version=subscriber.token_version,
+        )
+        messages.append(digests.message(claimed, papers, trending))
+    return messages
+
+
+def preview(
+    db: Database, settings: Settings, email: str, *, now: datetime | None = None
+) -> EmailMessage:
+    """The digest `email` would get if their edition were planned now; nothing is stored."""
+    from newsletter.subscriptions import normalize_email
+
+    now = now or storage.utcnow()
+    with db.session() as session:
+        subscriber = storage.subscriber_by_email(session, normalize_email(email))
+        if subscriber is None:
+            raise LookupError(f"no subscriber {email}")
+        local = now.replace(tzinfo=UTC).astimezone(ZoneInfo(subscriber.timezone))
+        due = storage.DueSubscriber(
+            subscriber.id, subscriber.keywords, subscriber.digest_size, local.date()
+        )
+    rows = rank_for(db, settings, [due], now=now)
+    return render_planned(db, settings, rows, now=now)[0]
