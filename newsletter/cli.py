@@ -1,0 +1,375 @@
+"""The `newsletter` command: run the service, collect, send, manage subscribers, inspect."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from newsletter.config import ConfigError, Settings, load_settings
+from newsletter.db import Database
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+errors = Console(stderr=True)
+
+
+class Format(StrEnum):
+    table = "table"
+    jsonl = "jsonl"
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print a clear error and return the exit to raise; nothing has been changed."""
+    errors.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise fail(f"bad configuration: {exc}") from None
+
+
+@contextmanager
+def database() -> Iterator[Database]:
+    db = Database(settings())
+    db.upgrade()
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+def _logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("httpx", "httpcore", "apscheduler.executors.default", "alembic.runtime"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@contextmanager
+def progress_bar(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on a terminal; silent when output is piped or logged."""
+    if not sys.stdout.isatty():
+        yield lambda _n: None
+        return
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    _logging(verbose)
+
+
+@app.command()
+def run(
+    demo: Annotated[
+        bool, typer.Option(help="Load the sample day and mail a demo digest first.")
+    ] = False,
+) -> None:
+    """Run the whole service in one process: web app + scheduler (embedded mode)."""
+    from newsletter.service import serve
+
+    config = settings()
+    if demo:
+        config.var_dir.mkdir(parents=True, exist_ok=True)
+    serve(config, demo=demo)
+
+
+@app.command()
+def web() -> None:
+    """Serve only the web pages (distributed mode runs workers and beat beside it)."""
+    from newsletter.service import serve
+
+    serve(settings(), scheduler=False)
+
+
+@app.command()
+def demo() -> None:
+    """Load the bundled sample day, add a demo subscriber and write their digest to the outbox."""
+    from newsletter.service import DEMO_EMAIL, run_demo
+
+    with database() as db:
+        path = run_demo(db, db.settings)
+    if path is None:
+        console.print(f"Demo digest sent by SMTP to {DEMO_EMAIL}.")
+    else:
+        console.print(f"Demo digest for {DEMO_EMAIL}: [bold]{path}[/]")
+
+
+@app.command()
+def collect(
+    day: Annotated[str | None, typer.Option("--date", help="Day to collect (YYYY-MM-DD).")] = None,
+    source: Annotated[list[str] | None, typer.Option(help="Only this source (repeatable).")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Backfill arXiv from this day (YYYY-MM-DD).")
+    ] = None,
+) -> None:
+    """Fetch new papers from the sources and store them."""
+    from newsletter import pipeline
+
+    config = settings()
+    chosen = source or list(config.sources)
+    unknown = [name for name in chosen if name not in ("hf_daily", "arxiv")]
+    if unknown:
+        raise fail(f"unknown source {unknown[0]!r}; choose from hf_daily, arxiv")
+    when, start = _day(day), _day(since)
+    with database() as db, progress_bar("collect", len(chosen)) as advance:
+        reports = pipeline.collect(
+            db, config, day=when, since=start, sources=chosen, progress=advance
+        )
+    table = Table("source", "outcome", "new", "updated", "skipped", "seconds", "error")
+    for r in reports:
+        style = {"error": "red", "empty": "yellow"}.get(r.outcome, "green")
+        table.add_row(
+            r.source,
+            f"[{style}]{r.outcome}[/]",
+            str(r.new),
+            str(r.updated),
+            str(r.skipped),
+            f"{r.seconds:.1f}",
+            r.error or "",
+        )
+    console.print(table)
+    if reports and all(r.outcome == "error" for r in reports):
+        raise typer.Exit(1)
+
+
+@app.command()
+def papers(
+    day: Annotated[
+        str | None, typer.Option("--date", help="Day (YYYY-MM-DD); default: last day collected.")
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table or jsonl")] = Format.table,
+) -> None:
+    """List the papers of a day (JSONL is the input of `newsletter rank`)."""
+    from newsletter import storage
+
+    with database() as db, db.session() as session:
+        when = _day(day)
+        if when is None:
+            counts = storage.paper_counts_by_day(session, days=1)
+            when = counts[0][0] if counts else None
+        found = storage.papers_on(session, when) if when else []
+    if fmt is Format.jsonl:
+        for paper in found:
+            sys.stdout.write(paper.to_json() + "\n")
+        return
+    table = Table("id", "title", "upvotes", "source", title=f"{len(found)} papers on {when}")
+    for paper in found:
+        table.add_row(paper.id, paper.title, str(paper.upvotes), paper.source)
+    console.print(table)
+
+
+@app.command()
+def send(
+    day: Annotated[
+        str | None, typer.Option("--date", help="Send this edition now to everyone who lacks it.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Rank and render; send nothing.")
+    ] = False,
+) -> None:
+    """Plan the editions that are due and deliver every digest that is ready."""
+    from newsletter import pipeline, storage
+
+    config = settings()
+    edition = _day(day)
+    with database() as db:
+        plan = pipeline.plan(db, config, edition=edition, write=not dry_run)
+        if dry_run:
+            _dry_run_table(db, config, plan.rows)
+            return
+        with db.session() as session:
+            due = len(storage.due_delivery_ids(session, storage.utcnow()))
+        with progress_bar("send", due) as advance:
+            report = pipeline.deliver(db, config, progress=advance)
+    console.print(
+        f"planned {plan.planned}, skipped {plan.skipped} (nothing matched); "
+        f"sent {report.sent}, to retry {report.retry}, failed {report.failed}"
+    )
+    for path in report.paths[:5]:
+        console.print(f"  {path}")
+    if report.retry or report.failed:
+        raise typer.Exit(1)
+
+
+def _dry_run_table(db: Database, config: Settings, rows: list[dict[str, Any]]) -> None:
+    from newsletter import pipeline, storage
+
+    planned = [row for row in rows if row["items"] or config.send_empty_note]
+    messages = pipeline.render_planned(db, config, planned, now=storage.utcnow())
+    table = Table("to", "edition", "papers", "top score", "subject", title="dry run: nothing sent")
+    for row, message in zip(planned, messages, strict=True):
+        top = f"{row['items'][0]['score']:.0f}" if row["items"] else "-"
+        table.add_row(
+            message["To"], str(row["edition"]), str(len(row["items"])), top, message["Subject"]
+        )
+    console.print(table)
+    console.print(f"{len(planned)} digests rendered, {len(rows) - len(planned)} with no match.")
+
+
+@app.command()
+def preview(
+    email: str,
+    output: Annotated[Path | None, typer.Option(help="HTML file to write.")] = None,
+) -> None:
+    """Write the digest EMAIL would get now to an HTML file and print its path."""
+    from newsletter import pipeline
+    from newsletter.subscriptions import SubscriptionError
+
+    with database() as db:
+        try:
+            message = pipeline.preview(db, db.settings, email)
+        except (LookupError, SubscriptionError) as exc:
+            raise fail(str(exc)) from None
+        path = output or db.settings.var_dir / "previews" / f"{message['To']}.html"
+    html = message.get_body(("html",))
+    assert html is not None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html.get_content(), encoding="utf-8")
+    console.print(str(path))
+
+
+@app.command()
+def subscribe(
+    email: str,
+    keywords: Annotated[
+        str, typer.Option(help="Keyword profile, e.g. 'diffusion, \"label noise\"'.")
+    ],
+    timezone: Annotated[str | None, typer.Option(help="IANA time zone.")] = None,
+    send_hour: Annotated[int | None, typer.Option(help="Local hour to send (0-23).")] = None,
+    size: Annotated[int | None, typer.Option(help="Papers per digest.")] = None,
+) -> None:
+    """Add (or update) a confirmed subscriber, as an operator."""
+    from newsletter import storage, subscriptions
+
+    with database() as db:
+        try:
+            with db.session() as session:
+                subscriber = subscriptions.subscribe(
+                    session,
+                    db.settings,
+                    email=email,
+                    keywords=keywords,
+                    timezone=timezone,
+                    send_hour=send_hour,
+                    digest_size=size,
+                    now=storage.utcnow(),
+                    confirmed=True,
+                )
+                summary = f"{subscriber.email} is {subscriber.state}"
+        except subscriptions.SubscriptionError as exc:
+            raise fail(f"{exc.field}: {exc.message}") from None
+    console.print(summary)
+
+
+@app.command()
+def unsubscribe(email: str) -> None:
+    """Unsubscribe an address at once."""
+    from newsletter import storage, subscriptions
+
+    with database() as db:
+        try:
+            address = subscriptions.normalize_email(email)
+        except subscriptions.SubscriptionError as exc:
+            raise fail(exc.message) from None
+        with db.session() as session:
+            subscriber = storage.subscriber_by_email(session, address)
+            if subscriber is None:
+                raise fail(f"no subscriber {address}")
+            subscriptions.unsubscribe(session, subscriber, storage.utcnow())
+    console.print(f"{address} is unsubscribed")
+
+
+@app.command()
+def status() -> None:
+    """What happened: subscribers, papers, deliveries and the last source runs."""
+    from newsletter import storage
+
+    with database() as db, db.session() as session:
+        subscribers = storage.subscriber_counts(session)
+        paper_days = storage.paper_counts_by_day(session, days=7)
+        deliveries = storage.delivery_counts(session, editions=5)
+        runs = storage.last_source_runs(session, limit=10)
+        mode = "distributed" if db.settings.distributed else "embedded"
+        console.print(
+            f"[bold]Paper newsletter[/] ({mode} mode, database {_safe_url(db.settings.db_url)})"
+        )
+        table = Table("state", "subscribers", title="Subscribers")
+        for state in ("active", "pending", "paused", "bouncing", "unsubscribed"):
+            table.add_row(state, str(subscribers.get(state, 0)))
+        console.print(table)
+        table = Table("day", "source", "papers", title="Papers (last 7 days with papers)")
+        for day, source, count in paper_days:
+            table.add_row(str(day), source, str(count))
+        console.print(table)
+        table = Table("edition", "state", "deliveries", title="Deliveries (recent editions)")
+        for edition, state, count in deliveries:
+            table.add_row(str(edition), state, str(count))
+        console.print(table)
+        table = Table(
+            "started (UTC)",
+            "source",
+            "outcome",
+            "new",
+            "updated",
+            "skipped",
+            "error",
+            title="Last source runs",
+        )
+        for r in runs:
+            style = {"error": "red", "empty": "yellow"}.get(r.outcome, "green")
+            table.add_row(
+                r.started_at.strftime("%Y-%m-%d %H:%M"),
+                r.source,
+                f"[{style}]{r.outcome}[/]",
+                str(r.papers_new),
+                str(r.papers_updated),
+                str(r.skipped),
+                r.error or "",
+            )
+        console.print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending database migrations."""
+    with database() as db:
+        console.print(f"database at {_safe_url(db.settings.db_url)} is up to date")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _day(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:
+        raise fail(f"{value!r} is not a date like 2026-06-12") from None
