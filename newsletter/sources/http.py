@@ -1,0 +1,295 @@
+"""The polite HTTP client the sources share: retries, backoff, arXiv spacing, conditional GET."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+
+from newsletter.config import Settings
+from newsletter.sources.base import SourceError
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+MAX_BODY_BYTES = 64 * 1024 * 1024  # a daily feed is a few MB at most; refuse anything absurd
+ARXIV_THROTTLE = "arxiv"
+
+Sleep = Callable[[float], None]
+Clock = Callable[[], float]
+
+
+class ValidatorStore(Protocol):
+    """Where the ETag and Last-Modified of each URL are kept between runs."""
+
+    def get(self, url: str) -> tuple[str | None, str | None]:
+        """(etag, last_modified) last seen for `url`, each None if unknown."""
+        ...
+
+    def put(self, url: str, etag: str | None, last_modified: str | None) -> None:
+        """Remember the validators of the response just used for `url`."""
+        ...
+
+
+class MemoryValidatorStore:
+    """A ValidatorStore in a dict, for tests and one-off runs."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[str | None, str | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, url: str) -> tuple[str | None, str | None]:
+        with self._lock:
+            return self._data.get(url, (None, None))
+
+    def put(self, url: str, etag: str | None, last_modified: str | None) -> None:
+        with self._lock:
+            self._data[url] = (etag, last_modified)
+
+
+class HTTPStatusError(SourceError):
+    """The server answered with an error status that retrying did not (or cannot) fix."""
+
+    def __init__(self, source: str, url: str, status_code: int, content: bytes) -> None:
+        super().__init__(source, f"HTTP {status_code} from {url}")
+        self.url = url
+        self.status_code = status_code
+        self.content = content
+
+
+@dataclass(frozen=True)
+class SourceResponse:
+    """A finished response: the body is read and decoded (gzip, br), validators at hand."""
+
+    url: str
+    status_code: int
+    content: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def not_modified(self) -> bool:
+        """True for a 304: the server has nothing new since the validators we sent."""
+        return self.status_code == 304
+
+    @property
+    def etag(self) -> str | None:
+        return self.headers.get("etag")
+
+    @property
+    def last_modified(self) -> str | None:
+        return self.headers.get("last-modified")
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+
+class _Spacing:
+    """At most one request per `interval` seconds per throttle key, across threads.
+
+    The key's lock is held for the whole request, so requests to arXiv also go one at a
+    time, as arXiv asks ("one request every three seconds, over one connection").
+    """
+
+    def __init__(self, interval: float, clock: Clock, sleep: Sleep) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._sleep = sleep
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._last: dict[str, float] = {}
+
+    @contextmanager
+    def slot(self, key: str | None) -> Iterator[None]:
+        if key is None or self._interval <= 0:
+            yield
+            return
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            last = self._last.get(key)
+            if last is not None:
+                wait = last + self._interval - self._clock()
+                if wait > 0:
+                    self._sleep(wait)
+            self._last[key] = self._clock()
+            yield
+
+
+class SourceClient:
+    """One shared httpx.Client with the manners the paper sources expect."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        validators: ValidatorStore | None = None,
+        sleep: Sleep = time.sleep,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        clock: Clock = time.monotonic,
+        rng: random.Random | None = None,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 60.0,
+        max_retry_after: float = 300.0,
+    ) -> None:
+        self.settings = settings
+        self.validators = validators if validators is not None else MemoryValidatorStore()
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._retries = settings.http_retries
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._max_retry_after = max_retry_after
+        self._spacing = _Spacing(settings.arxiv_min_interval, clock, sleep)
+        self._arxiv_hosts = {
+            urlsplit(url).netloc.lower() for url in (settings.arxiv_rss_url, settings.arxiv_api_url)
+        }
+        timeout = httpx.Timeout(settings.http_timeout, connect=min(settings.http_timeout, 10.0))
+        # httpx advertises "gzip, deflate, br" by itself once brotli is installed.
+        self._client = httpx.Client(
+            headers={"User-Agent": settings.user_agent},
+            timeout=timeout,
+            follow_redirects=True,
+            transport=transport,
+        )
+
+    # Context manager ----------------------------------------------------------------------
+    def __enter__(self) -> SourceClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._client.close()
+
+    # Requests -----------------------------------------------------------------------------
+    def get(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        source: str | None = None,
+        conditional: bool = True,
+    ) -> SourceResponse:
+        """GET `url`, retrying transient failures; a 304 comes back with `not_modified` True.
+
+        Connection errors, timeouts, 408/425/429 and 5xx are retried `settings.http_retries`
+        times with exponential backoff and jitter, or after the server's Retry-After. Other
+        4xx raise HTTPStatusError at once. The validators of a 200 are not stored here: call
+        `remember(response)` once the body has been parsed, so a body we could not use is
+        fetched again next time instead of answered by a 304.
+        """
+        full_url = str(httpx.URL(url, params=params)) if params else url
+        name = source or urlsplit(full_url).netloc
+        headers = self._conditional_headers(full_url) if conditional else {}
+        attempts = self._retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self._send(full_url, headers)
+            except httpx.TransportError as exc:
+                problem = f"{_describe(exc)} from {full_url}"
+                if attempt == attempts:
+                    raise SourceError(name, f"{problem} after {attempts} attempts") from exc
+                delay = self._backoff(attempt)
+            except httpx.RequestError as exc:  # undecodable body, redirect loop: not transient
+                raise SourceError(name, f"{_describe(exc)} from {full_url}") from exc
+            else:
+                if response.status_code not in RETRY_STATUSES:
+                    return self._finish(name, response)
+                problem = f"HTTP {response.status_code} from {full_url}"
+                if attempt == attempts:
+                    raise HTTPStatusError(name, full_url, response.status_code, response.content)
+                told = self._retry_after(response.headers)
+                delay = self._backoff(attempt) if told is None else told
+            log.warning("%s: %s; retry %d/%d in %.1fs", name, problem, attempt, attempts - 1, delay)
+            self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def remember(self, response: SourceResponse) -> None:
+        """Store the validators of a response whose body was used, for the next conditional GET."""
+        if response.status_code == 200 and (response.etag or response.last_modified):
+            self.validators.put(response.url, response.etag, response.last_modified)
+
+    # Internals ----------------------------------------------------------------------------
+    def _send(self, url: str, headers: Mapping[str, str]) -> SourceResponse:
+        with (
+            self._spacing.slot(self._throttle_key(url)),
+            self._client.stream("GET", url, headers=headers) as response,
+        ):
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise httpx.DecodingError(f"body larger than {MAX_BODY_BYTES} bytes")
+            return SourceResponse(url, response.status_code, bytes(body), response.headers)
+
+    def _finish(self, name: str, response: SourceResponse) -> SourceResponse:
+        if response.status_code == 304 or 200 <= response.status_code < 300:
+            return response
+        raise HTTPStatusError(name, response.url, response.status_code, response.content)
+
+    def _throttle_key(self, url: str) -> str | None:
+        # arXiv's limit covers its API, RSS and OAI hosts together, so they share one key.
+        host = urlsplit(url).netloc.lower()
+        hostname = host.split(":")[0]
+        if host in self._arxiv_hosts or hostname == "arxiv.org" or hostname.endswith(".arxiv.org"):
+            return ARXIV_THROTTLE
+        return None
+
+    def _conditional_headers(self, url: str) -> dict[str, str]:
+        etag, last_modified = self.validators.get(url)
+        headers = {}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        return headers
+
+    def _backoff(self, attempt: int) -> float:
+        # Exponential with jitter, so many clients failing together do not return together.
+        ceiling = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
+        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+
+    def _retry_after(self, headers: Mapping[str, str]) -> float | None:
+        seconds = parse_retry_after(headers.get("retry-after"))
+        return None if seconds is None else min(seconds, self._max_retry_after)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _describe(exc: httpx.RequestError) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
