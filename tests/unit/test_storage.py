@@ -1,0 +1,148 @@
+"""The ledger and the queries around it, on a real migrated SQLite database."""
+
+from datetime import date, datetime, timedelta
+
+import pytest
+
+from newsletter import storage
+from newsletter.models import ACTIVE, BOUNCING, FAILED, PLANNED, RETRY, SENDING, SENT, Delivery
+from newsletter.paper import Paper
+
+NOW = datetime(2026, 6, 12, 9, 30)
+
+
+def add(session, email, **values):
+    defaults = dict(state=ACTIVE, keywords="diffusion", timezone="UTC", send_hour=7,
+                    digest_size=10, created_at=NOW)
+    return storage.add_subscriber(session, email=email, **(defaults | values))
+
+
+def test_upsert_merges_and_counts(db):
+    hf = Paper(id="2606.00001", title="A", abstract="short", upvotes=5, source="hf_daily",
+               keywords=["x"])
+    arxiv = Paper(id="2606.00001", title="A", abstract="a much longer abstract",
+                  source="arxiv", categories=["cs.LG"])
+    with db.session() as session:
+        assert storage.upsert_papers(session, [hf], NOW) == (1, 0)
+    with db.session() as session:
+        assert storage.upsert_papers(session, [arxiv], NOW) == (0, 1)
+        assert storage.upsert_papers(session, [arxiv], NOW) == (0, 0)
+    with db.session() as session:
+        paper = storage.papers_by_id(session, ["2606.00001"])["2606.00001"]
+    assert paper.source == "arxiv+hf_daily"
+    assert paper.upvotes == 5 and paper.categories == ["cs.LG"] and paper.keywords == ["x"]
+    assert paper.abstract == "a much longer abstract"
+
+
+def test_due_subscribers_follow_local_send_hour(db):
+    with db.session() as session:
+        add(session, "paris@example.org", timezone="Europe/Paris", send_hour=11)  # 11:30 local
+        add(session, "tokyo@example.org", timezone="Asia/Tokyo", send_hour=19)  # 18:30 local
+        add(session, "utc@example.org", send_hour=9)
+        add(session, "paused@example.org", state="paused")
+    with db.session() as session:
+        due = {d.id: d for d in storage.due_subscribers(session, NOW)}
+        emails = {s.email for s in storage.subscribers_by_id(session, due).values()}
+    assert emails == {"paris@example.org", "utc@example.org"}
+    assert {d.edition for d in due.values()} == {date(2026, 6, 12)}
+
+
+def test_edition_created_once_and_papers_reserved(db):
+    with db.session() as session:
+        subscriber = add(session, "a@example.org")
+    row = {"subscriber_id": subscriber.id, "edition": date(2026, 6, 12), "state": PLANNED,
+           "items": [{"id": "p1", "score": 80.0}, {"id": "p2", "score": 40.0}]}
+    with db.session() as session:
+        assert storage.create_deliveries(session, [row], NOW) == 1
+    with db.session() as session:
+        assert storage.create_deliveries(session, [row], NOW) == 0
+        assert storage.due_subscribers(session, NOW) == []
+        assert storage.sent_paper_ids(session, [subscriber.id], ["p1", "p2", "p3"]) == {
+            subscriber.id: {"p1", "p2"}
+        }
+
+
+@pytest.fixture
+def planned(db):
+    ids = []
+    with db.session() as session:
+        for n in range(3):
+            subscriber = add(session, f"s{n}@example.org")
+            storage.create_deliveries(
+                session,
+                [{"subscriber_id": subscriber.id, "edition": date(2026, 6, 12),
+                  "state": PLANNED, "items": [{"id": "p", "score": 50.0}]}],
+                NOW,
+            )
+        ids = storage.due_delivery_ids(session, NOW)
+    return ids
+
+
+def test_a_claim_is_exclusive_until_its_lease_expires(db, planned):
+    with db.session() as session:
+        assert storage.claim_deliveries(session, planned, NOW, 60) == planned
+    with db.session() as session:
+        assert storage.claim_deliveries(session, planned, NOW + timedelta(seconds=30), 60) == []
+        assert storage.due_delivery_ids(session, NOW) == []
+    later = NOW + timedelta(seconds=61)
+    with db.session() as session:
+        assert storage.claim_deliveries(session, planned[:1], later, 60) == planned[:1]
+        assert session.get(Delivery, planned[0]).attempts == 2
+
+
+def test_sent_retry_failed_and_release(db, planned):
+    first, second, third = planned
+    with db.session() as session:
+        storage.claim_deliveries(session, planned, NOW, 60)
+        assert storage.mark_sent(session, first, "<m1@x>", NOW)
+        assert not storage.mark_sent(session, first, "<m1@x>", NOW)  # no longer ours
+        storage.mark_retry(session, second, "451 busy", NOW + timedelta(minutes=5))
+        storage.release_deliveries(session, [third])
+    with db.session() as session:
+        states = {i: session.get(Delivery, i) for i in planned}
+        assert states[first].state == SENT and states[first].message_id == "<m1@x>"
+        assert states[second].state == RETRY
+        assert states[third].state == PLANNED and states[third].attempts == 0
+        assert storage.due_delivery_ids(session, NOW) == [third]
+        assert storage.due_delivery_ids(session, NOW + timedelta(minutes=6)) == [second, third]
+        storage.claim_deliveries(session, [second], NOW + timedelta(minutes=6), 60)
+        storage.mark_failed(session, second, "550 no such user")
+    with db.session() as session:
+        assert session.get(Delivery, second).state == FAILED
+
+
+def test_consecutive_hard_failures_mark_bouncing(db):
+    with db.session() as session:
+        subscriber = add(session, "gone@example.org")
+    for _ in range(2):
+        with db.session() as session:
+            storage.record_send_outcome(session, subscriber.id, hard_failure=True, threshold=3)
+    with db.session() as session:
+        storage.record_send_outcome(session, subscriber.id, hard_failure=False, threshold=3)
+    for _ in range(3):
+        with db.session() as session:
+            storage.record_send_outcome(session, subscriber.id, hard_failure=True, threshold=3)
+    with db.session() as session:
+        assert storage.subscriber_by_email(session, "gone@example.org").state == BOUNCING
+
+
+def test_cancel_for_subscriber_leaves_sent_rows(db, planned):
+    with db.session() as session:
+        storage.claim_deliveries(session, planned[:1], NOW, 60)
+        storage.mark_sent(session, planned[0], "<m@x>", NOW)
+        owner = session.get(Delivery, planned[0]).subscriber_id
+        storage.cancel_for_subscriber(session, owner)
+        storage.cancel_for_subscriber(session, session.get(Delivery, planned[1]).subscriber_id)
+    with db.session() as session:
+        assert session.get(Delivery, planned[0]).state == SENT
+        assert session.get(Delivery, planned[1]) is None
+        assert session.get(Delivery, planned[2]).state in (PLANNED, SENDING)
+
+
+def test_validators_round_trip(db):
+    with db.session() as session:
+        assert storage.get_validators(session, "https://x/feed") == (None, None)
+        storage.put_validators(session, "https://x/feed", '"abc"', None, NOW)
+        storage.put_validators(session, "https://x/feed", '"def"', "Fri, 12 Jun 2026", NOW)
+    with db.session() as session:
+        assert storage.get_validators(session, "https://x/feed") == ('"def"', "Fri, 12 Jun 2026")
