@@ -94,13 +94,11 @@ def collect(
 
 
 def _fetch(client: Any, settings: Settings, name: str, day: date, since: date | None) -> Any:
-    from newsletter.sources import arxiv, hf_daily
+    from newsletter.sources import SOURCES, arxiv
 
-    if name == "arxiv":
-        if since is not None:
-            return arxiv.backfill(client, since, day, settings)
-        return arxiv.fetch(client, day, settings)
-    return hf_daily.fetch(client, day)
+    if name == "arxiv" and since is not None:
+        return arxiv.backfill(client, since, day, settings)
+    return SOURCES[name].fetch(client, day, settings)
 
 
 def _collect_one(
