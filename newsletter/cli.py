@@ -360,6 +360,17 @@ def db_upgrade() -> None:
         console.print(f"database at {_safe_url(db.settings.db_url)} is up to date")
 
 
+@db_app.command("revision")
+def db_revision(message: Annotated[str, typer.Option("--message", "-m")]) -> None:
+    """Write a new migration from the difference between models.py and the database."""
+    from alembic import command
+
+    from newsletter.db import alembic_config
+
+    with database() as db:
+        command.revision(alembic_config(db.settings), message=message, autogenerate=True)
+
+
 def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
