@@ -33,11 +33,11 @@ def normalize_email(raw: str) -> str:
 
 def validate_keywords(text: str) -> str:
     """Check a keyword profile; returns it stripped, or raises with what and where."""
-    from newsletter.profile import ProfileError, parse_profile
-
     text = text.strip()
     if not text:
         raise SubscriptionError("keywords", "Enter at least one keyword.")
+    from newsletter.profile import ProfileError, parse_profile
+
     try:
         parse_profile(text)
     except ProfileError as exc:
