@@ -34,3 +34,58 @@ def db(settings):
     database.upgrade()
     yield database
     database.dispose()
+
+
+# --- Mail: a real SMTP server (aiosmtpd) on loopback ----------------------------------------
+
+
+class SMTPSink:
+    """An aiosmtpd handler that keeps every message it accepts, parsed."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.messages: list = []
+        self.envelopes: list = []
+        self.lock = threading.Lock()
+        self.reply_for: dict[str, str] = {}  # recipient -> SMTP reply to answer instead
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        reply = self.reply_for.get(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        import email
+        import email.policy
+
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self.lock:
+            self.envelopes.append(envelope)
+            self.messages.append(message)
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list:
+        with self.lock:
+            return [m for m, e in zip(self.messages, self.envelopes) if address in e.rcpt_tos]
+
+
+@pytest.fixture
+def smtp_server():
+    """A running aiosmtpd server; `.url` is ready for NEWSLETTER_SMTP_URL."""
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sink = SMTPSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    sink.port = port  # type: ignore[attr-defined]
+    sink.url = f"smtp://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    yield sink
+    controller.stop()
