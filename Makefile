@@ -2,26 +2,30 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: run test lint bench demo clean
+.PHONY: run test lint bench clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(PIP) -e .
 	touch $@
 
-run: $(BIN)/.installed  ## set up and run the embedded service with the demo digest
+$(BIN)/.dev: $(BIN)/.runtime
+	$(PIP) -e ".[dev]"
+	touch $@
+
+run: $(BIN)/.runtime  ## set up and run the embedded service, with the demo digest
 	$(BIN)/newsletter run --demo
 
-test: $(BIN)/.installed  ## set up and run the whole test suite
+test: $(BIN)/.dev  ## set up and run the whole test suite
 	$(BIN)/pytest -q
 
-lint: $(BIN)/.installed
+lint: $(BIN)/.dev
 	$(BIN)/ruff check newsletter workers tests
 	$(BIN)/mypy newsletter workers
 
-bench: $(BIN)/.installed  ## every benchmark, printing its figures
+bench: $(BIN)/.dev  ## every benchmark, printing its figures
 	for script in tests/perf/*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
