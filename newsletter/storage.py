@@ -342,6 +342,23 @@ def due_delivery_ids(session: Session, now: datetime, limit: int | None = None) 
     return list(session.scalars(query))
 
 
+def stale_delivery_ids(session: Session, now: datetime, limit: int | None = None) -> list[int]:
+    """Rows no queued task will send: a lost sender's expired lease, or a retry now due."""
+    query = (
+        select(Delivery.id)
+        .where(
+            or_(
+                and_(Delivery.state == SENDING, Delivery.lease_until < now),
+                and_(Delivery.state == RETRY, Delivery.next_attempt_at <= now),
+            )
+        )
+        .order_by(Delivery.id)
+    )
+    if limit:
+        query = query.limit(limit)
+    return list(session.scalars(query))
+
+
 def claim_deliveries(
     session: Session, ids: Sequence[int], now: datetime, lease_seconds: int
 ) -> list[int]:

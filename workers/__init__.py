@@ -1,0 +1,1 @@
+"""Distributed mode: Celery workers and one beat on Redis, driving the same pipeline steps."""

@@ -1,0 +1,116 @@
+"""Celery tasks: thin wrappers that hand ids to the pipeline steps, never objects."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import kombu.exceptions
+import redis.exceptions
+import sqlalchemy.exc
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init
+
+from newsletter import pipeline, storage
+from newsletter.db import Database
+from workers.celery_app import RETRY_BACKOFF_MAX, app, worker_settings
+
+log = logging.getLogger(__name__)
+settings = worker_settings()
+
+# Errors that pass: the database or the broker restarting, a lock held a little too long.
+# Anything else is a bug or bad data, and retrying it would only repeat it. Transient SMTP
+# failures are not here: the pipeline records them in the ledger as `retry` with a backoff,
+# and the sweeper hands those rows back to the workers when they are due.
+TRANSIENT: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+RETRYING: dict[str, Any] = {
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": 2,
+    "retry_backoff_max": RETRY_BACKOFF_MAX,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
+# A batch must end well before its lease does, or a sweeper could hand its rows to another
+# worker while this one still sends them. The soft limit stops the batch and gives its unsent
+# rows back; the hard limit kills a worker that ignored it, before the lease expires.
+BATCH_SOFT_LIMIT = settings.lease_seconds * 0.75
+BATCH_HARD_LIMIT = settings.lease_seconds * 0.9
+
+_db: Database | None = None
+
+
+def database() -> Database:
+    """This process's database (engines must not cross a fork, so each process makes its own)."""
+    global _db
+    if _db is None:
+        _db = Database(settings)
+    return _db
+
+
+@worker_process_init.connect
+def _forget_parent_database(**_: Any) -> None:
+    global _db
+    _db = None
+
+
+@app.task(**RETRYING)
+def collect_source(name: str) -> dict[str, Any]:
+    """Fetch one source and store its papers (one recorded source run)."""
+    (report,) = pipeline.collect(database(), settings, sources=[name])
+    return {"source": name, "outcome": report.outcome, "new": report.new, "error": report.error}
+
+
+@app.task(**RETRYING)
+def plan_editions() -> dict[str, int]:
+    """Plan every edition that is due, then queue its digests in batches.
+
+    plan() has committed when it returns, so no task can look for a row not yet visible. The
+    fan-out covers every due row, not only the new ones: rows whose tasks were lost (a broker
+    that restarted without its data) are queued again, and a duplicate task sends nothing.
+    """
+    report = pipeline.plan(database(), settings)
+    with database().session() as session:
+        ids = storage.due_delivery_ids(session, storage.utcnow())
+    batches = enqueue_deliveries(ids)
+    return {"due": report.due, "planned": report.planned, "queued": len(ids), "batches": batches}
+
+
+@app.task(
+    **RETRYING,
+    soft_time_limit=BATCH_SOFT_LIMIT,
+    time_limit=BATCH_HARD_LIMIT,
+)
+def deliver_batch(delivery_ids: list[int]) -> dict[str, int]:
+    """Claim and send these digests over one SMTP connection; rows already claimed are skipped."""
+    try:
+        report = pipeline.deliver(database(), settings, ids=delivery_ids)
+    except SoftTimeLimitExceeded:
+        # The pipeline has given the unsent rows back to the ledger; queue them again.
+        log.warning("deliver_batch: out of time; queueing the batch again")
+        deliver_batch.apply_async(args=(delivery_ids,))
+        return {"sent": 0, "requeued": len(delivery_ids)}
+    return {"sent": report.sent, "retry": report.retry, "failed": report.failed}
+
+
+@app.task(**RETRYING)
+def sweep_leases() -> dict[str, int]:
+    """Queue the rows no task holds: expired leases of lost workers and retries now due."""
+    with database().session() as session:
+        ids = storage.stale_delivery_ids(session, storage.utcnow())
+    return {"queued": len(ids), "batches": enqueue_deliveries(ids)}
+
+
+def enqueue_deliveries(ids: Sequence[int]) -> int:
+    """Queue deliver_batch tasks over `ids`, settings.batch_size at a time; returns how many."""
+    size = settings.batch_size
+    batches = [list(ids[start : start + size]) for start in range(0, len(ids), size)]
+    for batch in batches:
+        deliver_batch.apply_async(args=(batch,))
+    return len(batches)
