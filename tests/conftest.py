@@ -89,3 +89,274 @@ def smtp_server():
     sink.url = f"smtp://127.0.0.1:{port}"  # type: ignore[attr-defined]
     yield sink
     controller.stop()
+
+
+# --- Distributed mode: redis-server, a throwaway PostgreSQL, Celery processes ----------------
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on 127.0.0.1:{port}") from None
+            time.sleep(0.05)
+
+
+class RedisServer:
+    """A redis-server of our own on a free port, with an append-only file so it can restart."""
+
+    def __init__(self, directory) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = None
+
+    def start(self) -> None:
+        import subprocess
+
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
+             str(self.directory), "--appendonly", "yes", "--appendfsync", "always",
+             "--save", "", "--daemonize", "no", "--logfile", str(self.directory / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        """A clean shutdown (SIGTERM): the append-only file keeps what was queued."""
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+            self.process = None
+
+    def client(self):
+        import redis
+
+        return redis.Redis.from_url(self.url)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """The session's Redis, empty: no queues, no beat schedule or lock left by another test."""
+    if redis_server.process is None:  # a test that restarted it failed half-way
+        redis_server.start()
+    client = redis_server.client()
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+def postgres_bin_dir():
+    """Where initdb, pg_ctl and postgres are: on PATH, or Debian's /usr/lib/postgresql/*/bin."""
+    import glob
+    import shutil
+    from pathlib import Path
+
+    found = shutil.which("initdb")
+    if found and shutil.which("pg_ctl"):
+        return Path(found).parent
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+                      key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    return Path(versions[-1]).parent if versions else None
+
+
+class PostgresServer:
+    """A PostgreSQL cluster in a temporary directory, on a free port, trusting loopback."""
+
+    def __init__(self, bin_dir) -> None:
+        import os
+        import tempfile
+        from pathlib import Path
+
+        self.bin_dir = bin_dir
+        self.port = free_port()
+        # initdb refuses to run as root: as root, the cluster belongs to the postgres user.
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.root = Path(tempfile.mkdtemp(prefix="newsletter-pg-"))
+        self.data = self.root / "data"
+        if self.as_user:
+            import shutil
+
+            shutil.chown(self.root, user="postgres")
+        self._counter = 0
+
+    def _run(self, *args: str) -> None:
+        import subprocess
+
+        subprocess.run([*self.as_user, *args], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, cwd=self.root)
+
+    def start(self) -> None:
+        # Durability is not under test here; fsync off keeps the suite fast.
+        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                   "-c max_connections=300 -c shared_buffers=128MB")
+        self._run(str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres",
+                  "-A", "trust", "-E", "UTF8", "--no-locale")
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l",
+                  str(self.root / "postgres.log"), "-o", options, "-w", "start")
+
+    def stop(self) -> None:
+        import shutil
+
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self) -> str:
+        """A fresh, empty database; returns its SQLAlchemy URL."""
+        import psycopg
+
+        self._counter += 1
+        name = f"newsletter_{self._counter}"
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+                             autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    server = PostgresServer(bin_dir)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """The URL of a new, empty PostgreSQL database for this test."""
+    return postgres_server.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """One test, both databases: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{(tmp_path / 'var' / 'newsletter.db').as_posix()}"
+    request.applymarker(pytest.mark.postgres)
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def backend_db(tmp_path, database_url):
+    """A migrated database on each backend, with settings for it."""
+    from newsletter.config import load_settings
+    from newsletter.db import Database
+
+    settings = load_settings(var_dir=tmp_path / "var", secret_key="test-secret",
+                             sources="hf_daily", database_url=database_url)
+    database = Database(settings)
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+class CeleryProcess:
+    """A `celery -A workers.celery_app ...` process (worker or beat) with its own log file."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir) -> None:
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        celery = Path(sys.executable).parent / "celery"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [str(celery), "-A", "workers.celery_app", *args], env=env,
+            cwd=Path(__file__).resolve().parents[1], stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} never said {text!r}:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group: the worker and its pool, no goodbye."""
+        import os
+        import signal
+
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        import os
+        import signal
+        import subprocess
+
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+
+def worker_args(name: str, concurrency: int = 1) -> list[str]:
+    """The worker command line, as deploy/ runs it (plus a name and the pool size)."""
+    return ["worker", "-Q", "collect,plan,mail", "--concurrency", str(concurrency),
+            "--without-mingle", "--without-gossip", "--loglevel", "INFO", "-n", f"{name}@%h"]
+
+
+BEAT_ARGS = ["beat", "-S", "redbeat.RedBeatScheduler", "--loglevel", "DEBUG"]
+
+
+def newsletter_env(**values) -> dict[str, str]:
+    """This environment without any NEWSLETTER_* variable, plus `values` as NEWSLETTER_*."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update({f"NEWSLETTER_{key.upper()}": str(value) for key, value in values.items()})
+    return env
