@@ -495,3 +495,45 @@ def delivery_ids_for(session: Session, subscriber_id: int, edition: date) -> lis
             )
         )
     )
+
+
+# Web ---------------------------------------------------------------------------------------
+
+
+def subscriber_by_id(session: Session, subscriber_id: int) -> Subscriber | None:
+    return session.get(Subscriber, subscriber_id)
+
+
+def claim_confirmation(
+    session: Session, subscriber_id: int, previous: datetime | None, now: datetime
+) -> bool:
+    """Stamp confirm_sent_at=now if it still is `previous`; True if this caller may send.
+
+    One conditional UPDATE, so of two sign-ups at the same moment only one sends a mail.
+    """
+    stamp = Subscriber.confirm_sent_at
+    result = session.execute(
+        update(Subscriber)
+        .where(
+            Subscriber.id == subscriber_id,
+            stamp.is_(None) if previous is None else stamp == previous,
+        )
+        .values(confirm_sent_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def release_confirmation(
+    session: Session, subscriber_id: int, claimed_at: datetime, previous: datetime | None
+) -> None:
+    """Undo claim_confirmation() after the mail could not be sent, so a retry may send it."""
+    session.execute(
+        update(Subscriber)
+        .where(Subscriber.id == subscriber_id, Subscriber.confirm_sent_at == claimed_at)
+        .values(confirm_sent_at=previous)
+    )
+
+
+def database_ok(session: Session) -> bool:
+    """A round trip to the database (raises if it is unreachable)."""
+    return session.scalar(select(1)) == 1
