@@ -68,7 +68,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "beat_schedule": beat_schedule(settings),
         "beat_max_loop_interval": 5,
         "redbeat_redis_url": settings.redis_url,
-        "redbeat_lock_timeout": 30,
+        "redbeat_lock_timeout": 20,  # a standby beat takes over within 20 s
         "redbeat_redis_options": {"retry_period": 300},
     }
 
