@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from pathlib import Path
 
@@ -96,12 +97,19 @@ def serve(settings: Settings, *, scheduler: bool = True, demo: bool = False) -> 
     if jobs:
         jobs.start()
     log.info("serving on http://%s:%d/", settings.host, settings.port)
+    # uvicorn handles SIGINT/SIGTERM itself, then re-raises the signal through the handlers it
+    # found installed; these record it, so the scheduler below still gets its clean stop.
+    stopped_by: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda number, _frame: stopped_by.append(number))
     try:
-        server.run()  # uvicorn handles SIGINT/SIGTERM and returns after a graceful stop
+        server.run()
     finally:
         if jobs:
             jobs.shutdown()
         db.dispose()
+        if stopped_by:
+            log.info("stopped cleanly")
 
 
 DEMO_EMAIL = "demo@example.org"
