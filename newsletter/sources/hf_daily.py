@@ -193,7 +193,8 @@ def fetch(client: SourceClient, day: date, settings: Settings | None = None) -> 
             return FetchResult(SOURCE, response.url, "not_modified", [])
         result = parse(response.content)
     except SourceError as api_error:
-        log.warning("%s; falling back to the day page", api_error)
+        # Info, not warning: if the page fails too, collect() logs the one line that matters.
+        log.info("%s; falling back to the day page", api_error)
         return _fetch_page(client, settings, day, api_error)
     client.remember(response)
     return _result(response.url, result, day)
