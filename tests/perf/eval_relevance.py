@@ -1,0 +1,109 @@
+"""Relevance of the ranker on tests/fixtures/relevance: P@10 and nDCG@10 against plain BM25.
+
+Plain BM25 is rank-bm25's BM25Okapi over title + abstract with lowercase alphanumeric tokens.
+Gains for nDCG come from the judged order: the i-th of n relevant papers (0-based) gains
+(n - i) / n, so the best judged paper gains 1 and every relevant one gains something.
+
+    .venv/bin/python tests/perf/eval_relevance.py [--quick] [--show]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rank_bm25 import BM25Okapi
+
+from newsletter.paper import Paper, read_jsonl
+from newsletter.profile import parse_profile
+from newsletter.ranking import PaperIndex
+
+DATA = Path(__file__).resolve().parents[1] / "fixtures" / "relevance"
+K = 10
+
+Ranker = Callable[[str], list[str]]
+
+
+def load() -> tuple[list[Paper], list[dict[str, object]]]:
+    papers = read_jsonl((DATA / "papers.jsonl").read_text(encoding="utf-8"))
+    queries = json.loads((DATA / "queries.json").read_text(encoding="utf-8"))
+    return papers, queries
+
+
+def precision(ranked: Sequence[str], relevant: Sequence[str], k: int = K) -> float:
+    wanted = set(relevant)
+    return sum(1 for pid in ranked[:k] if pid in wanted) / k
+
+
+def ndcg(ranked: Sequence[str], relevant: Sequence[str], k: int = K) -> float:
+    gains = {pid: (len(relevant) - i) / len(relevant) for i, pid in enumerate(relevant)}
+    dcg = sum(gains.get(pid, 0.0) / math.log2(r + 2) for r, pid in enumerate(ranked[:k]))
+    ideal = sorted(gains.values(), reverse=True)[:k]
+    best = sum(g / math.log2(r + 2) for r, g in enumerate(ideal))
+    return dcg / best if best else 0.0
+
+
+def plain_bm25(papers: Sequence[Paper]) -> Ranker:
+    def tokens(text: str) -> list[str]:
+        return re.findall(r"[a-z0-9]+", text.lower())
+
+    bm25 = BM25Okapi([tokens(f"{p.title} {p.abstract}") for p in papers])
+
+    def rank(query: str) -> list[str]:
+        scores = bm25.get_scores(tokens(query))
+        order = sorted(range(len(papers)), key=lambda i: (-scores[i], i))
+        return [papers[i].id for i in order[:K] if scores[i] > 0]
+
+    return rank
+
+
+def this_ranker(papers: Sequence[Paper]) -> Ranker:
+    index = PaperIndex(papers)
+
+    def rank(query: str) -> list[str]:
+        return [m.paper_id for m in index.rank(parse_profile(query), top_k=K)]
+
+    return rank
+
+
+def evaluate(name: str, rank: Ranker, queries: Sequence[dict[str, object]], show: bool) -> tuple[float, float]:
+    p_sum = n_sum = 0.0
+    for q in queries:
+        query, relevant = str(q["query"]), list(q["relevant_in_order"])  # type: ignore[call-overload]
+        ranked = rank(query)
+        p, n = precision(ranked, relevant), ndcg(ranked, relevant)
+        p_sum, n_sum = p_sum + p, n_sum + n
+        print(f"  {name:<12} {query!r:<16} P@10 {p:.3f}  nDCG@10 {n:.3f}")
+        if show:
+            wanted = set(relevant)
+            for pid in ranked:
+                mark = f"#{relevant.index(pid)}" if pid in wanted else "-"
+                print(f"      {mark:>4} {pid}")
+    return p_sum / len(queries), n_sum / len(queries)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="only the first query")
+    parser.add_argument("--show", action="store_true", help="print each ranking")
+    args = parser.parse_args(argv)
+    papers, queries = load()
+    if args.quick:
+        queries = queries[:1]
+    print(f"{len(papers)} papers, {len(queries)} queries, cut-off {K}")
+    ours = evaluate("this ranker", this_ranker(papers), queries, args.show)
+    plain = evaluate("plain BM25", plain_bm25(papers), queries, args.show)
+    print(f"mean  this ranker  P@10 {ours[0]:.3f}  nDCG@10 {ours[1]:.3f}")
+    print(f"mean  plain BM25   P@10 {plain[0]:.3f}  nDCG@10 {plain[1]:.3f}")
+    better = ours[0] > plain[0] and ours[1] > plain[1]
+    print("this ranker beats plain BM25 on both" if better else "plain BM25 is not beaten")
+    return 0 if better else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
