@@ -299,8 +299,10 @@ def backfill(
         first_url = first_url or response.url
         papers += page.papers
         skipped += page.skipped
-        start += len(page.papers) + page.skipped
-        if total is None or start >= total or not (page.papers or page.skipped):
+        count = len(page.papers) + page.skipped
+        start += count
+        # A short page is the last one, whatever totalResults claimed (it can overestimate).
+        if total is None or start >= total or count < page_size:
             break
     papers = merge_papers(papers)
     return FetchResult(SOURCE, first_url, outcome_of(papers), papers, skipped)

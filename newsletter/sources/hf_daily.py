@@ -129,7 +129,9 @@ def _page_props(html: bytes) -> str:
     soup = BeautifulSoup(html, "lxml", parse_only=strainer)
     element = soup.find(True, attrs={"data-target": PAGE_TARGET})
     if element is None:
-        raise SourceError(SOURCE, f"page has no {PAGE_TARGET} data element")
+        # Named but not found: the page was cut off inside the element's attributes.
+        complete = " complete" if f'data-target="{PAGE_TARGET}"'.encode() in html else ""
+        raise SourceError(SOURCE, f"page has no{complete} {PAGE_TARGET} data element")
     props = element.get("data-props")
     if not isinstance(props, str) or not props.strip():
         raise SourceError(SOURCE, f"the {PAGE_TARGET} element has no data-props")

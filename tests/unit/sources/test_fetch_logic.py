@@ -299,3 +299,11 @@ def test_backfill_reports_a_plain_http_error_as_such(client_for: ClientFor) -> N
 def test_backfill_refuses_a_reversed_range(client_for: ClientFor) -> None:
     with pytest.raises(ValueError, match="ends"):
         arxiv.backfill(client_for(lambda r: httpx.Response(200)), DAY, date(2026, 6, 1))
+
+
+def test_backfill_stops_at_a_short_page_whatever_the_total_claims(
+    client_for: ClientFor, recorded: Read, recorder: Recorder
+) -> None:
+    body = recorded("arxiv_atom_query.xml")  # says 28946 results, holds 5
+    result = arxiv.backfill(client_for(lambda r: httpx.Response(200, content=body)), DAY, DAY)
+    assert len(recorder.requests) == 1 and len(result.papers) == 5
