@@ -20,7 +20,7 @@ from newsletter.sources.base import (
     clean_text,
     outcome_of,
 )
-from newsletter.sources.http import SourceClient
+from newsletter.sources.http import HTTPStatusError, SourceClient
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,8 @@ def fetch(client: SourceClient, day: date, settings: Settings | None = None) -> 
             return FetchResult(SOURCE, response.url, "not_modified", [])
         result = parse(response.content)
     except SourceError as api_error:
+        if isinstance(api_error, HTTPStatusError) and api_error.status_code == 429:
+            raise  # still rate-limited after waiting as told: asking for the page is no kinder
         # Info, not warning: if the page fails too, collect() logs the one line that matters.
         log.info("%s; falling back to the day page", api_error)
         return _fetch_page(client, settings, day, api_error)

@@ -135,6 +135,16 @@ def test_hf_fetch_reports_both_failures(client_for: ClientFor) -> None:
     )
 
 
+def test_hf_fetch_does_not_fall_back_while_rate_limited(
+    client_for: ClientFor, recorder: Recorder
+) -> None:
+    client = client_for(lambda r: httpx.Response(429, headers={"Retry-After": "5"}))
+    with pytest.raises(SourceError, match="HTTP 429"):
+        hf_daily.fetch(client, DAY)
+    assert {r.url.path for r in recorder.requests} == {"/api/daily_papers"}
+    assert recorder.sleeps == [5.0]  # http_retries=1: one wait as told, then give up
+
+
 def test_hf_fetch_not_modified(client_for: ClientFor, recorded: Read, recorder: Recorder) -> None:
     replies = iter(
         [
