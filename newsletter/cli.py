@@ -135,6 +135,8 @@ def collect(
     if unknown:
         raise fail(f"unknown source {unknown[0]!r}; choose from hf_daily, arxiv")
     when, start = _day(day), _day(since)
+    if start is not None and start > (when or date.today()):
+        raise fail(f"--since {start} is after the last day to collect")
     with database() as db, progress_bar("collect", len(chosen)) as advance:
         reports = pipeline.collect(
             db, config, day=when, since=start, sources=chosen, progress=advance
@@ -351,6 +353,28 @@ def status() -> None:
                 r.error or "",
             )
         console.print(table)
+    if db.settings.distributed:
+        _distributed_status(db.settings)
+
+
+def _distributed_status(config: Settings) -> None:
+    """Queue lengths (Redis LLEN) and the Celery workers that answer a ping."""
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import RedisError
+
+    from workers.status import queue_lengths, workers_seen
+
+    try:
+        lengths = queue_lengths(config)
+        seen = workers_seen(config, timeout=1.0)
+    except (RedisError, OperationalError, OSError) as exc:
+        errors.print(f"[bold red]broker unreachable:[/] {exc}")
+        return
+    table = Table("queue", "waiting", title="Queues")
+    for queue, length in lengths.items():
+        table.add_row(queue, str(length))
+    console.print(table)
+    console.print(f"Workers seen: {', '.join(seen) if seen else '[red]none[/]'}")
 
 
 @db_app.command("upgrade")
