@@ -110,11 +110,13 @@ class Profile:
     entries: tuple[Entry, ...]  # in the order written, duplicates merged
     source: str = field(default="", compare=False)  # the text as written
     key: tuple[SortKey, ...] = field(init=False)
+    positives: tuple[Entry, ...] = field(init=False, repr=False)  # entries not excluded
     _hash: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         key = tuple(sorted(e.sort_key for e in self.entries))
         object.__setattr__(self, "key", key)
+        object.__setattr__(self, "positives", tuple(e for e in self.entries if not e.exclude))
         object.__setattr__(self, "_hash", hash(key))
 
     def __eq__(self, other: object) -> bool:
@@ -122,10 +124,6 @@ class Profile:
 
     def __hash__(self) -> int:
         return self._hash
-
-    @property
-    def positives(self) -> tuple[Entry, ...]:
-        return tuple(e for e in self.entries if not e.exclude)
 
     @property
     def exclusions(self) -> tuple[Entry, ...]:

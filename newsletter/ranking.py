@@ -27,9 +27,12 @@ from __future__ import annotations
 import gc
 import html
 import math
+import sys
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from itertools import repeat
+from operator import itemgetter
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, NamedTuple, overload
@@ -133,30 +136,11 @@ class Match:
 
 
 _MATCH_FIELDS = ("paper_id", "score", "matched", "where", "snippet_html", "snippet_text")
+_NEW = object.__new__
 _SET_SLOTS = tuple(
     getattr(Match, name).__set__
     for name in ("paper_id", "score", "matched", "where", "_snippet_html", "_snippet_text")
 )
-
-
-def _new_match(
-    paper_id: str,
-    score: float,
-    matched: tuple[str, ...],
-    where: dict[str, tuple[str, ...]],
-    excerpt: _LazySnippet,
-) -> Match:
-    """Match(...) with a lazy excerpt, filling the slots directly: a million of these are
-    made per ranking of 100,000 subscribers, and __init__ through descriptors costs 3x more."""
-    match = object.__new__(Match)
-    set_id, set_score, set_matched, set_where, set_html, set_text = _SET_SLOTS
-    set_id(match, paper_id)
-    set_score(match, score)
-    set_matched(match, matched)
-    set_where(match, where)
-    set_html(match, excerpt)
-    set_text(match, excerpt)
-    return match
 
 
 class _LazySnippet:
@@ -193,71 +177,73 @@ _NO_PAPERS = np.zeros(0, dtype=np.int64)
 
 
 class _Field:
-    """One text field of every paper: positional tokens as sorted arrays, and length norms.
+    """One text field of every paper: its tokens by term (for explanations), length norms."""
 
-    Every token is a row (term id, paper, first word position, last word position), sorted by
-    term, paper and position: a term's occurrences are one slice, and a phrase is found by
-    joining slices on "next token starts where the previous ended", all in numpy.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        texts: list[dict[str, list[Token]]],
-        lengths: np.ndarray,
-        term_ids: dict[str, int],
-    ) -> None:
+    def __init__(self, name: str, texts: list[dict[str, list[Token]]], lengths: np.ndarray):
         self.name, self.bit = name, FIELD_BIT[name]
-        self.tokens = texts  # per paper: term -> tokens (for explanations)
-        tids: list[int] = []
-        papers: list[int] = []
-        firsts: list[int] = []
-        lasts: list[int] = []
-        for paper, by_term in enumerate(texts):
-            for term, occurrences in by_term.items():
-                tid = term_ids.setdefault(term, len(term_ids))
-                for token in occurrences:
-                    tids.append(tid)
-                    papers.append(paper)
-                    firsts.append(token.first)
-                    lasts.append(token.last)
-        order = np.lexsort((np.asarray(firsts), np.asarray(papers), np.asarray(tids)))
-        self.tid = np.asarray(tids, dtype=np.int64)[order]
-        self.paper = np.asarray(papers, dtype=np.int64)[order]
-        self.first = np.asarray(firsts, dtype=np.int64)[order]
-        self.last = np.asarray(lasts, dtype=np.int64)[order]
-        self.span = int(self.last.max(initial=0)) + 2  # positions are below this
+        self.tokens = texts  # per paper: term -> tokens
         average = max(float(lengths.mean()) if len(lengths) else 0.0, 1.0)
         b = FIELD_B[name]
         self.norm = FIELD_WEIGHT[name] / (1.0 - b + b * lengths / average)
 
-    def _slice(self, tid: int) -> slice:
-        return slice(
-            int(np.searchsorted(self.tid, tid, "left")), int(np.searchsorted(self.tid, tid, "right"))
-        )
+
+class _Positions:
+    """Every token of every field as sorted arrays, to find terms and phrases in numpy.
+
+    A row is (term id, unit, first word position, last word position), where a unit is one
+    field of one paper (paper * fields + field). Rows are sorted by term, unit and position:
+    a term's occurrences are one slice, and a phrase is found by joining slices on "the next
+    token starts where the previous one ended".
+    """
+
+    def __init__(self, fields: Sequence[_Field], term_ids: dict[str, int]) -> None:
+        self.n_fields = len(fields)
+        tids: list[int] = []
+        units: list[int] = []
+        firsts: list[int] = []
+        lasts: list[int] = []
+        for f, field_ in enumerate(fields):
+            for paper, by_term in enumerate(field_.tokens):
+                unit = paper * self.n_fields + f
+                for term, occurrences in by_term.items():
+                    tid = term_ids.setdefault(term, len(term_ids))
+                    tids.extend(repeat(tid, len(occurrences)))
+                    units.extend(repeat(unit, len(occurrences)))
+                    firsts.extend(map(_FIRST_OF, occurrences))
+                    lasts.extend(map(_LAST_OF, occurrences))
+        order = np.lexsort((np.asarray(firsts), np.asarray(units), np.asarray(tids)))
+        self.tid = np.asarray(tids, dtype=np.int64)[order]
+        self.unit = np.asarray(units, dtype=np.int64)[order]
+        self.first = np.asarray(firsts, dtype=np.int64)[order]
+        self.last = np.asarray(lasts, dtype=np.int64)[order]
+        self.span = int(self.last.max(initial=0)) + 2  # positions are below this
+        self.bounds = np.searchsorted(self.tid, np.arange(len(term_ids) + 1)).tolist()
+        self.norm = np.column_stack([f.norm for f in fields]).ravel() if fields else _NO_NORM
+        self.bits = np.array([f.bit for f in fields], dtype=np.uint8)
 
     def counts(self, tids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(papers, occurrences) of a phrase (term ids; -1 for unknown terms) in this field."""
+        """(units, occurrences) of a phrase given as term ids (-1: a term never seen)."""
         if min(tids) < 0:
             return _NO_PAPERS, _NO_PAPERS
-        where = self._slice(tids[0])
-        paper, first, last = self.paper[where], self.first[where], self.last[where]
+        where = slice(self.bounds[tids[0]], self.bounds[tids[0] + 1])
+        unit, first, last = self.unit[where], self.first[where], self.last[where]
         for tid in tids[1:]:
-            if not len(paper):
+            if not len(unit):
                 break
-            where = self._slice(tid)
-            paper, first, last = self._follow(paper, first, last, where)
-        if not len(paper):
+            unit, first, last = self._follow(unit, last, first, tid)
+        if not len(unit):
             return _NO_PAPERS, _NO_PAPERS
-        starts = np.flatnonzero(np.r_[True, paper[1:] != paper[:-1]])  # paper is sorted
-        return paper[starts], np.diff(np.r_[starts, len(paper)]).astype(np.float64)
+        starts = _run_starts(unit)  # unit is sorted
+        ends = np.append(starts[1:], len(unit))
+        return unit[starts], (ends - starts).astype(np.float64)
 
     def _follow(
-        self, paper: np.ndarray, first: np.ndarray, last: np.ndarray, where: slice
+        self, unit: np.ndarray, last: np.ndarray, first: np.ndarray, tid: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Extend partial matches by the tokens (of one term) that start right after them."""
-        wanted = paper * self.span + last + 1
-        found = self.paper[where] * self.span + self.first[where]  # sorted: paper, then first
+        """Extend partial matches by the tokens of `tid` that start right after them."""
+        where = slice(self.bounds[tid], self.bounds[tid + 1])
+        wanted = unit * self.span + last + 1
+        found = self.unit[where] * self.span + self.first[where]  # sorted: unit, then first
         lo = np.searchsorted(found, wanted, "left")
         n = np.searchsorted(found, wanted, "right") - lo
         if not n.any():
@@ -265,13 +251,26 @@ class _Field:
         source = np.repeat(np.arange(len(wanted)), n)
         offsets = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
         target = where.start + np.repeat(lo, n) + offsets
-        paper, first, last = paper[source], first[source], self.last[target]
+        unit, first, last = unit[source], first[source], self.last[target]
         # Two routes to the same span (a word, or a compound covering it) count once.
-        key = np.sort((paper * self.span + first) * self.span + last)
-        key = key[np.r_[True, key[1:] != key[:-1]]]
+        key = np.sort((unit * self.span + first) * self.span + last)
+        key = key[_run_starts(key)]
         last = key % self.span
         first = (key // self.span) % self.span
         return key // (self.span * self.span), first, last
+
+
+_NO_NORM = np.zeros(0)
+_FIRST_OF, _LAST_OF = itemgetter(1), itemgetter(2)  # Token.first, Token.last
+
+
+def _run_starts(values: np.ndarray) -> np.ndarray:
+    """Indexes where a sorted array's runs of equal values begin."""
+    starts = np.flatnonzero(values[1:] != values[:-1]) + 1
+    return np.concatenate((_FIRST, starts)) if len(values) else starts
+
+
+_FIRST = np.zeros(1, dtype=np.int64)
 
 
 class PaperIndex:
@@ -307,14 +306,14 @@ class PaperIndex:
                 name,
                 [self.analyzer.postings(ws, loc) for ws, loc in zip(texts, local, strict=True)],
                 np.array([len(ws) for ws in texts], dtype=np.float64),
-                self.term_ids,
             )
             for name, texts in words.items()
         }
+        self.positions = _Positions(list(self.fields.values()), self.term_ids)
         self.prior = _prior(self.papers, now, popularity_weight).astype(np.float32)
         self._authors = _author_index(self.papers)
         self._features: dict[tuple[Any, ...], _Feature] = {}
-        self._df = _document_frequencies(self.fields.values(), len(self.term_ids), len(self.papers))
+        self._df = _document_frequencies(self.positions, len(self.term_ids))
 
     def __len__(self) -> int:
         return len(self.papers)
@@ -422,13 +421,13 @@ class PaperIndex:
 
     def _phrase_strength(self, phrase: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         """BM25F saturation of a phrase (or single term) in every paper, and its field bits."""
-        tids = [self.term_ids.get(term, -1) for term in phrase]
-        tf = np.zeros(len(self.papers))
-        masks = np.zeros(len(self.papers), dtype=np.uint8)
-        for f in self.fields.values():
-            papers, counts = f.counts(tids)
-            tf[papers] += f.norm[papers] * counts
-            masks[papers] |= f.bit
+        n = len(self.papers)
+        table = self.positions
+        units, counts = table.counts([self.term_ids.get(term, -1) for term in phrase])
+        papers = units // table.n_fields
+        tf = np.bincount(papers, weights=table.norm[units] * counts, minlength=n)
+        masks = np.zeros(n, dtype=np.uint8)
+        np.bitwise_or.at(masks, papers, table.bits[units % table.n_fields])
         return tf / (tf + K1), masks
 
     def _words_strength(self, words: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -532,11 +531,10 @@ def _author_index(papers: Sequence[Paper]) -> dict[str, list[tuple[int, tuple[st
     return index
 
 
-def _document_frequencies(fields: Iterable[_Field], n_terms: int, n_papers: int) -> np.ndarray:
+def _document_frequencies(table: _Positions, n_terms: int) -> np.ndarray:
     """Number of papers each term id occurs in (any field)."""
-    keys = [f.tid * max(n_papers, 1) + f.paper for f in fields]
-    pairs = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
-    return np.bincount(pairs // max(n_papers, 1), minlength=n_terms)
+    pairs = np.unique(table.tid * (table.unit.max(initial=0) + 1) + table.unit // table.n_fields)
+    return np.bincount(pairs // (table.unit.max(initial=0) + 1), minlength=n_terms)
 
 
 def _deduplicate(profiles: Sequence[Profile]) -> tuple[list[int], list[Profile]]:
@@ -564,28 +562,7 @@ class _Plan:
         self.columns: dict[Entry, int] = {}
         self._by_key: dict[tuple[str, str, tuple[str, ...]], int] = {}
         self.features: list[_Feature] = []
-        weights: _Triplets = ([], [], [])
-        exclusions: _Triplets = ([], [], [])
-        categories: _Triplets = ([], [], [])
-        self.positive_columns: list[tuple[int, ...]] = []
-        for row, profile in enumerate(profiles):
-            self.positive_columns.append(tuple(self.column(e) for e in profile.positives))
-            selecting = [e for e in profile.entries if not e.exclude and e.kind != "cat"]
-            steering = [e for e in profile.entries if not e.exclude and e.kind == "cat"]
-            if not selecting:
-                selecting, steering = steering, []
-            total = sum(e.weight for e in selecting)
-            for entry in selecting:
-                _add(weights, row, self.column(entry), entry.weight / total)
-            for entry in steering:
-                _add(categories, row, self.column(entry), 1.0)
-            for entry in profile.entries:
-                if entry.exclude:
-                    _add(exclusions, row, self.column(entry), 1.0)
-        shape = (len(profiles), len(self.features))
-        self.weights = _csr(weights, shape)
-        self.exclusions = _csr(exclusions, shape)
-        self.categories = _csr(categories, shape)
+        self._profile_matrices(profiles)
         values, present = self._feature_matrices()
         # A dense features x papers matrix makes the product a fast sparse x dense one;
         # beyond DENSE_LIMIT cells (huge indexes) stay sparse to bound memory.
@@ -597,11 +574,50 @@ class _Plan:
         for column, feature in enumerate(self.features):
             self.mask_matrix[column, feature.papers] = feature.masks
         self.masks = [row.tobytes() for row in self.mask_matrix[:-1]]
+
+    def _profile_matrices(self, profiles: Sequence[Profile]) -> None:
+        """Weights, exclusions, category steering and positive columns of every profile.
+
+        Profiles share Entry objects (the parser caches them), so each entry is looked at once
+        and the rest is array arithmetic over (profile, entry) pairs.
+        """
+        ids: dict[Entry, int] = {}
+        flat: list[int] = []
+        lengths: list[int] = []
+        for profile in profiles:
+            entries = profile.entries
+            lengths.append(len(entries))
+            flat.extend([ids.setdefault(e, len(ids)) for e in entries])
+        distinct = list(ids)
+        column = np.array([self.column(e) for e in distinct], dtype=np.int64)
+        exclude = np.array([e.exclude for e in distinct], dtype=bool)
+        category = np.array([e.kind == "cat" for e in distinct], dtype=bool)
+        weight = np.array([e.weight for e in distinct], dtype=np.float64)
+        at = np.asarray(flat, dtype=np.int64)
+        rows = np.repeat(np.arange(len(profiles)), lengths)
+        positive = ~exclude[at]
+        keyword = positive & ~category[at]
+        has_keyword = np.bincount(rows, weights=keyword, minlength=len(profiles)) > 0
+        selecting = keyword | (positive & ~has_keyword[rows])  # only cat: they select
+        steering = positive & category[at] & has_keyword[rows]
+        totals = np.bincount(rows, weights=weight[at] * selecting, minlength=len(profiles))
+        shape = (len(profiles), len(self.features))
+        cols = column[at]
+        share = weight[at] / np.maximum(totals[rows], 1e-9)
+        self.weights = _csr(rows[selecting], cols[selecting], share[selecting], shape)
+        self.categories = _csr(rows[steering], cols[steering], np.ones(int(steering.sum())), shape)
+        excluded = ~positive
+        self.exclusions = _csr(rows[excluded], cols[excluded], np.ones(int(excluded.sum())), shape)
+        # Positive columns in written order, padded (for the block-wise match patterns).
+        seen = np.cumsum(positive)  # positives so far, over all profiles
+        first = np.repeat(np.cumsum(lengths) - lengths, lengths)  # each pair's row start
+        rank = seen - 1 - np.where(first > 0, seen[np.maximum(first - 1, 0)], 0)
+        counts = np.bincount(rows, weights=positive, minlength=len(profiles)).astype(np.int64)
+        self.coded = counts <= CODE_ENTRIES
         self.padded = np.full((len(profiles), CODE_ENTRIES), len(self.features), dtype=np.int64)
-        for row, columns in enumerate(self.positive_columns):
-            if len(columns) <= CODE_ENTRIES:
-                self.padded[row, : len(columns)] = columns
-        self.coded = np.array([len(c) <= CODE_ENTRIES for c in self.positive_columns], dtype=bool)
+        fits = positive & (rank < CODE_ENTRIES)
+        self.padded[rows[fits], rank[fits]] = cols[fits]
+        self.positive_counts = counts
 
     def column(self, entry: Entry) -> int:
         """The feature column of an entry (entries differing only in weight or sign share)."""
@@ -636,7 +652,7 @@ class _Plan:
         per entry in one integer (-1 for profiles with over CODE_ENTRIES entries): the key of
         the explanation, computed here for the whole block at once."""
         codes = np.zeros(picked.shape, dtype=np.int64)
-        longest = max((len(c) for c in self.positive_columns[start:stop]), default=0)
+        longest = int(self.positive_counts[start:stop].max(initial=0))
         for e in range(min(longest, CODE_ENTRIES)):
             columns = self.padded[start:stop, e]
             codes |= self.mask_matrix[columns[:, None], picked].astype(np.int64) << (5 * e)
@@ -712,7 +728,6 @@ def _top_columns(scores: np.ndarray, k: int) -> np.ndarray:
     return picked
 
 
-_Triplets = tuple[list[int], list[int], list[float]]
 _Candidates = tuple[list[int], list[float], list[int]]  # papers, scores, patterns
 
 
@@ -720,17 +735,8 @@ def _dense(matrix: Any) -> np.ndarray:
     return np.asarray(matrix.toarray() if sp.issparse(matrix) else matrix)
 
 
-def _add(target: _Triplets, row: int, col: int, value: float) -> None:
-    target[0].append(row)
-    target[1].append(col)
-    target[2].append(value)
-
-
-def _csr(triplets: _Triplets, shape: tuple[int, int]) -> Any:
-    rows, cols, values = triplets
-    matrix = sp.coo_matrix(
-        (np.asarray(values, dtype=np.float32), (np.asarray(rows), np.asarray(cols))), shape=shape
-    )
+def _csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> Any:
+    matrix = sp.coo_matrix((values.astype(np.float32), (rows, cols)), shape=shape)
     return matrix.tocsr()
 
 
@@ -778,11 +784,7 @@ class _Explainer:
         if found is None:
             coded = profile is representative or profile.source == representative.source
             positives = profile.positives
-            columns = (
-                self.plan.positive_columns[slot]
-                if coded
-                else tuple(self.plan.column(e) for e in positives)
-            )
+            columns = tuple(self.plan.column(e) for e in positives)
             found = self._compiled[key] = _Compiled(
                 tuple(e.label or e.text for e in positives),
                 columns,
@@ -797,38 +799,45 @@ class _Explainer:
         """The first `k` candidates not already sent, as Matches (the hot loop of ranking)."""
         chosen: list[Match] = []
         whys, lazies, ids, n = compiled.why, self._lazy, self.ids, len(self.ids)
+        coded, masks = compiled.coded, compiled.masks
+        new, (set_id, set_score, set_matched, set_where, set_html, set_text) = _NEW, _SET_SLOTS
         for paper, score, code in zip(*candidates, strict=True):
             if len(chosen) >= k:
                 break
-            if paper in sent:
+            if sent and paper in sent:
                 continue
-            key = code if compiled.coded else bytes([row[paper] for row in compiled.masks])
+            key = code if coded else bytes([row[paper] for row in masks])
             why = whys.get(key)
             if why is None:
-                why = whys[key] = self._why(compiled, bytes([r[paper] for r in compiled.masks]))
-            place = why.highlight * n + paper
+                why = whys[key] = self._why(compiled, bytes([row[paper] for row in masks]))
+            matched, where, highlight = why
+            place = highlight * n + paper
             lazy = lazies.get(place)
             if lazy is None:
-                lazy = lazies[place] = _LazySnippet(self, paper, self._highlight_sets[why.highlight])
-            chosen.append(_new_match(ids[paper], score, why.matched, why.where, lazy))
+                lazy = lazies[place] = _LazySnippet(self, paper, self._highlight_sets[highlight])
+            # Match(...) by hand: a million per 100,000 subscribers; __init__ costs 3x more.
+            match = new(Match)
+            set_id(match, ids[paper])
+            set_score(match, score)
+            set_matched(match, matched)
+            set_where(match, where)
+            set_html(match, lazy)
+            set_text(match, lazy)
+            chosen.append(match)
         return chosen
 
     def _why(self, compiled: _Compiled, pattern: bytes) -> _Why:
-        matched: list[str] = []
-        where: dict[str, tuple[str, ...]] = {}
-        highlight: list[int] = []
-        for label, column, mask in zip(compiled.labels, compiled.columns, pattern, strict=True):
-            if mask:
-                matched.append(label)
-                where[label] = _FIELD_NAMES[mask]
-                if mask & ABSTRACT:
-                    highlight.append(column)
-        columns = tuple(sorted(set(highlight)))
+        """What a pattern of field bits (one byte per positive entry) says."""
+        labels, names = compiled.labels, _FIELD_NAMES
+        hits = [i for i, mask in enumerate(pattern) if mask]
+        columns = tuple(sorted([compiled.columns[i] for i in hits if pattern[i] & ABSTRACT]))
         hid = self._highlight_ids.get(columns)
         if hid is None:
             hid = self._highlight_ids[columns] = len(self._highlight_sets)
             self._highlight_sets.append(columns)
-        return _Why(tuple(matched), where, hid)
+        return _Why(
+            tuple([labels[i] for i in hits]), {labels[i]: names[pattern[i]] for i in hits}, hid
+        )
 
     def snippet(self, paper: int, columns: tuple[int, ...]) -> tuple[str, str]:
         """(html, text) abstract excerpt of a paper marking where these features matched."""
@@ -863,9 +872,14 @@ class _Explainer:
 
 
 class _Pieces:
-    """An abstract cut at its words, HTML-escaped once, to assemble snippets by word index."""
+    """An abstract cut at its words, HTML-escaped once, to assemble snippets by word index.
 
-    __slots__ = ("positions", "words", "text", "html")
+    Piece i is word i plus the separator after it (whitespace squeezed); the word's length in
+    each form lets a marked range close right after its last word. Pieces are interned: the
+    same "of the " recurs across a thousand abstracts.
+    """
+
+    __slots__ = ("positions", "text", "html", "text_cut", "html_cut")
 
     def __init__(self, abstract: str, tokens: Mapping[str, list[Token]]) -> None:
         spans: dict[int, tuple[int, int]] = {}
@@ -876,10 +890,15 @@ class _Pieces:
         ordered = sorted(spans.items())
         self.positions = [position for position, _ in ordered]
         starts = [start for _, (start, _) in ordered] + [len(abstract)]
-        self.words = [abstract[start:end] for _, (start, end) in ordered]
-        # Piece i: word i and the separator after it, whitespace squeezed.
-        self.text = [_squeeze(abstract[starts[i] : starts[i + 1]]) for i in range(len(ordered))]
-        self.html = [html.escape(piece) for piece in self.text]
+        words = [abstract[start:end] for _, (start, end) in ordered]
+        afters = [_squeeze(abstract[end : starts[i + 1]]) for i, (_, (_, end)) in enumerate(ordered)]
+        html_words = [html.escape(w) for w in words]
+        self.text = [sys.intern(w + a) for w, a in zip(words, afters, strict=True)]
+        self.html = [
+            sys.intern(w + html.escape(a)) for w, a in zip(html_words, afters, strict=True)
+        ]
+        self.text_cut = [len(w) for w in words]
+        self.html_cut = [len(w) for w in html_words]
 
     def index(self, position: int) -> int:
         """The word index of a token position."""
@@ -887,7 +906,7 @@ class _Pieces:
 
     def snippet(self, marks: Sequence[tuple[int, int]]) -> tuple[str, str]:
         """(html, text): about SNIPPET_WORDS words around most marks (word ranges), marked."""
-        begin, end = _window(marks, len(self.words), SNIPPET_WORDS)
+        begin, end = _window(marks, len(self.text), SNIPPET_WORDS)
         html_parts = ["\u2026"] if begin else []
         text_parts = list(html_parts)
         cursor = begin
@@ -896,29 +915,39 @@ class _Pieces:
             if last < begin or first >= end:
                 continue
             first, last = max(first, begin), min(last, end - 1)
-            word = self.words[last]
-            marked = "".join(text[first:last]) + word
-            after = text[last][len(word) :]
+            h, t = escaped[last], text[last]
+            h_cut, t_cut = self.html_cut[last], self.text_cut[last]
             html_parts += [
                 "".join(escaped[cursor:first]),
                 "<mark>",
-                html.escape(marked),
+                "".join(escaped[first:last]),
+                h[:h_cut],
                 "</mark>",
-                html.escape(after),
+                h[h_cut:],
             ]
-            text_parts += ["".join(text[cursor:first]), "*", marked, "*", after]
+            text_parts += [
+                "".join(text[cursor:first]),
+                "*",
+                "".join(text[first:last]),
+                t[:t_cut],
+                "*",
+                t[t_cut:],
+            ]
             cursor = last + 1
         html_parts.append("".join(escaped[cursor:end]))
         text_parts.append("".join(text[cursor:end]))
-        if end < len(self.words):
+        if end < len(text):
             html_parts.append("\u2026")
             text_parts.append("\u2026")
         return "".join(html_parts).rstrip(), "".join(text_parts).rstrip()
 
 
 def _squeeze(text: str) -> str:
-    """Collapse runs of whitespace (abstracts carry line breaks) to one space."""
-    return " ".join(text.split()) + (" " if text[-1:].isspace() else "") if text else text
+    """Collapse whitespace (abstracts carry line breaks): a separator keeps one space."""
+    if text == " " or not text:
+        return text
+    squeezed = " ".join(text.split())
+    return (" " if text[0].isspace() else "") + squeezed + (" " if text[-1].isspace() else "")
 
 
 def _merge_spans(spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
