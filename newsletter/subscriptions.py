@@ -124,3 +124,20 @@ def unsubscribe(session: Session, subscriber: Subscriber, now: datetime) -> None
         subscriber.unsubscribed_at = now
         storage.cancel_for_subscriber(session, subscriber.id)
     session.flush()
+
+
+def pause(session: Session, subscriber: Subscriber) -> None:
+    """Stop the digests of an active subscriber for now, including any already planned."""
+    if subscriber.state == ACTIVE:
+        subscriber.state = PAUSED
+        storage.cancel_for_subscriber(session, subscriber.id)
+    session.flush()
+
+
+def resume(session: Session, subscriber: Subscriber, now: datetime) -> None:
+    """Start the digests again after a pause, an unsubscribe or bounces; harmless if active."""
+    if subscriber.state == PAUSED:
+        subscriber.state = ACTIVE
+        session.flush()
+    else:
+        confirm(session, subscriber, now)

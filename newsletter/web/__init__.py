@@ -1,0 +1,1 @@
+"""The web app: sign-up, double opt-in, manage, one-click unsubscribe and the live preview."""

@@ -1,0 +1,50 @@
+"""The app factory: routes, static files, error pages and the security middleware."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+
+from newsletter.config import Settings
+from newsletter.db import Database
+from newsletter.web import confirm, errors, health, manage, preview, signup, unsubscribe
+from newsletter.web.context import Web
+from newsletter.web.pages import STATIC_DIR, Pages
+from newsletter.web.papers import PreviewIndex
+from newsletter.web.ratelimit import make_rate_limiter
+from newsletter.web.security import BodySizeLimitMiddleware, SecurityHeadersMiddleware
+
+
+def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
+    """The web app. Without `db` it opens (and at shutdown closes) its own; either way the
+    caller has applied the migrations."""
+    database = db or Database(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if db is None:
+            database.dispose()
+
+    # No OpenAPI pages: this app serves people, and their script would break the CSP.
+    app = FastAPI(
+        title="Paper Digest", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
+    app.state.web = Web(
+        settings=settings,
+        db=database,
+        pages=Pages(settings),
+        limiter=make_rate_limiter(settings),
+        papers=PreviewIndex(database, settings),
+    )
+    for module in (signup, confirm, manage, unsubscribe, preview, health):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    errors.install(app)
+    # The last added is the outermost: even a 413 gets the security headers.
+    app.add_middleware(BodySizeLimitMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware, https=settings.base_url.startswith("https://"))
+    return app

@@ -1,0 +1,77 @@
+"""What every request handler needs: settings, database, pages, rate limiter, papers, clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends
+from starlette.datastructures import FormData
+from starlette.requests import Request
+
+from newsletter import storage
+from newsletter.config import Settings
+from newsletter.db import Database
+from newsletter.web import csrf
+from newsletter.web.pages import Pages
+from newsletter.web.papers import PreviewIndex
+from newsletter.web.ratelimit import RateLimiter
+
+MAX_FORM_FIELDS = 32
+
+
+@dataclass
+class Web:
+    """The app's shared objects, kept in app.state.web; `clock` is swapped in tests."""
+
+    settings: Settings
+    db: Database
+    pages: Pages
+    limiter: RateLimiter
+    papers: PreviewIndex
+    clock: Callable[[], datetime] = field(default=storage.utcnow)
+
+
+class RateLimited(Exception):
+    """Too many attempts; the page says when to try again."""
+
+    def __init__(self, retry_after: int, message: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.message = message
+
+
+def get_web(request: Request) -> Web:
+    """FastAPI dependency: the app's Web object."""
+    web: Web = request.app.state.web
+    return web
+
+
+async def read_form(request: Request) -> FormData:
+    """FastAPI dependency: the submitted form (no file uploads, a few fields at most)."""
+    return await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+
+
+WebDep = Annotated[Web, Depends(get_web)]
+FormDep = Annotated[FormData, Depends(read_form)]
+
+
+async def require_csrf(request: Request) -> None:
+    """FastAPI dependency: refuse a state-changing form without a valid CSRF token."""
+    form = await read_form(request)
+    csrf.check(request, get_web(request).settings, form.get(csrf.FIELD))
+
+
+def client_ip(request: Request) -> str:
+    # uvicorn's proxy_headers (trusting only the configured proxies) has already put the
+    # real client address here when the app runs behind a reverse proxy.
+    return request.client.host if request.client else "unknown"
+
+
+def limit(web: Web, key: str, allowed: int, window: int, message: str) -> None:
+    """Count one hit on `key`; raise RateLimited past `allowed` hits in `window` seconds."""
+    decision = web.limiter.hit(key, allowed, window)
+    if not decision.allowed:
+        raise RateLimited(decision.retry_after, message)

@@ -1,0 +1,64 @@
+"""Signed links on the pages: from a token in the URL to its subscriber, or a clear refusal."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from newsletter import storage, tokens
+from newsletter.config import Settings
+from newsletter.models import Subscriber
+from newsletter.tokens import Purpose, TokenError
+
+
+class LinkError(Exception):
+    """A link that cannot be used: 400 forged or for another page, 410 expired or revoked."""
+
+    def __init__(self, status: int, title: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.title = title
+        self.message = message
+
+
+def forged() -> LinkError:
+    return LinkError(
+        400,
+        "This link is not valid",
+        "It may have been cut short or changed on the way, or it belongs to another page. "
+        "Open the link from the email again, or sign up again for a new one.",
+    )
+
+
+def expired() -> LinkError:
+    return LinkError(
+        410,
+        "This link has expired",
+        "Confirmation links are valid for a limited time. Sign up again to get a new one.",
+    )
+
+
+def revoked() -> LinkError:
+    return LinkError(
+        410,
+        "This link is no longer valid",
+        "It has been replaced by a newer link. Use the link from your most recent email.",
+    )
+
+
+def subscriber_for(
+    session: Session, settings: Settings, purpose: Purpose, token: str
+) -> Subscriber:
+    """The subscriber a link was made for, or LinkError; nothing is changed either way."""
+    try:
+        subscriber_id, version = tokens.read_token(settings, purpose, token)
+    except TokenError as exc:
+        raise (expired() if exc.expired else forged()) from None
+    subscriber = storage.subscriber_by_id(session, subscriber_id)
+    if subscriber is None or subscriber.token_version != version:
+        raise revoked()
+    return subscriber
+
+
+def token_for(settings: Settings, purpose: Purpose, subscriber: Subscriber) -> str:
+    """A fresh signed token of `purpose` for the subscriber's current token version."""
+    return tokens.make_token(settings, purpose, subscriber.id, subscriber.token_version)

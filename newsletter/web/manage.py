@@ -1,0 +1,123 @@
+"""The manage page: keywords, send time, size, trending; pause and resume; today's digest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import HTMLResponse, RedirectResponse
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import Response
+
+from newsletter import storage, subscriptions
+from newsletter.models import Subscriber
+from newsletter.web.context import FormDep, Web, WebDep, require_csrf
+from newsletter.web.forms import FormResult, Preferences, parse_preferences, preference_values
+from newsletter.web.links import subscriber_for, token_for
+from newsletter.web.papers import Preview
+
+router = APIRouter()
+
+NOTICES = {
+    "saved": "Your settings are saved.",
+    "paused": "Your digest is paused. Resume it whenever you like.",
+    "resumed": "Your digest is on again.",
+}
+
+
+@router.get("/manage/{token}", response_class=HTMLResponse)
+def manage_page(request: Request, token: str, web: WebDep) -> HTMLResponse:
+    """The subscriber's settings, and what their digest would contain today."""
+    notice = NOTICES.get(request.query_params.get("done", ""))
+    with web.db.session() as session:
+        subscriber = subscriber_for(session, web.settings, "manage", token)
+        context = _context(web, session, subscriber, token)
+    form = FormResult(preference_values(subscriber))
+    return _page(request, web, context, form, notice=notice)
+
+
+@router.post("/manage/{token}", response_class=HTMLResponse, dependencies=[Depends(require_csrf)])
+def save(
+    request: Request,
+    token: str,
+    web: WebDep,
+    form: FormDep,
+) -> Response:
+    """Save the settings; a mistake shows the form again with the message beside the field."""
+    result = parse_preferences(form)
+    with web.db.session() as session:
+        subscriber = subscriber_for(session, web.settings, "manage", token)
+        if result.preferences is None:
+            context = _context(web, session, subscriber, token)
+            return _page(request, web, context, result, status=422)
+        _apply(subscriber, result.preferences)
+    return _done(web, token, "saved")
+
+
+@router.post(
+    "/manage/{token}/pause", response_class=RedirectResponse, dependencies=[Depends(require_csrf)]
+)
+def pause(token: str, web: WebDep) -> RedirectResponse:
+    """Stop the digests for now (anything already planned is cancelled)."""
+    with web.db.session() as session:
+        subscriptions.pause(session, subscriber_for(session, web.settings, "manage", token))
+    return _done(web, token, "paused")
+
+
+@router.post(
+    "/manage/{token}/resume", response_class=RedirectResponse, dependencies=[Depends(require_csrf)]
+)
+def resume(token: str, web: WebDep) -> RedirectResponse:
+    """Start the digests again, after a pause or an unsubscribe."""
+    with web.db.session() as session:
+        subscriber = subscriber_for(session, web.settings, "manage", token)
+        subscriptions.resume(session, subscriber, web.clock())
+    return _done(web, token, "resumed")
+
+
+def _apply(subscriber: Subscriber, preferences: Preferences) -> None:
+    subscriber.keywords = preferences.keywords
+    subscriber.send_hour = preferences.send_hour
+    subscriber.timezone = preferences.timezone
+    subscriber.digest_size = preferences.digest_size
+    subscriber.show_trending = preferences.show_trending
+
+
+def _done(web: Web, token: str, what: str) -> RedirectResponse:
+    # Post/redirect/get: reloading the page after saving does not send the form again.
+    return RedirectResponse(web.pages.href(f"/manage/{token}?done={what}"), status_code=303)
+
+
+def digest_preview(web: Web, session: Session, subscriber: Subscriber) -> Preview:
+    """What the subscriber's digest would hold if it were planned now (nothing is stored)."""
+    now = web.clock()
+    ids = web.papers.paper_ids(now)
+    sent = storage.sent_paper_ids(session, [subscriber.id], ids).get(subscriber.id, set())
+    return web.papers.preview(
+        subscriber.keywords, now=now, top_k=subscriber.digest_size, exclude_ids=frozenset(sent)
+    )
+
+
+def _context(web: Web, session: Session, subscriber: Subscriber, token: str) -> dict[str, Any]:
+    return {
+        "subscriber": subscriber,
+        "preview": digest_preview(web, session, subscriber),
+        "action": web.pages.href(f"/manage/{token}"),
+        "unsubscribe_url": web.pages.href(
+            f"/unsubscribe/{token_for(web.settings, 'unsubscribe', subscriber)}"
+        ),
+    }
+
+
+def _page(
+    request: Request,
+    web: Web,
+    context: dict[str, Any],
+    form: FormResult,
+    *,
+    status: int = 200,
+    notice: str | None = None,
+) -> HTMLResponse:
+    context = {**context, "values": form.values, "errors": form.errors, "notice": notice}
+    return web.pages.render(request, "manage.html", context, status=status)
