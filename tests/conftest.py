@@ -360,3 +360,60 @@ def newsletter_env(**values) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
     env.update({f"NEWSLETTER_{key.upper()}": str(value) for key, value in values.items()})
     return env
+
+
+# --- Web: the app on the migrated database, a test client, the outbox -----------------------
+
+
+def web_test_client_class():
+    """starlette's TestClient; it warns that plain httpx is deprecated, which is fine here."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+    return TestClient
+
+
+@pytest.fixture
+def web_app(settings, db):
+    from newsletter.web.app import create_app
+
+    return create_app(settings, db)
+
+
+@pytest.fixture
+def web(web_app):
+    """The app's shared objects: settings, db, limiter, papers, and a `clock` to set."""
+    return web_app.state.web
+
+
+@pytest.fixture
+def web_client(web_app):
+    with web_test_client_class()(web_app, follow_redirects=False) as client:
+        yield client
+
+
+@pytest.fixture
+def web_papers(db, web):
+    """The bundled Hugging Face day, collected just now, so previews have papers to rank."""
+    from newsletter import pipeline
+
+    pipeline.load_demo_day(db)
+    web.papers.invalidate()
+
+
+@pytest.fixture
+def outbox(settings):
+    """Reads the .eml files written to the outbox (no SMTP configured), oldest first."""
+
+    def read() -> list:
+        import email
+        import email.policy
+
+        paths = sorted(settings.outbox_dir.glob("*.eml"), key=lambda p: p.stat().st_mtime_ns)
+        return [
+            email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in paths
+        ]
+
+    return read
