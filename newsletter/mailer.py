@@ -176,7 +176,8 @@ def message_id_for(delivery_id: int, edition: date, domain: str) -> str:
 
 def sender_domain(address: str) -> str:
     """The domain of an address like "Paper Digest <digest@example.org>"."""
-    return parseaddr(address)[1].rpartition("@")[2] or "localhost"
+    _, at, domain = parseaddr(address)[1].rpartition("@")
+    return domain if at and domain else "localhost"
 
 
 def unsubscribe_header(url: str, mailto: str | None) -> str:
@@ -472,7 +473,7 @@ class SMTPTransport:
                 smtp.starttls(context=context)
                 smtp.ehlo()
             if config.username:
-                smtp.login(config.username, config.password or "")
+                _login(smtp, config.username, config.password or "")
         except smtplib.SMTPResponseException as exc:
             _discard(smtp)
             raise _connect_error(exc.smtp_code, exc.smtp_error) from exc
@@ -569,6 +570,16 @@ class _IdleDrop(Exception):
         self.text = text
 
 
+def _login(smtp: smtplib.SMTP, username: str, password: str) -> None:
+    # PLAIN alone when offered: smtplib.login() would go on to try LOGIN after a refusal,
+    # hiding the server's 535 behind whatever the second attempt does.
+    if "plain" in smtp.esmtp_features.get("auth", "").lower().split():
+        smtp.user, smtp.password = username, password
+        smtp.auth("PLAIN", smtp.auth_plain)
+    else:
+        smtp.login(username, password)
+
+
 def _connect_error(code: int | None, reply: bytes | str) -> TransientSendError:
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
     return TransientSendError(code, f"cannot open the SMTP connection: {text}", stage="connect")
@@ -609,7 +620,8 @@ class OutboxTransport:
 
     def path_for(self, message: EmailMessage) -> Path:
         """Where a message is written: its Message-ID made safe as a file name."""
-        message_id = str(message["Message-ID"] or "").strip("<> ")
+        raw = [str(v) for name, v in message.raw_items() if name.lower() == "message-id"]
+        message_id = raw[0].strip("<> ") if raw else ""
         if not message_id:
             raise ValueError("an outbox message needs a Message-ID")
         return self.directory / (re.sub(r"[^A-Za-z0-9._@+-]", "_", message_id) + ".eml")

@@ -349,7 +349,7 @@ class EditionRenderer:
         listed = {item.paper.id for item in items}
         trending = [p for p in trending if p.id not in listed][: self.settings.trending_size]
         headline = _headline(len(items))
-        keywords = _one_line(keywords_text)
+        keywords = keywords_line(keywords_text)
         common = {
             "headline": headline,
             "email": email,
@@ -420,6 +420,12 @@ def _preheader(
     if trending:
         return f"Trending today: {renderer.view(trending[0]).title}"
     return "Nothing new matched your keywords today."
+
+
+def keywords_line(profile: str) -> str:
+    """A keyword profile on one line: its lines (entries, like commas) joined by commas."""
+    entries = (line.strip().strip(",").strip() for line in profile.splitlines())
+    return _one_line(", ".join(entry for entry in entries if entry))
 
 
 def _one_line(text: str) -> str:

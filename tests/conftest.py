@@ -417,3 +417,126 @@ def outbox(settings):
         ]
 
     return read
+
+
+# --- Mail faults: SMTP servers that drop, refuse, stall (aiosmtpd) --------------------------
+
+
+class FaultySMTPSink(SMTPSink):
+    """An SMTPSink whose faults a test turns on: drops, replies per stage, delays.
+
+    - `drop_every`: close the connection right after accepting every Nth message
+      (the client sees it when it starts the next one, as with a server's idle timeout);
+    - `mail_replies`: replies to give to the next MAIL commands, one per command;
+    - `data_reply_for`: recipient -> reply to the end of DATA (the message is not kept);
+    - `delay`: seconds to wait before accepting each message (a slow server).
+    Every accepted message is kept with its raw bytes (`raw`) and the connection it came on.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop_every = 0
+        self.mail_replies: list[str] = []
+        self.data_reply_for: dict[str, str] = {}
+        self.delay = 0.0
+        self.raw: list[bytes] = []
+        self.peers: list[tuple] = []
+        self.authenticated: list[bool] = []
+        self.connections: set[tuple] = set()
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
+        self.connections.add(session.peer)
+        if self.mail_replies:
+            return self.mail_replies.pop(0)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        import asyncio
+
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        for recipient in envelope.rcpt_tos:
+            if recipient in self.data_reply_for:
+                return self.data_reply_for[recipient]
+        reply = await super().handle_DATA(server, session, envelope)
+        with self.lock:
+            self.raw.append(bytes(envelope.content))
+            self.peers.append(session.peer)
+            self.authenticated.append(bool(session.authenticated))
+            accepted = len(self.raw)
+        if self.drop_every and accepted % self.drop_every == 0:
+            # Runs after the 250 reply is written: the client got its answer, then EOF.
+            asyncio.get_running_loop().call_soon(server.transport.close)
+        return reply
+
+    def message_ids(self) -> list[str]:
+        with self.lock:
+            return [str(m["Message-ID"]) for m in self.messages]
+
+
+@pytest.fixture
+def faulty_smtp_server():
+    """A FaultySMTPSink served by aiosmtpd on a free loopback port; `.url`, `.stop()`."""
+    from aiosmtpd.controller import Controller
+
+    port = free_port()
+    sink = FaultySMTPSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    sink.port = port  # type: ignore[attr-defined]
+    sink.url = f"smtp://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    sink.controller = controller  # type: ignore[attr-defined]
+    yield sink
+    import contextlib
+
+    with contextlib.suppress(AssertionError):  # a test stopped it already
+        controller.stop()
+
+
+@pytest.fixture(scope="session")
+def dkim_key(tmp_path_factory):
+    """A fresh 2048-bit RSA key pair: (PEM private key path, DNS TXT record bytes)."""
+    import base64
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: it makes the test DKIM key")
+    directory = tmp_path_factory.mktemp("dkim")
+    private = directory / "dkim.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(private), "2048"], check=True,
+                   capture_output=True)
+    public = subprocess.run(["openssl", "rsa", "-in", str(private), "-pubout", "-outform", "DER"],
+                            check=True, capture_output=True).stdout
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    return private, record
+
+
+@pytest.fixture
+def smtp_auth_server():
+    """A FaultySMTPSink offering AUTH (PLAIN/LOGIN) without TLS, on loopback only.
+
+    `.authenticated` records, per accepted message, whether its session had logged in.
+    """
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    credentials = ("digest@x.org", "p@ss:w/rd")
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and (
+            auth_data.login.decode(), auth_data.password.decode()
+        ) == credentials
+        return AuthResult(success=ok, handled=False)  # handled=False: the server says 535
+
+    port = free_port()
+    sink = FaultySMTPSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port, authenticator=authenticator,
+                            auth_require_tls=False)
+    controller.start()
+    sink.port = port  # type: ignore[attr-defined]
+    sink.credentials = credentials  # type: ignore[attr-defined]
+    yield sink
+    controller.stop()

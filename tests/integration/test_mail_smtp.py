@@ -1,0 +1,234 @@
+"""Digests sent over real SMTP (aiosmtpd on loopback): headers, parts, DKIM, faults."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import date
+from pathlib import Path
+from urllib.parse import quote
+
+import dkim
+import pytest
+from bs4 import BeautifulSoup
+
+from newsletter.config import Settings
+from newsletter.mailer import (
+    DkimSigner,
+    PermanentSendError,
+    SMTPTransport,
+    TransientSendError,
+    build_message,
+    message_id_for,
+    open_transport,
+)
+from newsletter.render import DigestItem, EditionRenderer
+
+pytestmark = pytest.mark.integration
+
+DATA = Path(__file__).resolve().parents[2] / "newsletter" / "data"
+EDITION = date(2026, 6, 12)
+BASE = "https://news.example.org"
+
+
+@pytest.fixture(scope="module")
+def papers():
+    from newsletter.sources import hf_daily
+
+    raw = (DATA / "hf_daily_papers_2026-06-12.json").read_bytes()
+    return list(hf_daily.parse(raw).papers)
+
+
+@pytest.fixture(scope="module")
+def renderer(papers):
+    config = Settings(secret_key="t", base_url=BASE, from_address="Paper Digest <digest@x.org>")
+    return EditionRenderer(config, EDITION)
+
+
+def digest_message(renderer, papers, number: int, recipient: str | None = None):
+    recipient = recipient or f"reader{number}@example.net"
+    unsubscribe = f"{BASE}/unsubscribe/token-{number}"
+    items = [
+        DigestItem(p, ("agents",), "about <mark>agents</mark>", "about agents")
+        for p in papers[number % 5 : number % 5 + 4]
+    ]
+    email = renderer.render_digest(
+        email=recipient,
+        keywords_text="agents",
+        items=items,
+        trending=papers[20:23],
+        unsubscribe_url=unsubscribe,
+        manage_url=f"{BASE}/manage/token-{number}",
+    )
+    return build_message(
+        email,
+        sender="Paper Digest <digest@x.org>",
+        recipient=recipient,
+        message_id=message_id_for(number, EDITION, "x.org"),
+        unsubscribe_url=unsubscribe,
+        unsubscribe_mailto="unsubscribe@x.org",
+        list_id="Paper Digest <digest.x.org>",
+    )
+
+
+def test_a_digest_arrives_complete_and_signed(faulty_smtp_server, renderer, papers, dkim_key):
+    private, record = dkim_key
+    signer = DkimSigner("mail", "x.org", private.read_bytes())
+    with SMTPTransport(faulty_smtp_server.url, signer=signer) as transport:
+        reply = transport.send(digest_message(renderer, papers, 1))
+    assert "accepted" in reply
+    envelope = faulty_smtp_server.envelopes[0]
+    assert envelope.mail_from == "digest@x.org"
+    assert envelope.rcpt_tos == ["reader1@example.net"]
+    received = faulty_smtp_server.messages[0]
+    unsubscribe = f"{BASE}/unsubscribe/token-1"
+
+    assert received["Message-ID"] == "<digest.20260612.1@x.org>"
+    assert received["Date"] and received["From"] == "Paper Digest <digest@x.org>"
+    assert received["To"] == "reader1@example.net"
+    assert received["Subject"].endswith("Paper Digest, 12 June")
+    assert received["List-Id"] == "Paper Digest <digest.x.org>"
+    assert received["List-Unsubscribe"] == (
+        f"<{unsubscribe}>, <mailto:unsubscribe@x.org?subject=unsubscribe>"
+    )
+    assert received["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert received["Precedence"] == "bulk"
+    assert received["Auto-Submitted"] == "auto-generated"
+
+    text = received.get_body(("plain",)).get_content()
+    html = received.get_body(("html",)).get_content()
+    assert [p.get_content_type() for p in received.iter_parts()] == ["text/plain", "text/html"]
+    assert f"Unsubscribe: {unsubscribe}" in text
+    page = BeautifulSoup(html, "html.parser")
+    assert page.find("a", href=unsubscribe, string="Unsubscribe")
+    hrefs = [a["href"] for a in page.find_all("a")]
+    assert all(re.match(r"https?://", href) for href in hrefs), hrefs
+    for paper in papers[1:5]:
+        assert page.find("a", href=paper.hf_url, string=" ".join(paper.title.split()))
+    # Essential styling is inline; <style> keeps only media queries (dark mode, phones).
+    assert "border-radius" in page.select_one("span.label")["style"]
+    for block in page.find_all("style"):
+        assert (
+            re.sub(r"@media[^{]+\{(?:[^{}]*\{[^{}]*\})*\s*\}", "", block.get_text()).strip() == ""
+        )
+
+    raw = faulty_smtp_server.raw[0]
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"mail._domainkey.x.org."
+        return record
+
+    assert dkim.verify(raw, dnsfunc=dns)
+    signed = re.search(r"h=([^;]+)", str(received["DKIM-Signature"])).group(1)
+    names = {name.strip() for name in signed.split(":")}
+    assert {"list-unsubscribe", "list-unsubscribe-post"} <= names
+
+
+def test_one_connection_carries_a_whole_batch(faulty_smtp_server, renderer, papers):
+    with SMTPTransport(faulty_smtp_server.url) as transport:
+        for number in range(25):
+            transport.send(digest_message(renderer, papers, number))
+    assert len(faulty_smtp_server.messages) == 25
+    assert len(set(faulty_smtp_server.peers)) == 1 and transport.connections == 1
+
+
+def test_a_dropped_connection_is_reopened_and_nothing_is_lost_or_doubled(
+    faulty_smtp_server, renderer, papers
+):
+    faulty_smtp_server.drop_every = 3
+    with SMTPTransport(faulty_smtp_server.url) as transport:
+        for number in range(10):
+            transport.send(digest_message(renderer, papers, number))
+    ids = faulty_smtp_server.message_ids()
+    assert sorted(ids) == sorted({message_id_for(n, EDITION, "x.org") for n in range(10)})
+    assert transport.connections == 4  # 3 + 3 + 3 + 1 messages
+    assert len(set(faulty_smtp_server.peers)) == 4
+
+
+def test_a_421_before_the_message_reconnects_once(faulty_smtp_server, renderer, papers):
+    faulty_smtp_server.mail_replies = ["421 4.3.2 Service shutting down"]
+    with SMTPTransport(faulty_smtp_server.url) as transport:
+        transport.send(digest_message(renderer, papers, 1))
+    assert faulty_smtp_server.message_ids() == ["<digest.20260612.1@x.org>"]
+    assert transport.connections == 2
+
+
+def test_a_4xx_for_a_recipient_is_transient_and_the_batch_goes_on(
+    faulty_smtp_server, renderer, papers
+):
+    faulty_smtp_server.reply_for["busy@example.net"] = "451 4.7.1 Greylisted, try later"
+    with SMTPTransport(faulty_smtp_server.url) as transport:
+        with pytest.raises(TransientSendError) as raised:
+            transport.send(digest_message(renderer, papers, 1, "busy@example.net"))
+        transport.send(digest_message(renderer, papers, 2))
+    assert raised.value.code == 451 and raised.value.stage == "rcpt"
+    assert "Greylisted" in raised.value.message
+    assert faulty_smtp_server.message_ids() == ["<digest.20260612.2@x.org>"]
+    assert transport.connections == 1  # RSET, not a new connection
+
+
+def test_a_5xx_is_permanent_for_the_recipient_or_the_message(faulty_smtp_server, renderer, papers):
+    faulty_smtp_server.reply_for["gone@example.net"] = "550 5.1.1 No such user"
+    faulty_smtp_server.data_reply_for["picky@example.net"] = "554 5.7.1 Message refused"
+    with SMTPTransport(faulty_smtp_server.url) as transport:
+        with pytest.raises(PermanentSendError) as unknown:
+            transport.send(digest_message(renderer, papers, 1, "gone@example.net"))
+        with pytest.raises(PermanentSendError) as refused:
+            transport.send(digest_message(renderer, papers, 2, "picky@example.net"))
+        transport.send(digest_message(renderer, papers, 3))
+    assert (unknown.value.code, unknown.value.stage) == (550, "rcpt")
+    assert (refused.value.code, refused.value.stage) == (554, "data")
+    assert faulty_smtp_server.message_ids() == ["<digest.20260612.3@x.org>"]
+
+
+def test_a_5xx_for_the_sender_is_not_blamed_on_the_recipient(faulty_smtp_server, renderer, papers):
+    faulty_smtp_server.mail_replies = ["553 5.7.1 Sender address rejected"]
+    with (
+        SMTPTransport(faulty_smtp_server.url) as transport,
+        pytest.raises(TransientSendError) as raised,
+    ):
+        transport.send(digest_message(renderer, papers, 1))
+    assert (raised.value.code, raised.value.stage) == (553, "mail")
+
+
+def test_an_unreachable_server_fails_fast_and_transiently(faulty_smtp_server, renderer, papers):
+    with SMTPTransport(faulty_smtp_server.url) as transport:
+        transport.send(digest_message(renderer, papers, 1))
+        faulty_smtp_server.controller.stop()
+        started = time.monotonic()
+        with pytest.raises(TransientSendError) as first:
+            transport.send(digest_message(renderer, papers, 2))
+        with pytest.raises(TransientSendError) as second:
+            transport.send(digest_message(renderer, papers, 3))
+    assert first.value.stage == "connect" and second.value is first.value
+    assert time.monotonic() - started < 5
+    with (
+        pytest.raises(TransientSendError, match="cannot open"),
+        SMTPTransport(faulty_smtp_server.url),
+    ):
+        pass
+
+
+def test_send_rate_is_respected(faulty_smtp_server, renderer, papers):
+    config = Settings(secret_key="t", smtp_url=faulty_smtp_server.url, send_rate=20)
+    messages = [digest_message(renderer, papers, n) for n in range(6)]
+    started = time.monotonic()
+    with open_transport(config) as transport:
+        for message in messages:
+            transport.send(message)
+    assert time.monotonic() - started >= 5 / 20 * 0.95
+    assert len(faulty_smtp_server.messages) == 6
+
+
+def test_authenticated_smtp_with_credentials_in_the_url(smtp_auth_server, renderer, papers):
+    user, password = smtp_auth_server.credentials
+    server = f"127.0.0.1:{smtp_auth_server.port}"
+    url = f"smtp://{quote(user, safe='')}:{quote(password, safe='')}@{server}"
+    with SMTPTransport(url) as transport:
+        transport.send(digest_message(renderer, papers, 1))
+    assert smtp_auth_server.message_ids() == ["<digest.20260612.1@x.org>"]
+    assert smtp_auth_server.authenticated == [True]
+    wrong = f"smtp://{quote(user, safe='')}:nope@127.0.0.1:{smtp_auth_server.port}"
+    with pytest.raises(TransientSendError) as raised, SMTPTransport(wrong):
+        pass
+    assert raised.value.code == 535 and raised.value.stage == "connect"
