@@ -151,7 +151,10 @@ def parse_profile(text: str) -> Profile:
             if not stripped:
                 if last and (column > 0 or not line.strip()):
                     continue  # a trailing comma or a blank line
-                raise ProfileError("empty entry", number, column + 1, multiline=multiline)
+                # Point at the comma that ends the empty entry.
+                raise ProfileError(
+                    "empty entry", number, column + len(segment) + 1, multiline=multiline
+                )
             count += 1
             start = column + len(segment) - len(segment.lstrip())
             if count > MAX_ENTRIES:
@@ -280,7 +283,9 @@ def _entry(
     terms = text_terms(value)
     if not terms:
         raise error(f"{value!r} has no letters or digits to match")
-    loose = not quoted and not exclude and " " in value
+    # Unquoted words are loose (adjacency scores higher but is not required), unless they
+    # normalize to one term: "large language models" is just LLM.
+    loose = not quoted and not exclude and " " in value and len(terms) > 1
     return Entry("text", "loose" if loose else "phrase", terms, exclude, weight, value, label)
 
 

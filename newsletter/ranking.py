@@ -164,10 +164,10 @@ class _LazySnippet:
 
 @dataclass(frozen=True, slots=True)
 class _Feature:
-    """What one entry matches: papers (sorted), strengths in (0, 1], field bits."""
+    """What one entry matches: papers (sorted), what each match is worth (0, 1], field bits."""
 
     papers: np.ndarray
-    strengths: np.ndarray
+    worths: np.ndarray
     masks: np.ndarray
     phrase: tuple[str, ...] = ()
     words: tuple[str, ...] = ()  # for loose entries: the words that may match apart
@@ -406,14 +406,18 @@ class PaperIndex:
             return self._category_feature(key[1][0])
         phrase, words = key[1], key[2]
         strength, masks = self._phrase_strength(phrase)
+        floor = np.where(strength > 0, COVERAGE_FLOOR, 0.0)
         if kind == "loose" and words:
             loose, loose_masks = self._words_strength(words)
             masks = np.where(masks > 0, masks, loose_masks)
             strength = (1.0 - LOOSE_SHARE) * strength + LOOSE_SHARE * loose
+            # Words found only apart earn a share of the coverage floor, not all of it.
+            floor = np.where(floor > 0, floor, np.where(loose > 0, LOOSE_SHARE * COVERAGE_FLOOR, 0))
+        worth = floor + (1.0 - COVERAGE_FLOOR) * strength
         papers = np.flatnonzero(strength > 0).astype(np.int32)
         return _Feature(
             papers,
-            strength[papers].astype(np.float32),
+            worth[papers].astype(np.float32),
             masks[papers].astype(np.uint8),
             phrase,
             words if kind == "loose" else (),
@@ -638,10 +642,9 @@ class _Plan:
         np.cumsum(sizes, out=indptr[1:])
         if self.features:
             columns = np.concatenate([f.papers for f in self.features])
-            strengths = np.concatenate([f.strengths for f in self.features])
+            worth = np.concatenate([f.worths for f in self.features])
         else:
-            columns, strengths = np.zeros(0, np.int32), np.zeros(0, np.float32)
-        worth = COVERAGE_FLOOR + (1.0 - COVERAGE_FLOOR) * strengths
+            columns, worth = np.zeros(0, np.int32), np.zeros(0, np.float32)
         values = (worth * 100.0 * self.index.prior[columns]).astype(np.float32)
         shape = (len(self.features), len(self.index.papers))
         present = sp.csr_matrix((np.ones_like(values), columns, indptr), shape=shape)
@@ -845,7 +848,8 @@ class _Explainer:
         if len(columns) == 1:
             marks = self._marks(columns[0], paper, pieces)
         else:
-            marks = _merge_spans([m for c in columns for m in self._marks(c, paper, pieces)])
+            spans = [m for c in columns for m in self._marks(c, paper, pieces)]
+            marks = _merge_spans(spans, pieces.positions)
         return pieces.snippet(marks)
 
     def _pieces(self, paper: int) -> _Pieces:
@@ -866,7 +870,9 @@ class _Explainer:
             spans = phrase_spans(tokens, feature.phrase) if feature.phrase else []
             if not spans and feature.words:
                 spans = [(t.first, t.last) for w in feature.words for t in tokens.get(w, ())]
-            found = _merge_spans([(pieces.index(f), pieces.index(last)) for f, last in spans])
+            found = _merge_spans(
+                [(pieces.index(f), pieces.index(last)) for f, last in spans], pieces.positions
+            )
             self._highlights[key] = found
         return found
 
@@ -950,13 +956,20 @@ def _squeeze(text: str) -> str:
     return (" " if text[0].isspace() else "") + squeezed + (" " if text[-1].isspace() else "")
 
 
-def _merge_spans(spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+def _merge_spans(
+    spans: Sequence[tuple[int, int]], positions: Sequence[int]
+) -> list[tuple[int, int]]:
+    """Sorted word ranges, overlapping ones merged, and touching ones when no punctuation
+    separates them ("semi-supervised" reads as one mark, "models (LLMs)" as two)."""
     merged: list[tuple[int, int]] = []
     for s, e in sorted(spans):
-        if merged and s <= merged[-1][1] + 1:  # adjacent marks read as one
-            merged[-1] = (merged[-1][0], max(e, merged[-1][1]))
-        else:
-            merged.append((s, e))
+        if merged:
+            last = merged[-1][1]
+            touching = s == last + 1 and positions[s] == positions[last] + 1
+            if s <= last or touching:
+                merged[-1] = (merged[-1][0], max(e, last))
+                continue
+        merged.append((s, e))
     return merged
 
 

@@ -169,15 +169,14 @@ def naive_rank(
     total = sum(e.weight for e in selecting)
     scored = []
     for d, paper in enumerate(index.papers):
-        if paper.id in sent or any(_strength(index, e, d) > 0 for e in profile.exclusions):
+        if paper.id in sent or any(_worth(index, e, d) > 0 for e in profile.exclusions):
             continue
-        strengths = [_strength(index, e, d) for e in selecting]
-        if not any(strengths):
+        worth = [_worth(index, e, d) for e in selecting]
+        if not any(worth):
             continue
-        worth = [COVERAGE_FLOOR + (1 - COVERAGE_FLOOR) * s if s > 0 else 0.0 for s in strengths]
         relevance = sum(e.weight * w for e, w in zip(selecting, worth, strict=True)) / total
         steer = 1.0
-        if categories and not any(_strength(index, e, d) > 0 for e in categories):
+        if categories and not any(_worth(index, e, d) > 0 for e in categories):
             steer = 1 - CATEGORY_SHARE
         score = 100 * relevance * steer * float(index.prior[d])
         if score >= max(min_score, 1e-6):
@@ -186,7 +185,8 @@ def naive_rank(
     return [(index.papers[d].id, s) for s, d in scored[:top_k]]
 
 
-def _strength(index: PaperIndex, entry: Entry, d: int) -> float:
+def _worth(index: PaperIndex, entry: Entry, d: int) -> float:
+    """What an entry's match in paper d is worth: coverage floor + BM25F saturation."""
     paper = index.papers[d]
     if entry.kind == "author":
         return float(any(names_match(entry.terms, _name(a)) for a in paper.authors))
@@ -196,16 +196,17 @@ def _strength(index: PaperIndex, entry: Entry, d: int) -> float:
                          for c in paper.categories))
     phrase = index.analyzer.query_terms(entry.value)
     strength = _phrase(index, phrase, d)
+    floor = COVERAGE_FLOOR if strength > 0 else 0.0
     if entry.mode == "loose" and not entry.exclude:
         words = index.analyzer.bag_terms(entry.value)
         each = [_phrase(index, (w,), d) for w in words]
+        loose = 0.0
         if words and all(each):
             idf = [index.idf(w) for w in words]
             loose = sum(i * s for i, s in zip(idf, each, strict=True)) / max(sum(idf), 1e-9)
-        else:
-            loose = 0.0
+            floor = floor or LOOSE_SHARE * COVERAGE_FLOOR
         strength = (1 - LOOSE_SHARE) * strength + LOOSE_SHARE * loose
-    return strength
+    return floor + (1 - COVERAGE_FLOOR) * strength if strength > 0 else 0.0
 
 
 def _phrase(index: PaperIndex, phrase: tuple[str, ...], d: int) -> float:
