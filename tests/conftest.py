@@ -429,8 +429,10 @@ class FaultySMTPSink(SMTPSink):
       (the client sees it when it starts the next one, as with a server's idle timeout);
     - `mail_replies`: replies to give to the next MAIL commands, one per command;
     - `data_reply_for`: recipient -> reply to the end of DATA (the message is not kept);
-    - `delay`: seconds to wait before accepting each message (a slow server).
-    Every accepted message is kept with its raw bytes (`raw`) and the connection it came on.
+    - `delay`: seconds to wait before accepting each message (a slow server); a message whose
+      client is gone by then is discarded, as a server does when it never said 250.
+    `data_started` counts messages whose data arrived. Every accepted message is kept with
+    its raw bytes (`raw`) and the connection it came on.
     """
 
     def __init__(self) -> None:
@@ -439,6 +441,7 @@ class FaultySMTPSink(SMTPSink):
         self.mail_replies: list[str] = []
         self.data_reply_for: dict[str, str] = {}
         self.delay = 0.0
+        self.data_started = 0
         self.raw: list[bytes] = []
         self.peers: list[tuple] = []
         self.authenticated: list[bool] = []
@@ -455,8 +458,11 @@ class FaultySMTPSink(SMTPSink):
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
         import asyncio
 
+        self.data_started += 1
         if self.delay:
             await asyncio.sleep(self.delay)
+            if server.transport is None or server.transport.is_closing():
+                return "421 4.4.2 Connection lost before the reply"
         for recipient in envelope.rcpt_tos:
             if recipient in self.data_reply_for:
                 return self.data_reply_for[recipient]
