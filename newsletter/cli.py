@@ -408,3 +408,62 @@ def _day(value: str | None) -> date | None:
         return datetime.strptime(value, "%Y-%m-%d").date()
     except ValueError:
         raise fail(f"{value!r} is not a date like 2026-06-12") from None
+
+
+@app.command()
+def rank(
+    keywords: Annotated[
+        str, typer.Option("--keywords", "-k", help="Keyword profile, e.g. 'diffusion, -medical'.")
+    ],
+    papers_file: Annotated[
+        Path | None,
+        typer.Option("--papers", help="Paper JSONL to rank; default: papers collected today."),
+    ] = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="How many papers to show.")] = 10,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="table or json (default: json unless on a terminal)."),
+    ] = None,
+) -> None:
+    """Rank papers for one keyword profile and show why each one matched."""
+    import json
+
+    from rich.markup import escape
+    from rich.text import Text
+
+    from newsletter.paper import read_jsonl
+    from newsletter.profile import ProfileError, parse_profile
+    from newsletter.ranking import format_rank_json, marked_parts, rank_papers
+
+    output = fmt or ("table" if sys.stdout.isatty() else "json")
+    if output not in ("table", "json"):
+        raise fail(f"--format must be table or json, not {output!r}")
+    try:
+        profile = parse_profile(keywords)
+    except ProfileError as exc:
+        raise fail(f"bad keywords: {exc}") from None
+    if papers_file is None:
+        from newsletter import storage
+
+        with database() as db, db.session() as session:
+            found = storage.recent_papers(session, days=1)
+    else:
+        try:
+            found = read_jsonl(papers_file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise fail(f"cannot read {papers_file}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise fail(f"bad paper JSONL in {papers_file}: {exc}") from None
+    matches = rank_papers(found, profile, top_k=top)
+    by_id = {p.id: p for p in found}
+    if output == "json":
+        sys.stdout.write(json.dumps(format_rank_json(by_id, matches), ensure_ascii=False) + "\n")
+        return
+    table = Table("score", "paper", "why", title=f"{len(matches)} of {len(found)} papers")
+    for m in matches:
+        why = ", ".join(f"{label} ({'/'.join(m.where[label])})" for label in m.matched)
+        parts = marked_parts(m.snippet_html)
+        excerpt = Text.assemble(*[(p, "bold yellow") if mark else p for p, mark in parts])
+        title = f"[bold]{escape(by_id[m.paper_id].title)}[/]\n{m.paper_id}"
+        table.add_row(f"{m.score:.0f}", title, Text.assemble(why, "\n", excerpt))
+    console.print(table)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import gc
 import html
 import math
+import re
 import sys
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -997,6 +998,18 @@ def rank_papers(papers: Sequence[Paper], profile: Profile | str, **kw: Any) -> l
     index_options = {k: kw.pop(k) for k in ("now", "popularity_weight") if k in kw}
     parsed = parse_profile(profile) if isinstance(profile, str) else profile
     return PaperIndex(papers, **index_options).rank(parsed, **kw)
+
+
+def marked_parts(snippet_html: str) -> list[tuple[str, bool]]:
+    """A snippet as plain-text pieces, each flagged when it was <mark>ed (for terminals)."""
+    parts = []
+    for i, piece in enumerate(_MARK.split(snippet_html)):
+        if piece:
+            parts.append((html.unescape(piece), i % 2 == 1))
+    return parts
+
+
+_MARK = re.compile(r"<mark>(.*?)</mark>", re.DOTALL)
 
 
 def format_rank_json(papers_by_id: Mapping[str, Paper], matches: Sequence[Match]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -338,3 +339,54 @@ def test_format_rank_json_is_the_cli_contract() -> None:
             {"id": "apart", "title": APART.title, "score": found[1].score, "matched": ["label noise"]},
         ]
     }
+
+
+# The `newsletter rank` command ------------------------------------------------------------
+
+
+def run_rank(*args: str) -> tuple[int, str, str]:
+    from typer.testing import CliRunner
+
+    from newsletter.cli import app
+
+    result = CliRunner().invoke(app, ["rank", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_rank_command_prints_the_json_contract() -> None:
+    code, out, _ = run_rank("--papers", str(RELEVANCE), "--keywords", "supervision", "--top", "3")
+    assert code == 0
+    results = json.loads(out)["results"]
+    assert [sorted(r) for r in results] == [["id", "matched", "score", "title"]] * 3
+    assert results[0]["matched"] == ["supervision"]
+    assert results[0]["score"] >= results[1]["score"] >= results[2]["score"]
+
+
+def test_rank_command_draws_a_table_on_request() -> None:
+    code, out, _ = run_rank(
+        "--papers", str(RELEVANCE), "-k", "LLM", "--top", "2", "--format", "table"
+    )
+    assert code == 0
+    assert "2 of 135 papers" in out and "LLM (" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-k", '"label noise'], "bad keywords: unclosed quote at column 1"),
+        (["-k", "x", "--format", "yaml"], "--format must be table or json"),
+        (["-k", "x", "--papers", "/nonexistent.jsonl"], "cannot read /nonexistent.jsonl"),
+    ],
+)
+def test_rank_command_refuses_bad_input_with_exit_2(args: list[str], message: str) -> None:
+    code, _, err = run_rank(*args)
+    assert code == 2
+    assert message in " ".join(err.split())
+
+
+def test_rank_command_names_the_bad_jsonl_line(tmp_path: Path) -> None:
+    papers = tmp_path / "papers.jsonl"
+    papers.write_text(GNN.to_json() + "\n{not json\n", encoding="utf-8")
+    code, _, err = run_rank("--papers", str(papers), "-k", "graph")
+    assert code == 2
+    assert "line 2:" in " ".join(err.split())
