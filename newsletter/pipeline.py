@@ -293,20 +293,36 @@ class DeliverReport:
     paths: list[str] = field(default_factory=list)
 
 
+# Renderers outlive one deliver() call: a worker delivers an edition in many small batches, and
+# each paper's card costs a CSS-inlining pass the first time only. Kept per thread (a renderer
+# is not thread-safe) and for a few minutes, so a paper updated since shows its new figures.
+_RENDERER_SECONDS = 600.0
+_renderers: dict[tuple[Settings, date, int], tuple[float, Any]] = {}
+
+
+def _edition_renderer(settings: Settings, edition: date) -> Any:
+    from newsletter.render import EditionRenderer
+
+    key = (settings, edition, threading.get_ident())
+    clock = time.monotonic()
+    made, renderer = _renderers.get(key, (0.0, None))
+    if renderer is None or clock - made > _RENDERER_SECONDS:
+        for old in [k for k, (t, _) in _renderers.items() if clock - t > _RENDERER_SECONDS]:
+            _renderers.pop(old, None)
+        renderer = EditionRenderer(settings, edition)
+        _renderers[key] = (clock, renderer)
+    return renderer
+
+
 class _Digests:
     """Renders the claimed deliveries of one run, one EditionRenderer per edition."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._renderers: dict[date, Any] = {}
         self.domain = parseaddr(settings.from_address)[1].rpartition("@")[2] or "localhost"
 
     def renderer(self, edition: date) -> Any:
-        from newsletter.render import EditionRenderer
-
-        if edition not in self._renderers:
-            self._renderers[edition] = EditionRenderer(self.settings, edition)
-        return self._renderers[edition]
+        return _edition_renderer(self.settings, edition)
 
     def message(
         self, row: storage.ClaimedDelivery, papers: dict[str, Paper], trending: list[Paper]

@@ -191,12 +191,13 @@ def postgres_bin_dir():
 class PostgresServer:
     """A PostgreSQL cluster in a temporary directory, on a free port, trusting loopback."""
 
-    def __init__(self, bin_dir) -> None:
+    def __init__(self, bin_dir, durable: bool = False) -> None:
         import os
         import tempfile
         from pathlib import Path
 
         self.bin_dir = bin_dir
+        self.durable = durable
         self.port = free_port()
         # initdb refuses to run as root: as root, the cluster belongs to the postgres user.
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -215,10 +216,10 @@ class PostgresServer:
                        stderr=subprocess.PIPE, cwd=self.root)
 
     def start(self) -> None:
-        # Durability is not under test here; fsync off keeps the suite fast.
         options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
                    "-c max_connections=300 -c shared_buffers=128MB")
+        if not self.durable:  # durability is not under test; fsync off keeps the suite fast
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres",
                   "-A", "trust", "-E", "UTF8", "--no-locale")
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l",
@@ -229,6 +230,10 @@ class PostgresServer:
 
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def pid(self) -> int:
+        """The postmaster's process id."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
@@ -362,61 +367,24 @@ def newsletter_env(**values) -> dict[str, str]:
     return env
 
 
-# --- Web: the app on the migrated database, a test client, the outbox -----------------------
-
-
-def web_test_client_class():
-    """starlette's TestClient; it warns that plain httpx is deprecated, which is fine here."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from starlette.testclient import TestClient
-    return TestClient
-
-
 @pytest.fixture
-def web_app(settings, db):
-    from newsletter.web.app import create_app
+def celery_processes(tmp_path):
+    """Starts Celery processes: `start("worker" | "beat", name, settings_values)`.
 
-    return create_app(settings, db)
+    Each gets NEWSLETTER_* from `settings_values` and logs to tmp_path/NAME.log; all are
+    stopped at the end of the test.
+    """
+    started: list[CeleryProcess] = []
 
+    def start(kind: str, name: str, values: dict, concurrency: int = 1) -> CeleryProcess:
+        args = worker_args(name, concurrency) if kind == "worker" else BEAT_ARGS
+        process = CeleryProcess(name, args, newsletter_env(**values), tmp_path)
+        started.append(process)
+        return process
 
-@pytest.fixture
-def web(web_app):
-    """The app's shared objects: settings, db, limiter, papers, and a `clock` to set."""
-    return web_app.state.web
-
-
-@pytest.fixture
-def web_client(web_app):
-    with web_test_client_class()(web_app, follow_redirects=False) as client:
-        yield client
-
-
-@pytest.fixture
-def web_papers(db, web):
-    """The bundled Hugging Face day, collected just now, so previews have papers to rank."""
-    from newsletter import pipeline
-
-    pipeline.load_demo_day(db)
-    web.papers.invalidate()
-
-
-@pytest.fixture
-def outbox(settings):
-    """Reads the .eml files written to the outbox (no SMTP configured), oldest first."""
-
-    def read() -> list:
-        import email
-        import email.policy
-
-        paths = sorted(settings.outbox_dir.glob("*.eml"), key=lambda p: p.stat().st_mtime_ns)
-        return [
-            email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in paths
-        ]
-
-    return read
+    yield start
+    for process in started:
+        process.stop()
 
 
 # --- Mail faults: SMTP servers that drop, refuse, stall (aiosmtpd) --------------------------
@@ -546,3 +514,60 @@ def smtp_auth_server():
     sink.credentials = credentials  # type: ignore[attr-defined]
     yield sink
     controller.stop()
+
+
+# --- Web: the app on the migrated database, a test client, the outbox -----------------------
+
+
+def web_test_client_class():
+    """starlette's TestClient; it warns that plain httpx is deprecated, which is fine here."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+    return TestClient
+
+
+@pytest.fixture
+def web_app(settings, db):
+    from newsletter.web.app import create_app
+
+    return create_app(settings, db)
+
+
+@pytest.fixture
+def web(web_app):
+    """The app's shared objects: settings, db, limiter, papers, and a `clock` to set."""
+    return web_app.state.web
+
+
+@pytest.fixture
+def web_client(web_app):
+    with web_test_client_class()(web_app, follow_redirects=False) as client:
+        yield client
+
+
+@pytest.fixture
+def web_papers(db, web):
+    """The bundled Hugging Face day, collected just now, so previews have papers to rank."""
+    from newsletter import pipeline
+
+    pipeline.load_demo_day(db)
+    web.papers.invalidate()
+
+
+@pytest.fixture
+def outbox(settings):
+    """Reads the .eml files written to the outbox (no SMTP configured), oldest first."""
+
+    def read() -> list:
+        import email
+        import email.policy
+
+        paths = sorted(settings.outbox_dir.glob("*.eml"), key=lambda p: p.stat().st_mtime_ns)
+        return [
+            email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in paths
+        ]
+
+    return read

@@ -17,7 +17,6 @@ from newsletter.db import Database
 from workers.celery_app import RETRY_BACKOFF_MAX, app, worker_settings
 
 log = logging.getLogger(__name__)
-settings = worker_settings()
 
 # Errors that pass: the database or the broker restarting, a lock held a little too long.
 # Anything else is a bug or bad data, and retrying it would only repeat it. Transient SMTP
@@ -40,8 +39,8 @@ RETRYING: dict[str, Any] = {
 # A batch must end well before its lease does, or a sweeper could hand its rows to another
 # worker while this one still sends them. The soft limit stops the batch and gives its unsent
 # rows back; the hard limit kills a worker that ignored it, before the lease expires.
-BATCH_SOFT_LIMIT = settings.lease_seconds * 0.75
-BATCH_HARD_LIMIT = settings.lease_seconds * 0.9
+BATCH_SOFT_LIMIT = worker_settings().lease_seconds * 0.75
+BATCH_HARD_LIMIT = worker_settings().lease_seconds * 0.9
 
 _db: Database | None = None
 
@@ -49,8 +48,10 @@ _db: Database | None = None
 def database() -> Database:
     """This process's database (engines must not cross a fork, so each process makes its own)."""
     global _db
-    if _db is None:
-        _db = Database(settings)
+    if _db is None or _db.settings is not worker_settings():
+        if _db is not None:  # the settings were read again (tests do): drop the old engine
+            _db.dispose()
+        _db = Database(worker_settings())
     return _db
 
 
@@ -63,7 +64,7 @@ def _forget_parent_database(**_: Any) -> None:
 @app.task(**RETRYING)
 def collect_source(name: str) -> dict[str, Any]:
     """Fetch one source and store its papers (one recorded source run)."""
-    (report,) = pipeline.collect(database(), settings, sources=[name])
+    (report,) = pipeline.collect(database(), worker_settings(), sources=[name])
     return {"source": name, "outcome": report.outcome, "new": report.new, "error": report.error}
 
 
@@ -75,7 +76,7 @@ def plan_editions() -> dict[str, int]:
     fan-out covers every due row, not only the new ones: rows whose tasks were lost (a broker
     that restarted without its data) are queued again, and a duplicate task sends nothing.
     """
-    report = pipeline.plan(database(), settings)
+    report = pipeline.plan(database(), worker_settings())
     with database().session() as session:
         ids = storage.due_delivery_ids(session, storage.utcnow())
     batches = enqueue_deliveries(ids)
@@ -90,7 +91,7 @@ def plan_editions() -> dict[str, int]:
 def deliver_batch(delivery_ids: list[int]) -> dict[str, int]:
     """Claim and send these digests over one SMTP connection; rows already claimed are skipped."""
     try:
-        report = pipeline.deliver(database(), settings, ids=delivery_ids)
+        report = pipeline.deliver(database(), worker_settings(), ids=delivery_ids)
     except SoftTimeLimitExceeded:
         # The pipeline has given the unsent rows back to the ledger; queue them again.
         log.warning("deliver_batch: out of time; queueing the batch again")
@@ -109,7 +110,7 @@ def sweep_leases() -> dict[str, int]:
 
 def enqueue_deliveries(ids: Sequence[int]) -> int:
     """Queue deliver_batch tasks over `ids`, settings.batch_size at a time; returns how many."""
-    size = settings.batch_size
+    size = worker_settings().batch_size
     batches = [list(ids[start : start + size]) for start in range(0, len(ids), size)]
     for batch in batches:
         deliver_batch.apply_async(args=(batch,))
