@@ -1,0 +1,103 @@
+"""The live preview: the latest papers ranked for typed keywords, page and fragment."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from newsletter.web.preview import PREVIEW_SIZE, PREVIEWS_PER_MINUTE
+
+
+def _titles(html: str) -> list[str]:
+    return re.findall(r'rel="noopener noreferrer">([^<]+)</a></h3>', html)
+
+
+def test_the_page_works_without_keywords(w, web_papers):
+    page = w.client.get("/preview")
+    assert page.status_code == 200
+    assert '<form class="card" method="get" action="/preview" role="search">' in page.text
+    assert "Type some keywords" in page.text and _titles(page.text) == []
+
+
+def test_the_top_matches_are_shown_with_why_they_matched(w, web_papers):
+    page = w.client.get("/preview", params={"keywords": 'diffusion, "reinforcement learning"'})
+    assert page.status_code == 200
+    html = page.text
+    titles = _titles(html)
+    assert 0 < len(titles) <= PREVIEW_SIZE
+    assert re.search(r'<span class="score" title="Score out of 100">\d+</span>', html)
+    assert '<span class="chip">diffusion <small>in ' in html
+    assert '<span class="chip">&#34;reinforcement learning&#34; <small>in ' in html
+    assert "<mark>" in html
+    # The typed keywords stay in the form.
+    assert ">diffusion, &#34;reinforcement learning&#34;</textarea>" in html
+
+
+def test_exclusions_leave_papers_out(w, web_papers):
+    both = _titles(w.client.get("/preview", params={"keywords": "diffusion"}).text)
+    fewer = _titles(w.client.get("/preview", params={"keywords": "diffusion, -image"}).text)
+    assert both and set(fewer) < set(both)
+
+
+def test_the_fragment_has_only_the_results(w, web_papers):
+    page = w.client.get("/preview/results", params={"keywords": "diffusion"})
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "<html" not in page.text and "<form" not in page.text
+    assert _titles(page.text) == _titles(
+        w.client.get("/preview", params={"keywords": "diffusion"}).text
+    )
+
+
+def test_a_bad_profile_says_what_and_where(w, web_papers):
+    page = w.client.get("/preview/results", params={"keywords": 'diffusion, "unclosed'})
+    assert page.status_code == 422
+    assert 'class="field-error" role="alert"' in page.text and "column" in page.text
+    full = w.client.get("/preview", params={"keywords": "author:"})
+    assert full.status_code == 200 and "column" in full.text
+
+
+def test_keywords_are_escaped(w, web_papers):
+    page = w.client.get("/preview", params={"keywords": "<script>alert(1)</script>"})
+    assert "<script>alert(1)" not in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+
+
+def test_no_papers_collected_yet(w):
+    page = w.client.get("/preview/results", params={"keywords": "diffusion"})
+    assert page.status_code == 200 and "No papers have been collected recently" in page.text
+
+
+def test_nothing_matches(w, web_papers):
+    page = w.client.get("/preview/results", params={"keywords": "zymurgy"})
+    assert "None of the 30 latest papers" in page.text
+
+
+def test_overlong_keywords_are_refused_politely(w, web_papers):
+    page = w.client.get("/preview/results", params={"keywords": "word, " * 2000})
+    assert page.status_code == 422 and "Keep your keywords under" in page.text
+
+
+@pytest.mark.parametrize("path", ["/preview", "/preview/results"])
+def test_previews_are_rate_limited(w, path):
+    for _ in range(PREVIEWS_PER_MINUTE):
+        assert w.client.get(path, params={"keywords": "x"}).status_code != 429
+    refused = w.client.get(path, params={"keywords": "x"})
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) <= 60
+
+
+def test_the_index_is_reused_then_rebuilt(web, db, web_papers):
+    from datetime import timedelta
+
+    from newsletter import storage
+
+    now = storage.utcnow()
+    first = web.papers.preview("diffusion", now=now, top_k=3)
+    assert web.papers._built is not None
+    built = web.papers._built[2]
+    web.papers.preview("agents", now=now, top_k=3)
+    assert web.papers._built[2] is built  # the same index: not rebuilt per keystroke
+    later = web.papers.preview("diffusion", now=now + timedelta(days=5), top_k=3)
+    assert web.papers._built[2] is not built
+    assert first.considered == 30 and later.considered == 0  # the papers are too old by then
