@@ -24,6 +24,7 @@ _WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
 _BREAK = re.compile(r"[.,;:!?()\[\]{}\"'|/<>=+*&#@\u2013\u2014\u2026]")
 _PARENTHESIZED = re.compile(r"\(\s*([^()\s,;]{2,12})\s*\)")
 CONCEPT = "\u00a7"  # prefix of acronym concept terms; no word can produce it
+EXACT = "="  # prefix of a word's inflection-free form (see `inflection`)
 
 STOPWORDS = frozenset(
     ["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in", "into", "is", "it", "its", "of", "on", "or", "that", "the", "their", "this", "to", "via", "was", "we", "were", "which", "with", "without", "our", "than", "then", "these", "those", "not", "no", "can", "using", "based", "towards", "toward", "over", "under", "between", "through"]
@@ -189,6 +190,35 @@ def acronym_form(surface: str, folded: str, known: Container[str]) -> str | None
 def light_singular(word: str) -> str:
     """Strip a plural "s" cheaply (used to recognize concatenations, not for matching)."""
     return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def inflection(folded: str) -> str:
+    """A word without its plural ending: "classes" -> "class", "supervision" stays.
+
+    Stems merge a word with its derivations ("supervised", "supervision"); this only merges
+    its inflections, so a subscriber's own word can count a little more than its relatives.
+    """
+    if len(folded) <= 3 or not folded.endswith("s"):
+        return folded
+    if folded.endswith("ies") and len(folded) > 4:
+        return folded[:-3] + "y"
+    if folded.endswith(("sses", "xes", "ches", "shes", "zes")):
+        return folded[:-2]
+    if folded.endswith(("ss", "us", "is", "ias")):
+        return folded
+    return folded[:-1]
+
+
+_INFLECTIONS: dict[str, str] = {}
+
+
+def _inflections(folded: str) -> str:
+    found = _INFLECTIONS.get(folded)
+    if found is None:
+        found = inflection(folded)
+        if len(_INFLECTIONS) < 500_000:
+            _INFLECTIONS[folded] = found
+    return found
 
 
 # Acronym mining ----------------------------------------------------------------------------
@@ -442,6 +472,25 @@ class Analyzer:
         for token in list(self._concepts(by_term, local or {})):
             by_term.setdefault(token.term, []).append(token)
         return by_term
+
+    def exact_forms(self, words: list[Word]) -> list[tuple[str, int]]:
+        """(EXACT + inflection-free form, position) of each ordinary word of a text."""
+        forms = []
+        position = -1
+        for word in words:
+            position += 2 if word.gap else 1
+            forms.append((EXACT + _inflections(word.folded), position))
+        return forms
+
+    def exact_term(self, text: str) -> str | None:
+        """The exact form of a one-word keyword written as an ordinary word, else None."""
+        words = split_words(text)
+        if len(words) != 1 or " " in text.strip() or "-" in text:
+            return None
+        word = words[0]
+        if acronym_form(word.surface, word.folded, self.acronyms.by_acronym) is not None:
+            return None
+        return EXACT + inflection(word.folded)
 
     def _concepts(self, by_term: Mapping[str, list[Token]], local: Mapping[str, str]) -> Iterator[Token]:
         """Concept tokens for acronyms (as defined here, else corpus-wide) and expansions."""

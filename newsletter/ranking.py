@@ -60,6 +60,7 @@ FIELD_WEIGHT = {"title": 3.0, "keywords": 2.0, "abstract": 1.0}
 FIELD_B = {"title": 0.3, "keywords": 0.3, "abstract": 0.75}
 TITLE, KEYWORDS, ABSTRACT, AUTHORS, CATEGORIES = 1, 2, 4, 8, 16
 FIELD_BIT = {"title": TITLE, "keywords": KEYWORDS, "abstract": ABSTRACT}
+EXACT_SHARE = 0.3  # of a one-word entry's strength that needs the word itself, not its stem
 LOOSE_SHARE = 0.3  # of an unquoted multi-word entry's strength that needs no adjacency
 COVERAGE_FLOOR = 0.2  # what any matched entry is worth, however weak: covering more pays
 CATEGORY_SHARE = 0.3  # of the score lost by papers outside the categories a profile lists
@@ -197,7 +198,12 @@ class _Positions:
     token starts where the previous one ended".
     """
 
-    def __init__(self, fields: Sequence[_Field], term_ids: dict[str, int]) -> None:
+    def __init__(
+        self,
+        fields: Sequence[_Field],
+        exact: Sequence[Sequence[list[tuple[str, int]]]],
+        term_ids: dict[str, int],
+    ) -> None:
         self.n_fields = len(fields)
         tids: list[int] = []
         units: list[int] = []
@@ -212,6 +218,13 @@ class _Positions:
                     units.extend(repeat(unit, len(occurrences)))
                     firsts.extend(map(_FIRST_OF, occurrences))
                     lasts.extend(map(_LAST_OF, occurrences))
+                # Exact (inflection-free) word forms: rows only, never phrases or snippets.
+                forms = exact[f][paper]
+                tids.extend([term_ids.setdefault(form, len(term_ids)) for form, _ in forms])
+                units.extend(repeat(unit, len(forms)))
+                at = [position for _, position in forms]
+                firsts.extend(at)
+                lasts.extend(at)
         order = np.lexsort((np.asarray(firsts), np.asarray(units), np.asarray(tids)))
         self.tid = np.asarray(tids, dtype=np.int64)[order]
         self.unit = np.asarray(units, dtype=np.int64)[order]
@@ -310,7 +323,8 @@ class PaperIndex:
             )
             for name, texts in words.items()
         }
-        self.positions = _Positions(list(self.fields.values()), self.term_ids)
+        exact = [[self.analyzer.exact_forms(ws) for ws in texts] for texts in words.values()]
+        self.positions = _Positions(list(self.fields.values()), exact, self.term_ids)
         self.prior = _prior(self.papers, now, popularity_weight).astype(np.float32)
         self._authors = _author_index(self.papers)
         self._features: dict[tuple[Any, ...], _Feature] = {}
@@ -396,8 +410,9 @@ class PaperIndex:
             return (entry.kind, entry.terms)
         phrase = self.analyzer.query_terms(entry.value)
         if entry.mode == "loose" and not entry.exclude:
-            return ("loose", phrase, self.analyzer.bag_terms(entry.value))
-        return ("phrase", phrase, ())
+            return ("loose", phrase, self.analyzer.bag_terms(entry.value), None)
+        exact = None if entry.exclude or len(phrase) != 1 else self.analyzer.exact_term(entry.value)
+        return ("phrase", phrase, (), exact)
 
     def _compute(self, key: tuple[Any, ...]) -> _Feature:
         kind = key[0]
@@ -405,8 +420,12 @@ class PaperIndex:
             return self._author_feature(key[1])
         if kind == "cat":
             return self._category_feature(key[1][0])
-        phrase, words = key[1], key[2]
+        phrase, words, exact = key[1], key[2], key[3]
         strength, masks = self._phrase_strength(phrase)
+        if exact is not None:
+            # A word's own inflections count a little more than its derivations.
+            own, _ = self._phrase_strength((exact,))
+            strength = (1.0 - EXACT_SHARE) * strength + EXACT_SHARE * own
         floor = np.where(strength > 0, COVERAGE_FLOOR, 0.0)
         if kind == "loose" and words:
             loose, loose_masks = self._words_strength(words)

@@ -29,12 +29,21 @@ from pathlib import Path
 
 import psutil
 
-from newsletter.analysis import CURATED_ACRONYMS, STOPWORDS, names_match, phrase_spans
+from newsletter.analysis import (
+    CURATED_ACRONYMS,
+    EXACT,
+    STOPWORDS,
+    inflection,
+    names_match,
+    phrase_spans,
+    split_words,
+)
 from newsletter.paper import Paper, read_jsonl
 from newsletter.profile import Entry, Profile, parse_profile
 from newsletter.ranking import (
     CATEGORY_SHARE,
     COVERAGE_FLOOR,
+    EXACT_SHARE,
     K1,
     LOOSE_SHARE,
     Match,
@@ -196,6 +205,9 @@ def _worth(index: PaperIndex, entry: Entry, d: int) -> float:
                          for c in paper.categories))
     phrase = index.analyzer.query_terms(entry.value)
     strength = _phrase(index, phrase, d)
+    exact = None if entry.exclude or len(phrase) != 1 else index.analyzer.exact_term(entry.value)
+    if exact is not None:
+        strength = (1 - EXACT_SHARE) * strength + EXACT_SHARE * _exact(index, exact, d)
     floor = COVERAGE_FLOOR if strength > 0 else 0.0
     if entry.mode == "loose" and not entry.exclude:
         words = index.analyzer.bag_terms(entry.value)
@@ -217,6 +229,22 @@ def _phrase(index: PaperIndex, phrase: tuple[str, ...], d: int) -> float:
             phrase_spans(tokens, phrase))
         tf += float(field.norm[d]) * count
     return tf / (tf + K1)
+
+
+def _exact(index: PaperIndex, form: str, d: int) -> float:
+    """Saturation of a word's own inflections, counted by re-reading the paper's fields."""
+    tf = 0.0
+    for name, field in index.fields.items():
+        text = _field_text(index.papers[d], name)
+        count = sum(1 for w in split_words(text) if EXACT + inflection(w.folded) == form)
+        tf += float(field.norm[d]) * count
+    return tf / (tf + K1)
+
+
+def _field_text(paper: Paper, name: str) -> str:
+    if name == "keywords":
+        return "; ".join(paper.keywords)
+    return paper.title if name == "title" else paper.abstract
 
 
 def _name(author: str) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ from newsletter.analysis import (
     PLAIN,
     Analyzer,
     fold,
+    inflection,
     mine_acronyms,
     name_words,
     names_match,
@@ -55,6 +56,23 @@ def test_stems_make_plural_and_singular_equal_and_are_cached() -> None:
     assert stem("models") == stem("model") == "model"
     assert stem("networks") == stem("network")
     assert stem("models") is stem("models")
+
+
+@pytest.mark.parametrize(
+    ("word", "base"),
+    [
+        ("classes", "class"),
+        ("models", "model"),
+        ("studies", "study"),
+        ("patches", "patch"),
+        ("supervision", "supervision"),
+        ("supervised", "supervised"),
+        ("bias", "bias"),
+        ("corpus", "corpus"),
+    ],
+)
+def test_inflection_drops_plurals_only(word: str, base: str) -> None:
+    assert inflection(word) == base
 
 
 @pytest.mark.parametrize("word", ["LLM", "LLMs", "llm", "llms", "large language model"])

@@ -103,6 +103,18 @@ def test_case_and_plural_do_not_matter() -> None:
         assert sorted(ids(rank(papers, profile))) == ["a", "b"]
 
 
+def test_a_word_itself_beats_its_derivations_but_not_its_plural() -> None:
+    papers = [
+        paper("derived", "Weakly supervised detection"),
+        paper("own", "Weak supervision for detection"),
+        paper("plural", "Weak supervisions for detection"),
+    ]
+    found = rank(papers, "supervision")
+    assert ids(found) == ["own", "plural", "derived"]
+    assert found[0].score == found[1].score
+    assert rank(papers, "supervised")[0].paper_id == "derived"
+
+
 def test_acronyms_mined_from_abstracts_match_their_long_form() -> None:
     papers = [
         paper("defines", "Test-time adaptation", "We propose Class-Aware Feature Alignment (CAFA)."),
