@@ -27,7 +27,11 @@ CONCEPT = "\u00a7"  # prefix of acronym concept terms; no word can produce it
 EXACT = "="  # prefix of a word's inflection-free form (see `inflection`)
 
 STOPWORDS = frozenset(
-    ["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in", "into", "is", "it", "its", "of", "on", "or", "that", "the", "their", "this", "to", "via", "was", "we", "were", "which", "with", "without", "our", "than", "then", "these", "those", "not", "no", "can", "using", "based", "towards", "toward", "over", "under", "between", "through"]
+    (  # noqa: SIM905 - a list literal would take 50 lines
+        "a an and are as at be by for from has have in into is it its of on or that the their "
+        "this to via was we were which with without our than then these those not no can using "
+        "based towards toward over under between through"
+    ).split()
 )
 
 # Acronyms every subscriber expects to just work; more are mined from the papers themselves.
@@ -391,13 +395,15 @@ class Analyzer:
         text = word.folded
         if not self.vocabulary or not text.isalpha() or light_singular(text) in self._singulars:
             return None
-        best = None
-        for cut in range(2, len(text) - 2):
-            left, right = text[:cut], text[cut:]
-            if left in self.vocabulary and right in self.vocabulary and left not in STOPWORDS:
-                if best is None or min(cut, len(right)) > min(len(best[0]), len(best[1])):
-                    best = (left, right)
-        return best
+        splits = [
+            (text[:cut], text[cut:])
+            for cut in range(2, len(text) - 1)
+            if text[:cut] in self.vocabulary
+            and text[cut:] in self.vocabulary
+            and text[:cut] not in STOPWORDS
+        ]
+        # The most balanced split: "semi|supervised" rather than "se|misupervised".
+        return max(splits, key=lambda parts: min(map(len, parts)), default=None)
 
     def _plain_terms(self, text: str) -> tuple[str, ...]:
         """Terms of a query text with compounds joined, before acronym concepts."""
@@ -492,13 +498,13 @@ class Analyzer:
             return None
         return EXACT + inflection(word.folded)
 
-    def _concepts(self, by_term: Mapping[str, list[Token]], local: Mapping[str, str]) -> Iterator[Token]:
+    def _concepts(
+        self, by_term: Mapping[str, list[Token]], local: Mapping[str, str]
+    ) -> Iterator[Token]:
         """Concept tokens for acronyms (as defined here, else corpus-wide) and expansions."""
         acronyms, first_terms = self.acronyms.by_acronym, self._first_terms
         for term, occurrences in by_term.items():
-            concept = local.get(term) or (
-                self.acronyms.resolve(term) if term in acronyms else None
-            )
+            concept = local.get(term) or (self.acronyms.resolve(term) if term in acronyms else None)
             if concept is not None:
                 for t in occurrences:
                     yield Token(concept, t.first, t.last, t.start, t.end)

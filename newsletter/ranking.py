@@ -30,12 +30,12 @@ import math
 import re
 import sys
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
 from itertools import repeat
 from operator import itemgetter
-from dataclasses import dataclass, field
-from datetime import date, datetime
 from typing import Any, NamedTuple, overload
 
 import numpy as np
@@ -518,10 +518,10 @@ def _constant_feature(papers: Sequence[int], bit: int) -> _Feature:
     )
 
 
-def _text(paper: Paper, field: str) -> str:
-    if field == "title":
+def _text(paper: Paper, name: str) -> str:
+    if name == "title":
         return paper.title
-    if field == "abstract":
+    if name == "abstract":
         return paper.abstract
     return "; ".join(paper.keywords)
 
@@ -917,7 +917,9 @@ class _Pieces:
         self.positions = [position for position, _ in ordered]
         starts = [start for _, (start, _) in ordered] + [len(abstract)]
         words = [abstract[start:end] for _, (start, end) in ordered]
-        afters = [_squeeze(abstract[end : starts[i + 1]]) for i, (_, (_, end)) in enumerate(ordered)]
+        afters = [
+            _squeeze(abstract[end : starts[i + 1]]) for i, (_, (_, end)) in enumerate(ordered)
+        ]
         html_words = [html.escape(w) for w in words]
         self.text = [sys.intern(w + a) for w, a in zip(words, afters, strict=True)]
         self.html = [

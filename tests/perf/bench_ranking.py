@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import re
 import resource
@@ -24,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -201,8 +200,9 @@ def _worth(index: PaperIndex, entry: Entry, d: int) -> float:
         return float(any(names_match(entry.terms, _name(a)) for a in paper.authors))
     if entry.kind == "cat":
         wanted = entry.terms[0]
-        return float(any(c.lower() == wanted or c.lower().startswith(wanted + ".")
-                         for c in paper.categories))
+        return float(
+            any(c.lower() == wanted or c.lower().startswith(wanted + ".") for c in paper.categories)
+        )
     phrase = index.analyzer.query_terms(entry.value)
     strength = _phrase(index, phrase, d)
     exact = None if entry.exclude or len(phrase) != 1 else index.analyzer.exact_term(entry.value)
@@ -225,8 +225,11 @@ def _phrase(index: PaperIndex, phrase: tuple[str, ...], d: int) -> float:
     tf = 0.0
     for field in index.fields.values():
         tokens = field.tokens[d]
-        count = len(tokens.get(phrase[0], ())) if len(phrase) == 1 else len(
-            phrase_spans(tokens, phrase))
+        count = (
+            len(tokens.get(phrase[0], ()))
+            if len(phrase) == 1
+            else len(phrase_spans(tokens, phrase))
+        )
         tf += float(field.norm[d]) * count
     return tf / (tf + K1)
 
@@ -280,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     papers = synthesize_papers(n_papers, rng)
     texts = synthesize_profiles(n_profiles, vocabulary(papers), rng)
     sent = already_sent(n_profiles, papers, rng)
-    now = datetime(2026, 6, 12, 7, tzinfo=timezone.utc)
+    now = datetime(2026, 6, 12, 7, tzinfo=UTC)
     base_rss = rss_mib()
     print(f"{n_papers:,} papers, {n_profiles:,} profiles ({len(set(texts)):,} distinct texts)")
 
@@ -303,24 +306,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     matches = sum(len(r) for r in results)
     print(f"parse profiles     {parse_s:7.2f} s  ({len(set(profiles)):,} distinct profiles)")
     print(f"build index        {build_s:7.2f} s")
-    print(f"rank_many          {rank_s:7.2f} s  ({matches:,} matches, "
-          f"{sum(1 for r in results if not r):,} profiles with none)")
-    print(f"read all snippets  {snippet_s:7.2f} s  ({len(distinct):,} distinct excerpts built "
-          f"for {built:,} matches)")
+    print(
+        f"rank_many          {rank_s:7.2f} s  ({matches:,} matches, "
+        f"{sum(1 for r in results if not r):,} profiles with none)"
+    )
+    print(
+        f"read all snippets  {snippet_s:7.2f} s  ({len(distinct):,} distinct excerpts built "
+        f"for {built:,} matches)"
+    )
     total = build_s + rank_s
-    print(f"index + rank       {total:7.2f} s  (target <= 5 s); with every snippet read "
-          f"{total + snippet_s:.2f} s; with parsing too {total + snippet_s + parse_s:.2f} s")
-    print(f"peak RSS           {rank_peak:7.0f} MiB after rank_many (target <= 1024), "
-          f"{peak:.0f} MiB with every snippet built ({base_rss:.0f} MiB before)")
+    print(
+        f"index + rank       {total:7.2f} s  (target <= 5 s); with every snippet read "
+        f"{total + snippet_s:.2f} s; with parsing too {total + snippet_s + parse_s:.2f} s"
+    )
+    print(
+        f"peak RSS           {rank_peak:7.0f} MiB after rank_many (target <= 1024), "
+        f"{peak:.0f} MiB with every snippet built ({base_rss:.0f} MiB before)"
+    )
     _check(results, sent)
 
     start = time.perf_counter()
-    naive = [naive_rank(index, p, 10, 5.0, s) for p, s in zip(profiles[:n_naive],
-                                                                 sent[:n_naive], strict=True)]
+    naive = [
+        naive_rank(index, p, 10, 5.0, s)
+        for p, s in zip(profiles[:n_naive], sent[:n_naive], strict=True)
+    ]
     naive_s = time.perf_counter() - start
     projected = naive_s * n_profiles / n_naive
-    print(f"naive loop         {naive_s:7.2f} s for {n_naive:,} profiles -> "
-          f"{projected:,.0f} s projected for {n_profiles:,}")
+    print(
+        f"naive loop         {naive_s:7.2f} s for {n_naive:,} profiles -> "
+        f"{projected:,.0f} s projected for {n_profiles:,}"
+    )
     print(f"speed-up           {projected / rank_s:7.0f} x (rank_many vs naive, ranking only)")
     agree = _agreement(naive, results[:n_naive])
     print(f"agreement          {agree:7.1%} of naive top-10 ids also chosen by rank_many")

@@ -71,7 +71,9 @@ def this_ranker(papers: Sequence[Paper]) -> Ranker:
     return rank
 
 
-def evaluate(name: str, rank: Ranker, queries: Sequence[dict[str, object]], show: bool) -> tuple[float, float]:
+def evaluate(
+    name: str, rank: Ranker, queries: Sequence[dict[str, object]], show: bool
+) -> tuple[float, float]:
     p_sum = n_sum = 0.0
     for q in queries:
         query, relevant = str(q["query"]), list(q["relevant_in_order"])  # type: ignore[call-overload]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -86,7 +86,9 @@ def test_hyphen_space_and_concatenation_variants_match_each_other(profile: str) 
     assert sorted(ids(rank(papers, profile))) == ["hyphen", "joined", "space"]
 
 
-@pytest.mark.parametrize("profile", ["LLM", "LLMs", "llm", "large language model", "Large Language Models"])
+@pytest.mark.parametrize(
+    "profile", ["LLM", "LLMs", "llm", "large language model", "Large Language Models"]
+)
 def test_acronyms_and_expansions_match_each_other(profile: str) -> None:
     papers = [
         paper("expansion", "Scaling large language models"),
@@ -98,7 +100,11 @@ def test_acronyms_and_expansions_match_each_other(profile: str) -> None:
 
 
 def test_case_and_plural_do_not_matter() -> None:
-    papers = [paper("a", "Diffusion Models"), paper("b", "a diffusion model"), paper("c", "DIFFUSION")]
+    papers = [
+        paper("a", "Diffusion Models"),
+        paper("b", "a diffusion model"),
+        paper("c", "DIFFUSION"),
+    ]
     for profile in ("diffusion models", '"Diffusion model"', "DIFFUSION MODELS"):
         assert sorted(ids(rank(papers, profile))) == ["a", "b"]
 
@@ -117,7 +123,9 @@ def test_a_word_itself_beats_its_derivations_but_not_its_plural() -> None:
 
 def test_acronyms_mined_from_abstracts_match_their_long_form() -> None:
     papers = [
-        paper("defines", "Test-time adaptation", "We propose Class-Aware Feature Alignment (CAFA)."),
+        paper(
+            "defines", "Test-time adaptation", "We propose Class-Aware Feature Alignment (CAFA)."
+        ),
         paper("uses", "Better CAFA", "CAFA helps."),
     ]
     assert sorted(ids(rank(papers, "class aware feature alignment"))) == ["defines", "uses"]
@@ -172,7 +180,9 @@ def test_an_author_entry_selects_beside_keywords() -> None:
 def test_one_title_mention_of_a_one_entry_profile_scores_as_documented() -> None:
     (found,) = rank([paper("a", "Diffusion for robots")], "diffusion")
     strength = 3.0 / (3.0 + K1)  # title weight 3, average length, no abstract
-    assert found.score == pytest.approx(100 * (COVERAGE_FLOOR + (1 - COVERAGE_FLOOR) * strength), abs=0.01)
+    assert found.score == pytest.approx(
+        100 * (COVERAGE_FLOOR + (1 - COVERAGE_FLOOR) * strength), abs=0.01
+    )
 
 
 def test_covering_more_entries_scores_higher() -> None:
@@ -183,7 +193,12 @@ def test_covering_more_entries_scores_higher() -> None:
 
 def test_scores_stay_within_0_and_100_and_come_best_first(relevance: list[Paper]) -> None:
     index = PaperIndex(relevance)
-    for text in ("class", "supervision^10, class^0.1", "learning, models, data", "author:x, cat:y, z"):
+    for text in (
+        "class",
+        "supervision^10, class^0.1",
+        "learning, models, data",
+        "author:x, cat:y, z",
+    ):
         found = index.rank(parse_profile(text), top_k=50)
         assert all(0 < m.score <= 100 for m in found)
         assert [m.score for m in found] == sorted((m.score for m in found), reverse=True)
@@ -196,7 +211,7 @@ def test_popularity_and_recency_break_ties() -> None:
         paper("liked", "Diffusion", published=date(2026, 6, 11), upvotes=90),
         paper("plain", "Diffusion", published=date(2026, 6, 11), upvotes=0),
     ]
-    now = datetime(2026, 6, 12, tzinfo=timezone.utc)
+    now = datetime(2026, 6, 12, tzinfo=UTC)
     found = rank(twins, "diffusion", now=now)
     assert ids(found) == ["liked", "new", "old", "plain"]
     assert found[0].score - found[-1].score < 6  # a tie-breaker, not a ranking signal
@@ -258,7 +273,9 @@ def test_rank_many_equals_rank_for_each_profile(relevance: list[Paper]) -> None:
     profiles = [parse_profile(t) for t in texts]
     index = PaperIndex(relevance)
     top_k = [5, 10, 3, 7, 10, 10, 4, 10, 10, 10, 8]
-    excluded = [frozenset({"seed-855f81cc1f", "unknown"}) if i % 2 else frozenset() for i in range(11)]
+    excluded = [
+        frozenset({"seed-855f81cc1f", "unknown"}) if i % 2 else frozenset() for i in range(11)
+    ]
     many = index.rank_many(profiles, top_k=top_k, min_score=5.0, exclude_ids=excluded, block_size=3)
     for profile, k, skip, got in zip(profiles, top_k, excluded, many, strict=True):
         assert got == index.rank(profile, top_k=k, min_score=5.0, exclude_ids=skip)
@@ -291,9 +308,10 @@ EXPLAINED = paper(
 
 def test_explanations_name_the_entries_as_written_and_where_they_matched() -> None:
     (found,) = rank(
-        [EXPLAINED], 'Diffusion^2, "Large Language Models", author:chi, cat:cs.RO, -medical, quantum'
+        [EXPLAINED],
+        'Diffusion^2, "Large Language Models", author:chi, cat:cs.RO, -medical, quantum',
     )
-    assert found.matched == ('Diffusion', '"Large Language Models"', "author:chi", "cat:cs.RO")
+    assert found.matched == ("Diffusion", '"Large Language Models"', "author:chi", "cat:cs.RO")
     assert found.where == {
         "Diffusion": ("title", "abstract", "keywords"),
         '"Large Language Models"': ("abstract",),
@@ -347,8 +365,18 @@ def test_format_rank_json_is_the_cli_contract() -> None:
     by_id = {p.id: p for p in (APART, NOISY)}
     assert format_rank_json(by_id, found) == {
         "results": [
-            {"id": "noisy", "title": NOISY.title, "score": found[0].score, "matched": ["label noise"]},
-            {"id": "apart", "title": APART.title, "score": found[1].score, "matched": ["label noise"]},
+            {
+                "id": "noisy",
+                "title": NOISY.title,
+                "score": found[0].score,
+                "matched": ["label noise"],
+            },
+            {
+                "id": "apart",
+                "title": APART.title,
+                "score": found[1].score,
+                "matched": ["label noise"],
+            },
         ]
     }
 
