@@ -22,7 +22,7 @@ from newsletter.web.context import (
     limit,
     require_csrf,
 )
-from newsletter.web.forms import FormResult, parse_signup, signup_defaults
+from newsletter.web.forms import MAX_FIELD_CHARS, FormResult, parse_signup, signup_defaults
 from newsletter.web.mail import send_confirmation
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,13 @@ ADDRESS_SIGNUPS_PER_HOUR = 5
 
 @router.get("/", response_class=HTMLResponse)
 def signup_page(request: Request, web: WebDep) -> HTMLResponse:
-    """The sign-up form; the time zone is filled from the browser when JavaScript runs."""
-    return _form(request, web, FormResult(signup_defaults(web.settings)), auto_timezone=True)
+    """The sign-up form, keywords prefilled from ?keywords= (the preview page links here).
+
+    The time zone is filled from the browser when JavaScript runs.
+    """
+    values = signup_defaults(web.settings)
+    values["keywords"] = request.query_params.get("keywords", "")[:MAX_FIELD_CHARS]
+    return _form(request, web, FormResult(values), auto_timezone=True)
 
 
 @router.post("/", response_class=HTMLResponse, dependencies=[Depends(require_csrf)])

@@ -50,7 +50,14 @@
         });
     }
 
+    // A link that carries the keywords along (preview page -> sign-up form).
+    var carry = document.querySelector("a[data-keywords-link]");
+
     input.addEventListener("input", function () {
+      if (carry) {
+        var typed = input.value.trim();
+        carry.href = base + "/" + (typed ? "?keywords=" + encodeURIComponent(typed) : "");
+      }
       clearTimeout(timer);
       timer = setTimeout(update, 350);
     });

@@ -101,3 +101,11 @@ def test_the_index_is_reused_then_rebuilt(web, db, web_papers):
     later = web.papers.preview("diffusion", now=now + timedelta(days=5), top_k=3)
     assert web.papers._built[2] is not built
     assert first.considered == 30 and later.considered == 0  # the papers are too old by then
+
+
+def test_the_page_links_to_the_sign_up_form_with_the_keywords(w, web_papers):
+    page = w.client.get("/preview", params={"keywords": 'agents, "label noise"'})
+    link = page.text.split("data-keywords-link", 1)[0].rsplit('<a href="', 1)[1].split('"')[0]
+    assert link == "/?keywords=agents%2C+%22label+noise%22"
+    form = w.client.get("/?keywords=agents%2C+%22label+noise%22")
+    assert ">agents, &#34;label noise&#34;</textarea>" in form.text
