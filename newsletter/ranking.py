@@ -1,22 +1,34 @@
 """Pure scoring of papers against keyword profiles: BM25F, phrases, explanations, top-k.
 
-How a paper scores for a profile (0-100):
+How a paper scores for a profile, from 0 to 100:
 
 * Each text entry is matched with BM25F over the title (weight 3), the HF AI keywords (2) and
-  the abstract (1), every field length-normalized. A phrase counts only where its terms are
-  adjacent (after normalization). An unquoted multi-word entry gets 70% of its strength from
-  the phrase and 30% from its words anywhere in the paper (all of them must occur).
-* An entry's strength is its BM25F saturation ``tf / (tf + k1)`` in [0, 1): the BM25 score over
-  the most any paper could get. One title mention is about 0.71, one abstract mention 0.45,
-  title plus a few abstract mentions 0.8-0.9. `author:` and `cat:` entries are 1 when they match.
-* The profile's relevance is the weighted mean strength over its entries, times a coverage
-  factor ``0.8 + 0.2 * matched / entries``: 100 would be every entry matched everywhere.
-  So a minimum score means the same for every subscriber, whatever the size of the day.
+  the abstract (1), each field length-normalized (b = 0.3, 0.3, 0.75; k1 = 1.2). Its
+  *strength* is the BM25 saturation ``tf / (tf + k1)`` in [0, 1), i.e. the BM25 score over the
+  most any paper could get, so rare and common words are on one scale: one title mention is
+  0.71, one abstract mention 0.45, a title and a few abstract mentions 0.8-0.9.
+* A phrase counts only where its terms are adjacent after normalization (no punctuation in
+  between). An unquoted multi-word entry takes 70% of its strength from the phrase and 30%
+  from its words anywhere in the paper (all must occur). A one-word entry takes 30% from the
+  word's own inflections ("supervision", "supervisions") and 70% from its stem, so
+  "supervision" prefers papers about supervision over papers that are merely "supervised".
+* A matched entry is worth ``0.2 + 0.8 * strength`` (the floor is 0.06 instead of 0.2 when
+  its words are found only apart): the floor is the coverage bonus, every entry a paper
+  covers adds at least 20% of its weight. `author:` and `cat:` entries are worth 1 when they match.
+* The score is 100 x the weighted mean worth over the profile's entries x the paper's prior.
+  100 means every entry matched as strongly as possible, so a minimum score means the same for
+  every subscriber and every edition, whatever the number of papers that day.
 * `author:` entries select like keywords. `cat:` entries select when the profile has nothing
-  else; otherwise they steer: papers outside the listed categories keep 70% of their score.
+  else; beside keywords or authors they steer: papers outside the listed categories keep 70%.
 * Exclusions remove a paper; papers in `exclude_ids` (already sent) are never returned.
-* A small prior breaks near-ties: ``1 - w * (1 - popularity) - 0.02 * (1 - freshness)`` with
-  popularity the log-scaled HF upvotes relative to the day's best and freshness ``exp(-age/30d)``.
+* The prior, ``1 - w * (1 - popularity) - 0.02 * (1 - freshness)``, breaks near-ties:
+  popularity is log(1 + upvotes) relative to the index's most upvoted paper (w is
+  `popularity_weight`, 0.05 by default), freshness ``exp(-age in days / 30)``. Exact ties go to
+  the more recent, then more upvoted paper.
+
+Ranking many profiles (`PaperIndex.rank_many`): equal profiles are scored once; scores of a
+block of profiles are one sparse (profiles x entries) by dense (entries x papers) product;
+explanations are built for the chosen papers only, and excerpts when first read.
 
 Everything here is a function of its arguments (papers, profiles, `now`): no I/O, no state
 beyond the index being built, so the web preview, the CLI and the workers rank identically.
@@ -557,8 +569,9 @@ def _author_index(papers: Sequence[Paper]) -> dict[str, list[tuple[int, tuple[st
 
 def _document_frequencies(table: _Positions, n_terms: int) -> np.ndarray:
     """Number of papers each term id occurs in (any field)."""
-    pairs = np.unique(table.tid * (table.unit.max(initial=0) + 1) + table.unit // table.n_fields)
-    return np.bincount(pairs // (table.unit.max(initial=0) + 1), minlength=n_terms)
+    papers = table.unit // table.n_fields
+    key = table.tid * (int(papers.max(initial=0)) + 1) + papers  # sorted: rows go by tid, unit
+    return np.bincount(table.tid[_run_starts(key)], minlength=n_terms)
 
 
 def _deduplicate(profiles: Sequence[Profile]) -> tuple[list[int], list[Profile]]:
@@ -777,7 +790,7 @@ class _Why(NamedTuple):
 class _Compiled:
     """A profile as its subscriber wrote it: labels and feature columns of positive entries."""
 
-    __slots__ = ("labels", "columns", "masks", "coded", "why")
+    __slots__ = ("labels", "columns", "masks", "coded", "why", "made")
 
     def __init__(
         self, labels: tuple[str, ...], columns: tuple[int, ...], masks: list[bytes], coded: bool
@@ -785,6 +798,7 @@ class _Compiled:
         self.labels, self.columns, self.masks = labels, columns, masks
         self.coded = coded  # its entries are in the order the plan's pattern codes use
         self.why: dict[int | bytes, _Why] = {}
+        self.made: dict[int, Match] = {}  # paper -> its Match, for subscribers writing the same
 
 
 class _Explainer:
@@ -824,10 +838,15 @@ class _Explainer:
         whys, lazies, ids, n = compiled.why, self._lazy, self.ids, len(self.ids)
         coded, masks = compiled.coded, compiled.masks
         new, (set_id, set_score, set_matched, set_where, set_html, set_text) = _NEW, _SET_SLOTS
+        made = compiled.made
         for paper, score, code in zip(*candidates, strict=True):
             if len(chosen) >= k:
                 break
             if sent and paper in sent:
+                continue
+            match = made.get(paper)
+            if match is not None:
+                chosen.append(match)
                 continue
             key = code if coded else bytes([row[paper] for row in masks])
             why = whys.get(key)
@@ -847,6 +866,7 @@ class _Explainer:
             set_html(match, lazy)
             set_text(match, lazy)
             chosen.append(match)
+            made[paper] = match
         return chosen
 
     def _why(self, compiled: _Compiled, pattern: bytes) -> _Why:
