@@ -1,7 +1,8 @@
-"""The recently collected papers, indexed once a minute, ranked for previews on the pages."""
+"""The recently collected papers, indexed every few minutes, ranked for previews on the pages."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -18,7 +19,10 @@ from newsletter.profile import Profile, ProfileError, parse_profile
 from newsletter.ranking import PaperIndex
 from newsletter.render import PaperView, paper_view
 
-INDEX_TTL_SECONDS = 60.0
+log = logging.getLogger(__name__)
+
+INDEX_TTL_SECONDS = 300.0
+STALE_REBUILD_NOW = 10  # TTLs: an index older than this is rebuilt before answering
 MAX_KEYWORDS_CHARS = 5000
 
 
@@ -55,41 +59,77 @@ def keywords_problem(text: str) -> str | None:
     return None
 
 
-class PreviewIndex:
-    """A PaperIndex of the papers collected within `paper_window_days`, rebuilt once a minute.
+@dataclass(frozen=True)
+class _Built:
+    at: float  # time.monotonic() when built
+    now: datetime  # the time the papers were selected for
+    index: PaperIndex
+    papers: dict[str, Paper]
 
-    Previews run on every keystroke; indexing the papers each time would cost far more than
-    ranking. Ranking is serialized because the index fills caches as it goes.
+
+class PreviewIndex:
+    """A PaperIndex of the papers collected within `paper_window_days`, kept a few minutes.
+
+    Previews run on every keystroke; indexing a day of papers takes seconds, ranking one
+    profile milliseconds. So the index is reused, and once stale it is rebuilt in a
+    background thread while the old one keeps answering; only an index far too old (or
+    none) is rebuilt while the request waits. Ranking is serialized: the index fills
+    caches as it goes.
     """
 
     def __init__(self, db: Database, settings: Settings, ttl: float = INDEX_TTL_SECONDS) -> None:
         self.db = db
         self.settings = settings
         self.ttl = ttl
-        self._lock = threading.Lock()
-        self._built: tuple[float, datetime, PaperIndex, dict[str, Paper]] | None = None
+        self._ranking = threading.Lock()
+        self._building = threading.Lock()
+        self._built: _Built | None = None
+        self.refreshing: threading.Thread | None = None
 
     def invalidate(self) -> None:
         """Forget the index: the next preview reads the papers again."""
-        with self._lock:
-            self._built = None
+        self._built = None
 
-    def _index(self, now: datetime) -> tuple[PaperIndex, dict[str, Paper]]:
-        if self._built is not None:
-            built_at, built_for, index, papers = self._built
-            fresh = time.monotonic() - built_at < self.ttl
-            if fresh and abs((now - built_for).total_seconds()) < self.ttl:
-                return index, papers
+    def _build(self, now: datetime) -> _Built:
         with self.db.session() as session:
             recent = storage.recent_papers(session, days=self.settings.paper_window_days, now=now)
         index = PaperIndex(recent, now=now, popularity_weight=self.settings.popularity_weight)
-        papers = {p.id: p for p in recent}
-        self._built = (time.monotonic(), now, index, papers)
-        return index, papers
+        return _Built(time.monotonic(), now, index, {p.id: p for p in recent})
+
+    def _staleness(self, built: _Built, now: datetime) -> float:
+        """How many TTLs old the index is, by the wall clock or by the `now` asked for."""
+        drift = abs((now - built.now).total_seconds())
+        return max(time.monotonic() - built.at, drift) / self.ttl
+
+    def _current(self, now: datetime) -> _Built:
+        built = self._built
+        if built is not None and self._staleness(built, now) < STALE_REBUILD_NOW:
+            if self._staleness(built, now) >= 1:
+                self._refresh_in_background(now)
+            return built
+        with self._building:
+            built = self._built  # another request may have built it meanwhile
+            if built is None or self._staleness(built, now) >= STALE_REBUILD_NOW:
+                built = self._built = self._build(now)
+            return built
+
+    def _refresh_in_background(self, now: datetime) -> None:
+        if not self._building.acquire(blocking=False):
+            return  # a build is already running
+
+        def refresh() -> None:
+            try:
+                self._built = self._build(now)
+            except Exception:  # the old index keeps serving; the next request tries again
+                log.exception("preview index: rebuild failed")
+            finally:
+                self._building.release()
+
+        self.refreshing = threading.Thread(target=refresh, name="preview-index", daemon=True)
+        self.refreshing.start()
 
     def paper_ids(self, now: datetime) -> list[str]:
-        with self._lock:
-            return list(self._index(now)[1])
+        return list(self._current(now).papers)
 
     def rank(
         self,
@@ -100,8 +140,9 @@ class PreviewIndex:
         exclude_ids: frozenset[str] = frozenset(),
     ) -> tuple[list[PreviewItem], int]:
         """The best `top_k` recent papers scoring at least min_score, and how many were ranked."""
-        with self._lock:
-            index, papers = self._index(now)
+        built = self._current(now)
+        index, papers = built.index, built.papers
+        with self._ranking:
             matches = index.rank(
                 profile, top_k=top_k, min_score=self.settings.min_score, exclude_ids=exclude_ids
             )

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
+from newsletter import storage
 from newsletter.web.preview import PREVIEW_SIZE, PREVIEWS_PER_MINUTE
 
 
@@ -88,19 +91,30 @@ def test_previews_are_rate_limited(w, path):
 
 
 def test_the_index_is_reused_then_rebuilt(web, db, web_papers):
-    from datetime import timedelta
-
-    from newsletter import storage
-
     now = storage.utcnow()
     first = web.papers.preview("diffusion", now=now, top_k=3)
-    assert web.papers._built is not None
-    built = web.papers._built[2]
-    web.papers.preview("agents", now=now, top_k=3)
-    assert web.papers._built[2] is built  # the same index: not rebuilt per keystroke
+    built = web.papers._built
+    web.papers.preview("agents", now=now + timedelta(seconds=10), top_k=3)
+    assert web.papers._built is built  # the same index: not rebuilt per keystroke
+    assert web.papers.refreshing is None
+    # Days later the index is far too old to serve: it is rebuilt before answering.
     later = web.papers.preview("diffusion", now=now + timedelta(days=5), top_k=3)
-    assert web.papers._built[2] is not built
+    assert web.papers._built is not built
     assert first.considered == 30 and later.considered == 0  # the papers are too old by then
+
+
+def test_a_stale_index_answers_while_a_new_one_is_built(web, db, web_papers):
+    now = storage.utcnow()
+    assert web.papers.preview("diffusion", now=now, top_k=3).considered == 30
+    built = web.papers._built
+    with db.session() as session:  # a collection run adds a paper
+        paper = storage.recent_papers(session)[0]
+        storage.upsert_papers(session, [replace(paper, id="2699.00001")], now)
+    stale = now + timedelta(seconds=web.papers.ttl + 1)
+    assert web.papers.preview("diffusion", now=stale, top_k=3).considered == 30  # at once
+    web.papers.refreshing.join(timeout=30)
+    assert web.papers._built is not built
+    assert web.papers.preview("diffusion", now=stale, top_k=3).considered == 31
 
 
 def test_the_page_links_to_the_sign_up_form_with_the_keywords(w, web_papers):
