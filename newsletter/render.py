@@ -34,7 +34,6 @@ MAX_AUTHORS = 3
 SUMMARY_CHARS = 320
 # Invisible filler after the preheader so mail clients do not pull body text into the preview.
 PREHEADER_PADDING = Markup(("&#847;&zwnj;&nbsp;" * 10 + "\n") * 6)
-_BLANK_LINES = re.compile(r"\n{3,}")
 _BODY = re.compile(r"<body[^>]*>(.*)</body>", re.DOTALL)
 
 
@@ -234,6 +233,7 @@ class EditionRenderer:
         self._card_slots = {n: self._slot(n) for n in ("number", "labels", "matched", "snippet")}
         self._fragments: dict[tuple[str, str, bool], str] = {}
         self._views: dict[str, PaperView] = {}
+        self._wraps: dict[str, str] = {}
         self._subject = self.env.get_template("email/digest/subject.txt")
 
     @cached_property
@@ -263,7 +263,7 @@ class EditionRenderer:
             template = self.env.get_template(name)
             if name.endswith(".html"):
                 html = template.render(**self._common, **context, empty=empty)
-                self._fragments[cache_key] = self._inline(html)
+                self._fragments[cache_key] = html_ascii(self._inline(html))
             else:
                 text = template.render(**self._common, **context, empty=empty)
                 self._fragments[cache_key] = text.strip("\n")
@@ -280,6 +280,9 @@ class EditionRenderer:
         return found.group(1).strip()
 
     def _layout(self, kind: str, empty: bool) -> str:
+        found = self._fragments.get((f"email/digest/body.{kind}", "", empty))
+        if found is not None:
+            return found
         slots = {name: self._slot(name) for name in LAYOUT_SLOTS}
         return self._fragment(f"email/digest/body.{kind}", slots, empty=empty)
 
@@ -312,20 +315,32 @@ class EditionRenderer:
         labels = ""
         if item.matched:
             # One label a line keeps lines short enough to send the HTML unencoded (7bit).
-            inner = "\n".join(self._slot.fill(label, {"label": escape(m)}) for m in item.matched)
+            inner = "\n".join(
+                self._slot.fill(label, {"label": html_ascii(escape(m))}) for m in item.matched
+            )
             labels = self._slot.fill(wrapper, {"labels": inner})
         # The snippet is escaped HTML whose only tags are <mark>: give them their style.
         snippet = item.snippet_html.replace("<mark>", mark) or escape(self.view(item.paper).summary)
+        snippet = html_ascii(snippet)
         return self._slot.fill(
             self._card("html", item.paper), {"labels": labels, "snippet": snippet}
         )
+
+    def _wrapped(self, snippet: str) -> str:
+        # Subscribers with the same keywords share snippets: wrap each one once.
+        found = self._wraps.get(snippet)
+        if found is None:
+            if len(self._wraps) > 100_000:
+                self._wraps.clear()
+            found = self._wraps[snippet] = wrap(snippet, 69, "   ")
+        return found
 
     def _card_text(self, number: int, item: DigestItem) -> str:
         matched = ""
         if item.matched:
             matched = "   " + wrap("Matched: " + ", ".join(item.matched), 69, "   ") + "\n"
-        snippet = item.snippet_text or self.view(item.paper).summary
-        values = {"number": str(number), "matched": matched, "snippet": wrap(snippet, 69, "   ")}
+        snippet = self._wrapped(item.snippet_text or self.view(item.paper).summary)
+        values = {"number": str(number), "matched": matched, "snippet": snippet}
         return self._slot.fill(self._card("txt", item.paper), values)
 
     def _trending(self, kind: str, papers: Sequence[Paper]) -> str:
@@ -356,13 +371,13 @@ class EditionRenderer:
             "manage_url": manage_url,
             "unsubscribe_url": unsubscribe_url,
         }
-        html_values = {key: str(escape(value)) for key, value in common.items()}
+        html_values = {key: html_ascii(escape(value)) for key, value in common.items()}
         html = self._slot.fill(
             self._layout("html", empty=not items),
             {
                 **html_values,
-                "preheader": str(escape(_preheader(self, items, trending))),
-                "keywords_text": str(escape(keywords)),
+                "preheader": html_ascii(escape(_preheader(self, items, trending))),
+                "keywords_text": html_ascii(escape(keywords)),
                 "cards": "".join(self._card_html(item) for item in items),
                 "trending_section": self._trending("html", trending),
             },
@@ -382,7 +397,9 @@ class EditionRenderer:
         subject = self._subject.render(
             **self._common, items=[_SubjectItem(self.view(item.paper)) for item in items]
         )
-        text = _BLANK_LINES.sub("\n\n", text).strip() + "\n"
+        while "\n\n\n" in text:  # at most one blank line anywhere (faster than a regex)
+            text = text.replace("\n\n\n", "\n\n")
+        text = text.strip() + "\n"
         return Email(subject=_one_line(subject), text=text, html=html)
 
 
@@ -420,6 +437,15 @@ def _preheader(
     if trending:
         return f"Trending today: {renderer.view(trending[0]).title}"
     return "Nothing new matched your keywords today."
+
+
+def html_ascii(html: str) -> str:
+    """HTML with every non-ASCII character as a character reference (the same document).
+
+    Pure ASCII HTML can be mailed without a transfer encoding (see mailer); converting the
+    cached fragments once spares converting each whole digest.
+    """
+    return html if html.isascii() else html.encode("ascii", "xmlcharrefreplace").decode("ascii")
 
 
 def keywords_line(profile: str) -> str:

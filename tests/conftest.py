@@ -397,6 +397,7 @@ class FaultySMTPSink(SMTPSink):
       (the client sees it when it starts the next one, as with a server's idle timeout);
     - `mail_replies`: replies to give to the next MAIL commands, one per command;
     - `data_reply_for`: recipient -> reply to the end of DATA (the message is not kept);
+    - `pipelining`: advertise PIPELINING (RFC 2920), so clients send MAIL, RCPT, DATA at once;
     - `delay`: seconds to wait before accepting each message (a slow server); a message whose
       client is gone by then is discarded, as a server does when it never said 250.
     `data_started` counts messages whose data arrived. Every accepted message is kept with
@@ -409,11 +410,18 @@ class FaultySMTPSink(SMTPSink):
         self.mail_replies: list[str] = []
         self.data_reply_for: dict[str, str] = {}
         self.delay = 0.0
+        self.pipelining = False
         self.data_started = 0
         self.raw: list[bytes] = []
         self.peers: list[tuple] = []
         self.authenticated: list[bool] = []
         self.connections: set[tuple] = set()
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
         self.connections.add(session.peer)

@@ -45,6 +45,13 @@ def renderer(papers):
     return EditionRenderer(config, EDITION)
 
 
+@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelining"])
+def server(faulty_smtp_server, request):
+    """The fault-injecting server, with and without PIPELINING (both client paths)."""
+    faulty_smtp_server.pipelining = request.param
+    return faulty_smtp_server
+
+
 def digest_message(renderer, papers, number: int, recipient: str | None = None):
     recipient = recipient or f"reader{number}@example.net"
     unsubscribe = f"{BASE}/unsubscribe/token-{number}"
@@ -71,16 +78,16 @@ def digest_message(renderer, papers, number: int, recipient: str | None = None):
     )
 
 
-def test_a_digest_arrives_complete_and_signed(faulty_smtp_server, renderer, papers, dkim_key):
+def test_a_digest_arrives_complete_and_signed(server, renderer, papers, dkim_key):
     private, record = dkim_key
     signer = DkimSigner("mail", "x.org", private.read_bytes())
-    with SMTPTransport(faulty_smtp_server.url, signer=signer) as transport:
+    with SMTPTransport(server.url, signer=signer) as transport:
         reply = transport.send(digest_message(renderer, papers, 1))
     assert "accepted" in reply
-    envelope = faulty_smtp_server.envelopes[0]
+    envelope = server.envelopes[0]
     assert envelope.mail_from == "digest@x.org"
     assert envelope.rcpt_tos == ["reader1@example.net"]
-    received = faulty_smtp_server.messages[0]
+    received = server.messages[0]
     unsubscribe = f"{BASE}/unsubscribe/token-1"
 
     assert received["Message-ID"] == "<digest.20260612.1@x.org>"
@@ -112,7 +119,7 @@ def test_a_digest_arrives_complete_and_signed(faulty_smtp_server, renderer, pape
             re.sub(r"@media[^{]+\{(?:[^{}]*\{[^{}]*\})*\s*\}", "", block.get_text()).strip() == ""
         )
 
-    raw = faulty_smtp_server.raw[0]
+    raw = server.raw[0]
 
     def dns(name: bytes, timeout: int = 5) -> bytes:
         assert name == b"mail._domainkey.x.org."
@@ -124,53 +131,50 @@ def test_a_digest_arrives_complete_and_signed(faulty_smtp_server, renderer, pape
     assert {"list-unsubscribe", "list-unsubscribe-post"} <= names
 
 
-def test_one_connection_carries_a_whole_batch(faulty_smtp_server, renderer, papers):
-    with SMTPTransport(faulty_smtp_server.url) as transport:
+def test_one_connection_carries_a_whole_batch(server, renderer, papers):
+    with SMTPTransport(server.url) as transport:
         for number in range(25):
             transport.send(digest_message(renderer, papers, number))
-    assert len(faulty_smtp_server.messages) == 25
-    assert len(set(faulty_smtp_server.peers)) == 1 and transport.connections == 1
+        assert transport.pipelining == server.pipelining
+    assert len(server.messages) == 25
+    assert len(set(server.peers)) == 1 and transport.connections == 1
 
 
-def test_a_dropped_connection_is_reopened_and_nothing_is_lost_or_doubled(
-    faulty_smtp_server, renderer, papers
-):
-    faulty_smtp_server.drop_every = 3
-    with SMTPTransport(faulty_smtp_server.url) as transport:
+def test_a_dropped_connection_is_reopened_and_nothing_is_lost_or_doubled(server, renderer, papers):
+    server.drop_every = 3
+    with SMTPTransport(server.url) as transport:
         for number in range(10):
             transport.send(digest_message(renderer, papers, number))
-    ids = faulty_smtp_server.message_ids()
+    ids = server.message_ids()
     assert sorted(ids) == sorted({message_id_for(n, EDITION, "x.org") for n in range(10)})
     assert transport.connections == 4  # 3 + 3 + 3 + 1 messages
-    assert len(set(faulty_smtp_server.peers)) == 4
+    assert len(set(server.peers)) == 4
 
 
-def test_a_421_before_the_message_reconnects_once(faulty_smtp_server, renderer, papers):
-    faulty_smtp_server.mail_replies = ["421 4.3.2 Service shutting down"]
-    with SMTPTransport(faulty_smtp_server.url) as transport:
+def test_a_421_before_the_message_reconnects_once(server, renderer, papers):
+    server.mail_replies = ["421 4.3.2 Service shutting down"]
+    with SMTPTransport(server.url) as transport:
         transport.send(digest_message(renderer, papers, 1))
-    assert faulty_smtp_server.message_ids() == ["<digest.20260612.1@x.org>"]
+    assert server.message_ids() == ["<digest.20260612.1@x.org>"]
     assert transport.connections == 2
 
 
-def test_a_4xx_for_a_recipient_is_transient_and_the_batch_goes_on(
-    faulty_smtp_server, renderer, papers
-):
-    faulty_smtp_server.reply_for["busy@example.net"] = "451 4.7.1 Greylisted, try later"
-    with SMTPTransport(faulty_smtp_server.url) as transport:
+def test_a_4xx_for_a_recipient_is_transient_and_the_batch_goes_on(server, renderer, papers):
+    server.reply_for["busy@example.net"] = "451 4.7.1 Greylisted, try later"
+    with SMTPTransport(server.url) as transport:
         with pytest.raises(TransientSendError) as raised:
             transport.send(digest_message(renderer, papers, 1, "busy@example.net"))
         transport.send(digest_message(renderer, papers, 2))
     assert raised.value.code == 451 and raised.value.stage == "rcpt"
     assert "Greylisted" in raised.value.message
-    assert faulty_smtp_server.message_ids() == ["<digest.20260612.2@x.org>"]
+    assert server.message_ids() == ["<digest.20260612.2@x.org>"]
     assert transport.connections == 1  # RSET, not a new connection
 
 
-def test_a_5xx_is_permanent_for_the_recipient_or_the_message(faulty_smtp_server, renderer, papers):
-    faulty_smtp_server.reply_for["gone@example.net"] = "550 5.1.1 No such user"
-    faulty_smtp_server.data_reply_for["picky@example.net"] = "554 5.7.1 Message refused"
-    with SMTPTransport(faulty_smtp_server.url) as transport:
+def test_a_5xx_is_permanent_for_the_recipient_or_the_message(server, renderer, papers):
+    server.reply_for["gone@example.net"] = "550 5.1.1 No such user"
+    server.data_reply_for["picky@example.net"] = "554 5.7.1 Message refused"
+    with SMTPTransport(server.url) as transport:
         with pytest.raises(PermanentSendError) as unknown:
             transport.send(digest_message(renderer, papers, 1, "gone@example.net"))
         with pytest.raises(PermanentSendError) as refused:
@@ -178,23 +182,23 @@ def test_a_5xx_is_permanent_for_the_recipient_or_the_message(faulty_smtp_server,
         transport.send(digest_message(renderer, papers, 3))
     assert (unknown.value.code, unknown.value.stage) == (550, "rcpt")
     assert (refused.value.code, refused.value.stage) == (554, "data")
-    assert faulty_smtp_server.message_ids() == ["<digest.20260612.3@x.org>"]
+    assert server.message_ids() == ["<digest.20260612.3@x.org>"]
 
 
-def test_a_5xx_for_the_sender_is_not_blamed_on_the_recipient(faulty_smtp_server, renderer, papers):
-    faulty_smtp_server.mail_replies = ["553 5.7.1 Sender address rejected"]
+def test_a_5xx_for_the_sender_is_not_blamed_on_the_recipient(server, renderer, papers):
+    server.mail_replies = ["553 5.7.1 Sender address rejected"]
     with (
-        SMTPTransport(faulty_smtp_server.url) as transport,
+        SMTPTransport(server.url) as transport,
         pytest.raises(TransientSendError) as raised,
     ):
         transport.send(digest_message(renderer, papers, 1))
     assert (raised.value.code, raised.value.stage) == (553, "mail")
 
 
-def test_an_unreachable_server_fails_fast_and_transiently(faulty_smtp_server, renderer, papers):
-    with SMTPTransport(faulty_smtp_server.url) as transport:
+def test_an_unreachable_server_fails_fast_and_transiently(server, renderer, papers):
+    with SMTPTransport(server.url) as transport:
         transport.send(digest_message(renderer, papers, 1))
-        faulty_smtp_server.controller.stop()
+        server.controller.stop()
         started = time.monotonic()
         with pytest.raises(TransientSendError) as first:
             transport.send(digest_message(renderer, papers, 2))
@@ -204,20 +208,20 @@ def test_an_unreachable_server_fails_fast_and_transiently(faulty_smtp_server, re
     assert time.monotonic() - started < 5
     with (
         pytest.raises(TransientSendError, match="cannot open"),
-        SMTPTransport(faulty_smtp_server.url),
+        SMTPTransport(server.url),
     ):
         pass
 
 
-def test_send_rate_is_respected(faulty_smtp_server, renderer, papers):
-    config = Settings(secret_key="t", smtp_url=faulty_smtp_server.url, send_rate=20)
+def test_send_rate_is_respected(server, renderer, papers):
+    config = Settings(secret_key="t", smtp_url=server.url, send_rate=20)
     messages = [digest_message(renderer, papers, n) for n in range(6)]
     started = time.monotonic()
     with open_transport(config) as transport:
         for message in messages:
             transport.send(message)
     assert time.monotonic() - started >= 5 / 20 * 0.95
-    assert len(faulty_smtp_server.messages) == 6
+    assert len(server.messages) == 6
 
 
 def test_authenticated_smtp_with_credentials_in_the_url(smtp_auth_server, renderer, papers):
