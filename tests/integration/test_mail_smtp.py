@@ -236,3 +236,13 @@ def test_authenticated_smtp_with_credentials_in_the_url(smtp_auth_server, render
     with pytest.raises(TransientSendError) as raised, SMTPTransport(wrong):
         pass
     assert raised.value.code == 535 and raised.value.stage == "connect"
+
+
+def test_tls_connections_starttls_and_implicit(smtp_tls_server, renderer, papers):
+    with SMTPTransport(smtp_tls_server.url) as transport:
+        transport.send(digest_message(renderer, papers, 1))
+    assert smtp_tls_server.message_ids() == ["<digest.20260612.1@x.org>"]
+    # A self-signed certificate is refused unless verification was turned off.
+    with pytest.raises(TransientSendError) as raised, SMTPTransport(smtp_tls_server.strict_url):
+        pass
+    assert raised.value.stage == "connect" and "certificate" in raised.value.message.lower()
