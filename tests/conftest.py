@@ -204,8 +204,14 @@ class PostgresServer:
         self.root = Path(tempfile.mkdtemp(prefix="newsletter-pg-"))
         self.data = self.root / "data"
         if self.as_user:
+            import pwd
             import shutil
+            import subprocess
 
+            try:
+                pwd.getpwnam("postgres")
+            except KeyError:  # Debian's package creates it; a bare machine may not have it
+                subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True)
             shutil.chown(self.root, user="postgres")
         self._counter = 0
 
@@ -524,43 +530,6 @@ def smtp_auth_server():
     controller.stop()
 
 
-@pytest.fixture(params=["starttls", "smtps"])
-def smtp_tls_server(request, tmp_path_factory):
-    """A FaultySMTPSink behind TLS with a self-signed certificate: STARTTLS or implicit TLS.
-
-    `.url` asks the client not to verify the certificate; `.strict_url` does verify.
-    """
-    import shutil
-    import ssl
-    import subprocess
-
-    from aiosmtpd.controller import Controller
-
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: it makes the test certificate")
-    directory = tmp_path_factory.mktemp("tls")
-    key, cert = directory / "key.pem", directory / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    port = free_port()
-    sink = FaultySMTPSink()
-    if request.param == "starttls":
-        controller = Controller(sink, hostname="127.0.0.1", port=port, tls_context=context,
-                                require_starttls=True)
-        base = f"smtp://127.0.0.1:{port}?starttls=true"
-    else:
-        controller = Controller(sink, hostname="127.0.0.1", port=port, ssl_context=context)
-        base = f"smtps://127.0.0.1:{port}?"
-    controller.start()
-    sink.url = base + "&verify=false"  # type: ignore[attr-defined]
-    sink.strict_url = base  # type: ignore[attr-defined]
-    yield sink
-    controller.stop()
-
-
 # --- Web: the app on the migrated database, a test client, the outbox -----------------------
 
 
@@ -616,3 +585,40 @@ def outbox(settings):
         ]
 
     return read
+
+
+@pytest.fixture(params=["starttls", "smtps"])
+def smtp_tls_server(request, tmp_path_factory):
+    """A FaultySMTPSink behind TLS with a self-signed certificate: STARTTLS or implicit TLS.
+
+    `.url` asks the client not to verify the certificate; `.strict_url` does verify.
+    """
+    import shutil
+    import ssl
+    import subprocess
+
+    from aiosmtpd.controller import Controller
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: it makes the test certificate")
+    directory = tmp_path_factory.mktemp("tls")
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    port = free_port()
+    sink = FaultySMTPSink()
+    if request.param == "starttls":
+        controller = Controller(sink, hostname="127.0.0.1", port=port, tls_context=context,
+                                require_starttls=True)
+        base = f"smtp://127.0.0.1:{port}?starttls=true"
+    else:
+        controller = Controller(sink, hostname="127.0.0.1", port=port, ssl_context=context)
+        base = f"smtps://127.0.0.1:{port}?"
+    controller.start()
+    sink.url = base + "&verify=false"  # type: ignore[attr-defined]
+    sink.strict_url = base  # type: ignore[attr-defined]
+    yield sink
+    controller.stop()

@@ -7,7 +7,10 @@ that reached a real SMTP server: each subscriber gets exactly one digest, whatev
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -168,6 +171,12 @@ class Stack:
             states = Counter(session.scalars(select(Delivery.state)))
         assert states == {SENT: SUBSCRIBERS}
 
+    def launch_env(self) -> dict[str, str]:
+        """The environment the processes get: only NEWSLETTER_* from these settings."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+        env.update({f"NEWSLETTER_{k.upper()}": str(v) for k, v in self.values.items()})
+        return env
+
     def close(self) -> None:
         self.client.close()
         self.db.dispose()
@@ -248,6 +257,16 @@ def test_a_day_with_two_beats_gives_each_subscriber_one_digest(stack_for, databa
     sends = [beat.log().count("Sending due task plan-now") for beat in stack.beats]
     assert sorted(sends)[0] == 0 and sorted(sends)[1] >= 1, sends
     stack.wait_until(lambda: sum(queue_lengths(stack.settings).values()) == 0, 20, "empty queues")
+    status = subprocess.run(
+        [str(Path(sys.executable).parent / "newsletter"), "status"],
+        env=stack.launch_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "distributed mode" in status and "Queues" in status
+    assert f"w1@{socket.gethostname()}" in status and f"w2@{socket.gethostname()}" in status
 
 
 @pytest.mark.postgres
