@@ -16,7 +16,7 @@ curated acronyms and order: the ranker then scores them once.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 from newsletter.analysis import PLAIN, name_words
@@ -27,7 +27,8 @@ MIN_WEIGHT, MAX_WEIGHT = 0.1, 10.0
 
 Kind = Literal["text", "author", "cat"]
 Mode = Literal["phrase", "loose", "name", "cat"]
-SortKey = tuple[str, str, tuple[str, ...], bool, float]
+SortKey = tuple[str, str, tuple[str, ...], str, bool, float]
+MatchKey = tuple[str, str, tuple[str, ...], str]
 
 _QUOTES = str.maketrans(dict.fromkeys("\u201c\u201d\u201e\u201f\u2033\u301d\u301e\uff02", '"'))
 _WEIGHT = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
@@ -65,13 +66,14 @@ class Entry:
     terms: tuple[str, ...]  # normalized terms, name words or the folded category
     exclude: bool = False
     weight: float = 1.0
+    exact: str = ""  # a one-word keyword's own (inflection-free) form, which counts extra
     value: str = field(default="", compare=False)  # the words as written, without syntax
     label: str = field(default="", compare=False)  # the entry as written, without its weight
     sort_key: SortKey = field(init=False, repr=False, compare=False)
     _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        key = (self.kind, self.mode, self.terms, self.exclude, self.weight)
+        key = (self.kind, self.mode, self.terms, self.exact, self.exclude, self.weight)
         object.__setattr__(self, "sort_key", key)
         object.__setattr__(self, "_hash", hash(key))
 
@@ -79,9 +81,9 @@ class Entry:
         return self._hash
 
     @property
-    def match_key(self) -> tuple[str, str, tuple[str, ...]]:
+    def match_key(self) -> MatchKey:
         """What decides which papers match; shared by every profile with this entry."""
-        return (self.kind, self.mode, self.terms)
+        return (self.kind, self.mode, self.terms, self.exact)
 
     @property
     def text(self) -> str:
@@ -275,18 +277,20 @@ def _entry(
         names = name_words(value)
         if not names:
             raise error("author: needs a name")
-        return Entry("author", "name", names, exclude, weight, value, label)
+        return Entry("author", "name", names, exclude, weight, "", value, label)
     if kind == "cat":
         if _CATEGORY.fullmatch(value) is None:
             raise error(f"{value!r} is not an arXiv category like cs.LG")
-        return Entry("cat", "cat", (value.casefold(),), exclude, weight, value, label)
+        return Entry("cat", "cat", (value.casefold(),), exclude, weight, "", value, label)
     terms = text_terms(value)
     if not terms:
         raise error(f"{value!r} has no letters or digits to match")
     # Unquoted words are loose (adjacency scores higher but is not required), unless they
     # normalize to one term: "large language models" is just LLM.
     loose = not quoted and not exclude and " " in value and len(terms) > 1
-    return Entry("text", "loose" if loose else "phrase", terms, exclude, weight, value, label)
+    exact = "" if loose or exclude else (PLAIN.exact_term(value) or "")
+    mode: Mode = "loose" if loose else "phrase"
+    return Entry("text", mode, terms, exclude, weight, exact, value, label)
 
 
 def _number(value: float) -> str:
@@ -306,14 +310,12 @@ def text_terms(value: str) -> tuple[str, ...]:
 
 def _merge(entries: list[Entry]) -> tuple[Entry, ...]:
     """Drop repeated entries (same match, same sign), keeping the first and the largest weight."""
-    merged: dict[tuple[tuple[str, str, tuple[str, ...]], bool], Entry] = {}
+    merged: dict[tuple[MatchKey, bool], Entry] = {}
     for entry in entries:
         key = (entry.match_key, entry.exclude)
         kept = merged.get(key)
         if kept is None:
             merged[key] = entry
         elif entry.weight > kept.weight:
-            merged[key] = Entry(
-                kept.kind, kept.mode, kept.terms, kept.exclude, entry.weight, kept.value, kept.label
-            )
+            merged[key] = replace(kept, weight=entry.weight)
     return tuple(merged.values())

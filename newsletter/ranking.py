@@ -64,7 +64,7 @@ from newsletter.analysis import (
     split_words,
 )
 from newsletter.paper import Paper
-from newsletter.profile import Entry, Profile, parse_profile
+from newsletter.profile import Entry, MatchKey, Profile, parse_profile
 
 K1 = 1.2
 FIELDS = ("title", "keywords", "abstract")
@@ -423,8 +423,9 @@ class PaperIndex:
         phrase = self.analyzer.query_terms(entry.value)
         if entry.mode == "loose" and not entry.exclude:
             return ("loose", phrase, self.analyzer.bag_terms(entry.value), None)
-        exact = None if entry.exclude or len(phrase) != 1 else self.analyzer.exact_term(entry.value)
-        return ("phrase", phrase, (), exact)
+        # The entry's own word form counts extra, unless this corpus reads it as an acronym.
+        own = entry.exact and len(phrase) == 1 and not phrase[0].startswith(CONCEPT)
+        return ("phrase", phrase, (), entry.exact if own else None)
 
     def _compute(self, key: tuple[Any, ...]) -> _Feature:
         kind = key[0]
@@ -597,7 +598,7 @@ class _Plan:
     def __init__(self, index: PaperIndex, profiles: Sequence[Profile]) -> None:
         self.index = index
         self.columns: dict[Entry, int] = {}
-        self._by_key: dict[tuple[str, str, tuple[str, ...]], int] = {}
+        self._by_key: dict[MatchKey, int] = {}
         self.features: list[_Feature] = []
         self._profile_matrices(profiles)
         values, present = self._feature_matrices()

@@ -206,8 +206,8 @@ def _worth(index: PaperIndex, entry: Entry, d: int) -> float:
         )
     phrase = index.analyzer.query_terms(entry.value)
     strength = _phrase(index, phrase, d)
-    exact = None if entry.exclude or len(phrase) != 1 else index.analyzer.exact_term(entry.value)
-    if exact is not None:
+    exact = entry.exact if len(phrase) == 1 and not phrase[0].startswith("\u00a7") else ""
+    if exact:
         strength = (1 - EXACT_SHARE) * strength + EXACT_SHARE * _exact(index, exact, d)
     floor = COVERAGE_FLOOR if strength > 0 else 0.0
     if entry.mode == "loose" and not entry.exclude:

@@ -150,6 +150,7 @@ def test_equal_profiles_hash_equal(a: str, b: str) -> None:
         ("graph neural", '"graph neural"'),
         ("author:hinton", "hinton"),
         ("cat:cs", "cat:cs.LG"),
+        ("supervision", "supervised"),  # one stem, but each word counts extra for itself
     ],
 )
 def test_different_profiles_differ(a: str, b: str) -> None:
