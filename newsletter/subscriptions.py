@@ -79,8 +79,8 @@ def subscribe(
 ) -> Subscriber:
     """Add a subscriber (pending until confirmed, or active when an operator adds them).
 
-    Every value is validated before anything is written. A known address is not changed by
-    an unconfirmed sign-up: only its owner, through a signed link, can change it.
+    Every value is validated before anything is written. A known active, paused or bouncing
+    address is not changed by an unconfirmed sign-up: only its owner, through a signed link, can.
     """
     address = normalize_email(email)
     profile = validate_keywords(keywords)
@@ -99,7 +99,9 @@ def subscribe(
             digest_size=size,
             created_at=now,
         )
-    elif subscriber.state == PENDING or confirmed:
+    elif subscriber.state in (PENDING, UNSUBSCRIBED) or confirmed:
+        # Someone coming back after unsubscribing gets what they just typed once they confirm;
+        # an active subscriber's settings change only through their signed manage link.
         subscriber.keywords, subscriber.timezone = profile, zone
         subscriber.send_hour, subscriber.digest_size = hour, size
     if confirmed:
