@@ -254,8 +254,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             unsubscribe_mailto="unsubscribe@news.example.org",
             smtp_url=f"smtp://127.0.0.1:{port}",
         )
+        cpu = time.process_time()
         ours, samples = bench_ours(settings, people, trending, args.batch)
+        cpu_ours, cpu = time.process_time() - cpu, time.process_time()
         raw = bench_raw(port, samples, count, args.batch)
+        cpu_raw = time.process_time() - cpu
     naive = bench_naive(EditionRenderer(settings, EDITION), people[:naive_count], trending)
 
     size = sum(map(len, samples)) / len(samples)
@@ -266,6 +269,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"ours  (render + build + send): {count / ours:8.0f} digests/s  ({ours:.2f} s)")
     print(f"raw   smtplib, prebuilt:       {count / raw:8.0f} messages/s ({raw:.2f} s)")
     print(f"ratio ours/raw:                {raw / ours:8.2f}  (target >= 0.5)")
+    print(
+        f"sender CPU per message:        ours {1e6 * cpu_ours / count:.0f} µs, "
+        f"raw {1e6 * cpu_raw / count:.0f} µs (smtp-sink and other load not counted)"
+    )
     print(
         f"naive premailer per message:   {naive_count / naive:8.1f} digests/s "
         f"(render + inline only, {naive_count} digests; {1000 * naive / naive_count:.1f} ms each)"
