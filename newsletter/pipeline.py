@@ -199,12 +199,14 @@ def plan(
     now: datetime | None = None,
     edition: date | None = None,
     write: bool = True,
+    progress: Progress | None = None,
 ) -> PlanReport:
     """Rank the recent papers for every subscriber whose send time has come; write the ledger.
 
     Identical profiles are ranked once; papers a subscriber already had are never planned again.
     Concurrent planners are safe: the (subscriber, edition) key keeps the first row.
     With `write=False` nothing is stored and the rows are returned in the report (dry run).
+    `progress` is called after each committed chunk of rows, so their delivery can start.
     """
     now = now or storage.utcnow()
     with db.session() as session:
@@ -219,6 +221,8 @@ def plan(
         for start in range(0, len(report.rows), 5000):
             with db.session() as session:
                 storage.create_deliveries(session, report.rows[start : start + 5000], now)
+            if progress:
+                progress(len(report.rows[start : start + 5000]))
     log.info("plan: %d due, %d planned, %d skipped", report.due, report.planned, report.skipped)
     return report
 

@@ -63,6 +63,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "enable_utc": True,
         "worker_send_task_events": False,
         "worker_max_tasks_per_child": 1000,
+        # A pool process that planned a big day holds its memory; replace it after that task.
+        "worker_max_memory_per_child": 1_000_000,  # KiB
         # One beat at a time: RedBeat keeps the schedule in Redis behind a lock.
         "beat_scheduler": "redbeat.RedBeatScheduler",
         "beat_schedule": beat_schedule(settings),

@@ -70,17 +70,31 @@ def collect_source(name: str) -> dict[str, Any]:
 
 @app.task(**RETRYING)
 def plan_editions() -> dict[str, int]:
-    """Plan every edition that is due, then queue its digests in batches.
+    """Plan every edition that is due, queueing its digests in batches as the plan is written.
 
-    plan() has committed when it returns, so no task can look for a row not yet visible. The
-    fan-out covers every due row, not only the new ones: rows whose tasks were lost (a broker
-    that restarted without its data) are queued again, and a duplicate task sends nothing.
+    Each chunk of rows is queued once plan() has committed it, so workers start sending while
+    the rest is written. The last fan-out covers every due row, not only this plan's: rows
+    whose tasks were lost (a broker restarted without its data) are queued again, and a
+    duplicate task sends nothing.
     """
-    report = pipeline.plan(database(), worker_settings())
-    with database().session() as session:
-        ids = storage.due_delivery_ids(session, storage.utcnow())
-    batches = enqueue_deliveries(ids)
-    return {"due": report.due, "planned": report.planned, "queued": len(ids), "batches": batches}
+    queued: set[int] = set()
+    batches = [0]
+
+    def fan_out(_written: int = 0) -> None:
+        with database().session() as session:
+            due = storage.due_delivery_ids(session, storage.utcnow())
+        fresh = [i for i in due if i not in queued]
+        batches[0] += enqueue_deliveries(fresh)
+        queued.update(fresh)
+
+    report = pipeline.plan(database(), worker_settings(), progress=fan_out)
+    fan_out()
+    return {
+        "due": report.due,
+        "planned": report.planned,
+        "queued": len(queued),
+        "batches": batches[0],
+    }
 
 
 @app.task(
