@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,8 +17,24 @@ from zoneinfo import ZoneInfo
 from newsletter import storage
 from newsletter.config import Settings
 from newsletter.db import Database
+from newsletter.mailer import (
+    PermanentSendError,
+    SendError,
+    TransientSendError,
+    build_message,
+    message_id_for,
+    open_transport,
+    sender_domain,
+)
 from newsletter.models import PLANNED, SKIPPED
 from newsletter.paper import Paper
+from newsletter.profile import ProfileError, parse_profile
+from newsletter.ranking import PaperIndex
+from newsletter.render import DigestItem, EditionRenderer
+from newsletter.sources import SOURCES, SourceError, arxiv, hf_daily
+from newsletter.sources.http import SourceClient
+from newsletter.subscriptions import normalize_email
+from newsletter.tokens import link
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +95,6 @@ def collect(
     A source that fails is logged in one line and recorded as an error; the others go on.
     `since` backfills arXiv from the Atom API instead of reading today's feeds.
     """
-    from newsletter.sources.http import SourceClient
 
     day = day or storage.utcnow().date()
     reports = []
@@ -94,7 +108,6 @@ def collect(
 
 
 def _fetch(client: Any, settings: Settings, name: str, day: date, since: date | None) -> Any:
-    from newsletter.sources import SOURCES, arxiv
 
     if name == "arxiv" and since is not None:
         return arxiv.backfill(client, since, day, settings)
@@ -110,7 +123,6 @@ def _collect_one(
     day: date,
     since: date | None,
 ) -> CollectReport:
-    from newsletter.sources import SourceError
 
     started = storage.utcnow()
     clock = time.monotonic()
@@ -173,7 +185,6 @@ def load_papers(db: Database, papers: Iterable[Paper], *, source: str, url: str)
 
 def load_demo_day(db: Database) -> CollectReport:
     """Store the bundled, recorded Hugging Face Daily Papers day (works offline)."""
-    from newsletter.sources import hf_daily
 
     parsed = hf_daily.parse(DEMO_DATA.read_bytes())
     return load_papers(db, parsed.papers, source="hf_daily", url=f"file:{DEMO_DATA.name}")
@@ -236,8 +247,6 @@ def rank_for(
     report: PlanReport | None = None,
 ) -> list[dict[str, Any]]:
     """Ledger rows (subscriber_id, edition, state, items) ranking the recent papers for `due`."""
-    from newsletter.profile import ProfileError, parse_profile
-    from newsletter.ranking import PaperIndex
 
     report = report or PlanReport()
     with db.session() as session:
@@ -305,7 +314,6 @@ _renderers: dict[tuple[Settings, date, int], tuple[float, Any]] = {}
 
 
 def _edition_renderer(settings: Settings, edition: date) -> Any:
-    from newsletter.render import EditionRenderer
 
     key = (settings, edition, threading.get_ident())
     clock = time.monotonic()
@@ -323,7 +331,7 @@ class _Digests:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.domain = parseaddr(settings.from_address)[1].rpartition("@")[2] or "localhost"
+        self.domain = sender_domain(settings.from_address)
 
     def renderer(self, edition: date) -> Any:
         return _edition_renderer(self.settings, edition)
@@ -331,9 +339,6 @@ class _Digests:
     def message(
         self, row: storage.ClaimedDelivery, papers: dict[str, Paper], trending: list[Paper]
     ) -> EmailMessage:
-        from newsletter.mailer import build_message, message_id_for
-        from newsletter.render import DigestItem
-        from newsletter.tokens import link
 
         items = [
             DigestItem(
@@ -433,7 +438,6 @@ def _send_batch(
     stop: threading.Event | None,
     progress: Progress | None,
 ) -> None:
-    from newsletter.mailer import PermanentSendError, TransientSendError, open_transport
 
     pending = list(rows)
     try:
@@ -445,10 +449,8 @@ def _send_batch(
                 message = digests.message(row, papers, trending)
                 try:
                     result = transport.send(message)
-                except PermanentSendError as exc:
-                    _record_failure(db, settings, row, str(exc), report, permanent=True)
-                except TransientSendError as exc:
-                    _record_failure(db, settings, row, str(exc), report, permanent=False)
+                except (PermanentSendError, TransientSendError) as exc:
+                    _record_failure(db, settings, row, exc, report)
                 else:
                     with db.session() as session:
                         storage.mark_sent(session, row.id, message["Message-ID"], storage.utcnow())
@@ -468,7 +470,7 @@ def _send_batch(
         # The connection could not be (re)opened: the whole rest of the batch retries later.
         log.warning("deliver: %s; %d digests will be retried", exc, len(pending))
         for row in pending:
-            _record_failure(db, settings, row, str(exc), report, permanent=False)
+            _record_failure(db, settings, row, exc, report)
         pending = []
     finally:
         if pending:
@@ -481,16 +483,19 @@ def _record_failure(
     db: Database,
     settings: Settings,
     row: storage.ClaimedDelivery,
-    error: str,
+    exc: SendError,
     report: DeliverReport,
-    *,
-    permanent: bool,
 ) -> None:
+    """A 5xx fails the delivery; anything else retries with backoff until max_attempts."""
+
+    error = str(exc)
+    permanent = isinstance(exc, PermanentSendError)
     with db.session() as session:
         if permanent or row.attempts >= settings.max_attempts:
             storage.mark_failed(session, row.id, error)
             report.failed += 1
-            if permanent:
+            # Only a refused recipient says the address is bad; a 5xx at DATA rejects content.
+            if permanent and exc.stage == "rcpt":
                 storage.record_send_outcome(
                     session,
                     row.subscriber_id,
@@ -539,7 +544,6 @@ def preview(
     db: Database, settings: Settings, email: str, *, now: datetime | None = None
 ) -> EmailMessage:
     """The digest `email` would get if their edition were planned now; nothing is stored."""
-    from newsletter.subscriptions import normalize_email
 
     now = now or storage.utcnow()
     with db.session() as session:
