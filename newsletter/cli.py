@@ -59,8 +59,11 @@ def _logging(verbose: bool = False) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("httpx", "httpcore", "apscheduler.executors.default", "alembic.runtime"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Retries and scheduler bookkeeping are for --verbose; a source that stays down is still
+    # reported, once, by the pipeline.
+    quiet = ("httpx", "httpcore", "apscheduler", "alembic.runtime", "newsletter.sources")
+    for noisy in quiet:
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 @contextmanager

@@ -219,7 +219,8 @@ class SourceClient:
                     raise HTTPStatusError(name, full_url, response.status_code, response.content)
                 told = self._retry_after(response.headers)
                 delay = self._backoff(attempt) if told is None else told
-            log.warning("%s: %s; retry %d/%d in %.1fs", name, problem, attempt, attempts - 1, delay)
+            # Info: a source that stays down is reported once, by collect(), as a warning.
+            log.info("%s: %s; retry %d/%d in %.1fs", name, problem, attempt, attempts - 1, delay)
             self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
