@@ -395,11 +395,14 @@ class PaperIndex:
         plan = _Plan(self, representatives)
         candidates = plan.top(needed, min_score, max(block_size, 1))
         explain = _Explainer(self, plan)
-        results = []
-        for profile, slot, k, sent in zip(profiles, slots, ks, already, strict=True):
-            compiled = explain.compiled(profile, representatives[slot], slot)
-            results.append(explain.matches(compiled, candidates[slot], k, sent))
-        return results
+        compiled = [
+            explain.compiled(profile, representatives[slot], slot)
+            for profile, slot in zip(profiles, slots, strict=True)
+        ]
+        return [
+            explain.matches(c, candidates[slot], k, sent)
+            for c, slot, k, sent in zip(compiled, slots, ks, already, strict=True)
+        ]
 
     def _positions(self, ids: frozenset[str]) -> frozenset[int]:
         if not ids:
@@ -511,8 +514,11 @@ class PaperIndex:
 def _paused_gc() -> Iterator[None]:
     """Pause cyclic garbage collection while building many long-lived, acyclic objects.
 
-    Building an index or a million matches allocates millions of tuples; without the pause
-    CPython spends about half of that time re-scanning them for cycles there are none of.
+    Building an index or a million matches allocates millions of containers; with the
+    collector on, CPython re-scans them over and over for cycles there are none of (half the
+    time of a build). Turning it back on would scan them all once more as young objects, so
+    they are promoted to the oldest generation first (freeze + unfreeze only moves lists):
+    any real garbage cycle among them is still found by the next full collection.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -520,6 +526,9 @@ def _paused_gc() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
+            if gc.get_freeze_count() == 0:  # leave alone a process that froze objects itself
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 
@@ -791,7 +800,7 @@ class _Why(NamedTuple):
 class _Compiled:
     """A profile as its subscriber wrote it: labels and feature columns of positive entries."""
 
-    __slots__ = ("labels", "columns", "masks", "coded", "why", "made")
+    __slots__ = ("labels", "columns", "masks", "coded", "why", "made", "shared")
 
     def __init__(
         self, labels: tuple[str, ...], columns: tuple[int, ...], masks: list[bytes], coded: bool
@@ -799,7 +808,8 @@ class _Compiled:
         self.labels, self.columns, self.masks = labels, columns, masks
         self.coded = coded  # its entries are in the order the plan's pattern codes use
         self.why: dict[int | bytes, _Why] = {}
-        self.made: dict[int, Match] = {}  # paper -> its Match, for subscribers writing the same
+        self.made: dict[int, Match] = {}  # paper -> its Match, kept when `shared`
+        self.shared = False
 
 
 class _Explainer:
@@ -819,16 +829,18 @@ class _Explainer:
         """The explanation context of a subscriber's profile (shared by equal texts)."""
         key = (representative, profile.source or str(id(profile)))
         found = self._compiled.get(key)
-        if found is None:
-            coded = profile is representative or profile.source == representative.source
-            positives = profile.positives
-            columns = tuple(self.plan.column(e) for e in positives)
-            found = self._compiled[key] = _Compiled(
-                tuple(e.label or e.text for e in positives),
-                columns,
-                [self.plan.masks[c] for c in columns],
-                coded and bool(self.plan.coded[slot]),
-            )
+        if found is not None:
+            found.shared = True  # subscribers who wrote the same text share their matches
+            return found
+        coded = profile is representative or profile.source == representative.source
+        positives = profile.positives
+        columns = tuple([self.plan.column(e) for e in positives])
+        found = self._compiled[key] = _Compiled(
+            tuple([e.label or e.text for e in positives]),
+            columns,
+            [self.plan.masks[c] for c in columns],
+            coded and bool(self.plan.coded[slot]),
+        )
         return found
 
     def matches(
@@ -839,15 +851,14 @@ class _Explainer:
         whys, lazies, ids, n = compiled.why, self._lazy, self.ids, len(self.ids)
         coded, masks = compiled.coded, compiled.masks
         new, (set_id, set_score, set_matched, set_where, set_html, set_text) = _NEW, _SET_SLOTS
-        made = compiled.made
+        made = compiled.made if compiled.shared else None
         for paper, score, code in zip(*candidates, strict=True):
             if len(chosen) >= k:
                 break
             if sent and paper in sent:
                 continue
-            match = made.get(paper)
-            if match is not None:
-                chosen.append(match)
+            if made is not None and paper in made:
+                chosen.append(made[paper])
                 continue
             key = code if coded else bytes([row[paper] for row in masks])
             why = whys.get(key)
@@ -867,7 +878,8 @@ class _Explainer:
             set_html(match, lazy)
             set_text(match, lazy)
             chosen.append(match)
-            made[paper] = match
+            if made is not None:
+                made[paper] = match
         return chosen
 
     def _why(self, compiled: _Compiled, pattern: bytes) -> _Why:
@@ -960,10 +972,15 @@ class _Pieces:
         text_parts = list(html_parts)
         cursor = begin
         text, escaped = self.text, self.html
-        for first, last in marks:
-            if last < begin or first >= end:
+        for first, last in marks:  # sorted by first word
+            if last < begin:
                 continue
-            first, last = max(first, begin), min(last, end - 1)
+            if first >= end:
+                break
+            if first < begin:
+                first = begin
+            if last >= end:
+                last = end - 1
             h, t = escaped[last], text[last]
             h_cut, t_cut = self.html_cut[last], self.text_cut[last]
             html_parts += [
