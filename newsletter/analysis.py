@@ -102,10 +102,15 @@ class Word(NamedTuple):
 
 
 def fold(text: str) -> str:
-    """Case- and Unicode-normalize (NFKC, casefold); apostrophes become ASCII."""
+    """Case- and Unicode-normalize (NFKC, casefold, no accents: "Naïve" -> "naive")."""
     if text.isascii():
         return text.lower()
-    return unicodedata.normalize("NFKC", text).casefold().replace("\u2019", "'")
+    folded = unicodedata.normalize("NFKC", text).casefold().replace("\u2019", "'")
+    if folded.isascii():
+        return folded
+    decomposed = unicodedata.normalize("NFKD", folded)
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return unicodedata.normalize("NFC", plain)
 
 
 def split_words(text: str) -> list[Word]:
@@ -128,9 +133,7 @@ def split_words(text: str) -> list[Word]:
 
 def name_words(name: str) -> tuple[str, ...]:
     """A person's name as folded, accent-free words: "Jürgen  Schmidhuber" -> jurgen schmidhuber."""
-    folded = unicodedata.normalize("NFKD", fold(name))
-    plain = "".join(c for c in folded if not unicodedata.combining(c))
-    return tuple(w for w in re.split(r"[^\w]+|_", plain) if w)
+    return tuple(w for w in re.split(r"[^\w]+|_", fold(name)) if w)
 
 
 def names_match(wanted: tuple[str, ...], author: tuple[str, ...]) -> bool:

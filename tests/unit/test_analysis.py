@@ -36,6 +36,8 @@ def test_fold_handles_case_and_unicode_forms() -> None:
     assert fold("\uff2c\uff2c\uff2d") == "llm"  # fullwidth
     assert fold("\ufb01ne-tuning") == "fine-tuning"  # the "fi" ligature
     assert fold("Stra\u00dfe") == "strasse"
+    assert fold("Na\u00efve") == fold("naive") == "naive"
+    assert fold("\u65e5\u672c\u8a9e") == "\u65e5\u672c\u8a9e"  # no accents to drop
 
 
 def test_words_keep_their_character_spans_and_punctuation_gaps() -> None:
