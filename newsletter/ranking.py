@@ -287,6 +287,7 @@ class _Positions:
 
 
 _NO_NORM = np.zeros(0)
+_NO_BITS = np.zeros(0, dtype=np.uint8)
 _FIRST_OF, _LAST_OF = itemgetter(1), itemgetter(2)  # Token.first, Token.last
 
 
@@ -604,22 +605,15 @@ class _Plan:
     Exclusions and category steering are sparse corrections on the rows that have them.
     """
 
-    def __init__(self, index: PaperIndex, profiles: Sequence[Profile]) -> None:
-        self.index = index
+    def __init__(
+        self, index: PaperIndex, profiles: Sequence[Profile], dense_limit: int = DENSE_LIMIT
+    ) -> None:
+        self.index, self.dense_limit = index, dense_limit
         self.columns: dict[Entry, int] = {}
         self._by_key: dict[MatchKey, int] = {}
         self.features: list[_Feature] = []
         self._profile_matrices(profiles)
-        values, present = self._feature_matrices()
-        # A dense features x papers matrix makes the product a fast sparse x dense one;
-        # beyond DENSE_LIMIT cells (huge indexes) stay sparse to bound memory.
-        small = len(self.features) * len(index.papers) <= DENSE_LIMIT
-        self.values = values.toarray() if small else values
-        self.present = present.toarray() if small else present
-        # Field bits of every feature in every paper; the extra last row (all 0) pads.
-        self.mask_matrix = np.zeros((len(self.features) + 1, len(index.papers)), dtype=np.uint8)
-        for column, feature in enumerate(self.features):
-            self.mask_matrix[column, feature.papers] = feature.masks
+        self.values, self.present, self.mask_matrix = self._feature_matrices()
         self.masks = [row.tobytes() for row in self.mask_matrix[:-1]]
 
     def _profile_matrices(self, profiles: Sequence[Profile]) -> None:
@@ -678,20 +672,34 @@ class _Plan:
             self.columns[entry] = found
         return found
 
-    def _feature_matrices(self) -> tuple[Any, Any]:
-        """features x papers: what a matched entry is worth, and 1 where it matches."""
+    def _feature_matrices(self) -> tuple[Any, Any, np.ndarray]:
+        """features x papers: what a matched entry is worth (x 100 x the paper's prior),
+        1 where it matches, and its field bits (with an extra all-0 row for padding).
+
+        Dense matrices make the product a fast sparse x dense one; beyond DENSE_LIMIT cells
+        (a huge index) the first two stay sparse to bound memory.
+        """
+        n_features, n_papers = len(self.features), len(self.index.papers)
         sizes = [len(f.papers) for f in self.features]
-        indptr = np.zeros(len(self.features) + 1, dtype=np.int64)
-        np.cumsum(sizes, out=indptr[1:])
+        rows = np.repeat(np.arange(n_features), sizes)
         if self.features:
             columns = np.concatenate([f.papers for f in self.features])
             worth = np.concatenate([f.worths for f in self.features])
+            bits = np.concatenate([f.masks for f in self.features])
         else:
-            columns, worth = np.zeros(0, np.int32), np.zeros(0, np.float32)
+            columns, worth, bits = np.zeros(0, np.int32), np.zeros(0, np.float32), _NO_BITS
         values = (worth * 100.0 * self.index.prior[columns]).astype(np.float32)
-        shape = (len(self.features), len(self.index.papers))
+        masks = np.zeros((n_features + 1, n_papers), dtype=np.uint8)
+        masks[rows, columns] = bits
+        shape = (n_features, n_papers)
+        if n_features * n_papers <= self.dense_limit:
+            dense = np.zeros(shape, dtype=np.float32)
+            dense[rows, columns] = values
+            return dense, (masks[:-1] > 0).astype(np.float32), masks
+        indptr = np.zeros(n_features + 1, dtype=np.int64)
+        np.cumsum(sizes, out=indptr[1:])
         present = sp.csr_matrix((np.ones_like(values), columns, indptr), shape=shape)
-        return sp.csr_matrix((values, columns, indptr), shape=shape), present
+        return sp.csr_matrix((values, columns, indptr), shape=shape), present, masks
 
     def _patterns(self, start: int, stop: int, picked: np.ndarray) -> np.ndarray:
         """For each chosen paper, the field bits of every positive entry of the profile, 5 bits

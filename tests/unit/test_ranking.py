@@ -7,6 +7,7 @@ import pickle
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from newsletter.paper import Paper, read_jsonl
@@ -285,6 +286,16 @@ def test_rank_many_equals_rank_for_each_profile(relevance: list[Paper]) -> None:
         assert len(got) <= k
     assert many[2][0].matched == ("Class",)  # labels are each subscriber's own
     assert many[0][0].matched == ("class",)
+
+
+def test_huge_indexes_score_the_same_with_sparse_matrices(relevance: list[Paper]) -> None:
+    from newsletter.ranking import _Plan
+
+    index = PaperIndex(relevance)
+    profiles = [parse_profile(t) for t in ("class, -diffusion", "LLM, cat:cs.LG", "supervision")]
+    dense, sparse = _Plan(index, profiles), _Plan(index, profiles, dense_limit=0)
+    assert isinstance(dense.values, np.ndarray) and not isinstance(sparse.values, np.ndarray)
+    assert np.allclose(dense.scores(0, 3), sparse.scores(0, 3))
 
 
 def test_rank_many_checks_its_arguments() -> None:
