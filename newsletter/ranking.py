@@ -976,8 +976,9 @@ class _Pieces:
     def snippet(self, marks: Sequence[tuple[int, int]]) -> tuple[str, str]:
         """(html, text): about SNIPPET_WORDS words around most marks (word ranges), marked."""
         begin, end = _window(marks, len(self.text), SNIPPET_WORDS)
-        html_parts = ["\u2026"] if begin else []
-        text_parts = list(html_parts)
+        # ASCII ellipses: one non-ASCII character would double a stored excerpt's memory.
+        html_parts = ["&hellip;"] if begin else []
+        text_parts = ["..."] if begin else []
         cursor = begin
         text, escaped = self.text, self.html
         for first, last in marks:  # sorted by first word
@@ -1011,8 +1012,8 @@ class _Pieces:
         html_parts.append("".join(escaped[cursor:end]))
         text_parts.append("".join(text[cursor:end]))
         if end < len(text):
-            html_parts.append("\u2026")
-            text_parts.append("\u2026")
+            html_parts.append("&hellip;")
+            text_parts.append("...")
         return "".join(html_parts).rstrip(), "".join(text_parts).rstrip()
 
 

@@ -350,7 +350,9 @@ def test_long_abstracts_are_cut_around_the_matches() -> None:
     filler = " ".join(f"word{i}" for i in range(200))
     long = paper("long", "A title", f"{filler} the graph neural network is here. {filler}")
     (found,) = rank([long], '"graph neural network"')
-    assert found.snippet_text.startswith("\u2026") and found.snippet_text.endswith("\u2026")
+    assert found.snippet_text.startswith("...") and found.snippet_text.endswith("...")
+    assert found.snippet_html.startswith("&hellip;") and found.snippet_html.endswith("&hellip;")
+    assert found.snippet_html.isascii()
     assert "*graph neural network*" in found.snippet_text
     assert 200 <= len(found.snippet_text) <= 420
 
