@@ -961,12 +961,10 @@ class _Pieces:
         afters = [
             _squeeze(abstract[end : starts[i + 1]]) for i, (_, (_, end)) in enumerate(ordered)
         ]
-        html_words = [html.escape(w) for w in words]
         self.text = [sys.intern(w + a) for w, a in zip(words, afters, strict=True)]
-        self.html = [
-            sys.intern(w + html.escape(a)) for w, a in zip(html_words, afters, strict=True)
-        ]
         self.text_cut = [len(w) for w in words]
+        html_words, html_afters = _escape_all(words), _escape_all(afters)
+        self.html = [sys.intern(w + a) for w, a in zip(html_words, html_afters, strict=True)]
         self.html_cut = [len(w) for w in html_words]
 
     def index(self, position: int) -> int:
@@ -1015,6 +1013,14 @@ class _Pieces:
             html_parts.append("&hellip;")
             text_parts.append("...")
         return "".join(html_parts).rstrip(), "".join(text_parts).rstrip()
+
+
+def _escape_all(pieces: list[str]) -> list[str]:
+    """html.escape of each piece, in one call when a NUL can separate them (it always can,
+    but for text carrying NULs itself)."""
+    if not pieces or any("\0" in p for p in pieces):
+        return [html.escape(p) for p in pieces]
+    return html.escape("\0".join(pieces)).split("\0")
 
 
 def _squeeze(text: str) -> str:

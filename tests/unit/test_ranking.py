@@ -364,6 +364,12 @@ def test_a_match_outside_the_abstract_gets_its_opening_unmarked() -> None:
     assert found.snippet_html.startswith("We study &lt;b&gt;")
 
 
+def test_odd_characters_in_abstracts_are_escaped_too() -> None:
+    odd = paper("odd", "t", "a\0 <diffusion>\n\n & more")
+    (found,) = rank([odd], "diffusion")
+    assert found.snippet_html == "a\0 &lt;<mark>diffusion</mark>&gt; &amp; more"
+
+
 def test_matches_are_plain_frozen_values() -> None:
     (found,) = rank([EXPLAINED], "diffusion")
     copy = pickle.loads(pickle.dumps(found))
