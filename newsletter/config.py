@@ -89,7 +89,9 @@ class Settings(BaseSettings):
     def _known_sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         unknown = [s for s in value if s not in KNOWN_SOURCES]
         if unknown:
-            raise ValueError(f"unknown source {unknown[0]!r}; choose from {', '.join(KNOWN_SOURCES)}")
+            raise ValueError(
+                f"unknown source {unknown[0]!r}; choose from {', '.join(KNOWN_SOURCES)}"
+            )
         return value
 
     @field_validator("collect_hours")
@@ -106,7 +108,9 @@ class Settings(BaseSettings):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name like Europe/Paris)") from None
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name like Europe/Paris)"
+            ) from None
         return value
 
     @field_validator("base_url", "hf_base_url", "arxiv_rss_url", "arxiv_api_url")
@@ -195,7 +199,7 @@ def _secret_key(var_dir: Path) -> str:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build the settings from the environment (and .env), or raise ConfigError naming the variable."""
+    """Settings from the environment (and .env); a bad value raises ConfigError naming it."""
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:

@@ -69,7 +69,8 @@ class SMTPSink:
 
     def to(self, address: str) -> list:
         with self.lock:
-            return [m for m, e in zip(self.messages, self.envelopes) if address in e.rcpt_tos]
+            pairs = zip(self.messages, self.envelopes, strict=True)
+            return [m for m, e in pairs if address in e.rcpt_tos]
 
 
 @pytest.fixture
