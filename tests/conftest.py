@@ -132,10 +132,27 @@ class RedisServer:
         import subprocess
 
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-             str(self.directory), "--appendonly", "yes", "--appendfsync", "always",
-             "--save", "", "--daemonize", "no", "--logfile", str(self.directory / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(self.directory / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port)
 
@@ -184,8 +201,10 @@ def postgres_bin_dir():
     found = shutil.which("initdb")
     if found and shutil.which("pg_ctl"):
         return Path(found).parent
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                      key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    versions = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
     return Path(versions[-1]).parent if versions else None
 
 
@@ -219,18 +238,44 @@ class PostgresServer:
     def _run(self, *args: str) -> None:
         import subprocess
 
-        subprocess.run([*self.as_user, *args], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE, cwd=self.root)
+        subprocess.run(
+            [*self.as_user, *args],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=self.root,
+        )
 
     def start(self) -> None:
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                   "-c max_connections=300 -c shared_buffers=128MB")
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            "-c max_connections=300 -c shared_buffers=128MB"
+        )
         if not self.durable:  # durability is not under test; fsync off keeps the suite fast
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        self._run(str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres",
-                  "-A", "trust", "-E", "UTF8", "--no-locale")
-        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l",
-                  str(self.root / "postgres.log"), "-o", options, "-w", "start")
+        self._run(
+            str(self.bin_dir / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+        )
+        self._run(
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "postgres.log"),
+            "-o",
+            options,
+            "-w",
+            "start",
+        )
 
     def stop(self) -> None:
         import shutil
@@ -251,8 +296,9 @@ class PostgresServer:
 
         self._counter += 1
         name = f"newsletter_{self._counter}"
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                             autocommit=True) as connection:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as connection:
             connection.execute(f"CREATE DATABASE {name}")
         return self.url(name)
 
@@ -289,8 +335,12 @@ def backend_db(tmp_path, database_url):
     from newsletter.config import load_settings
     from newsletter.db import Database
 
-    settings = load_settings(var_dir=tmp_path / "var", secret_key="test-secret",
-                             sources="hf_daily", database_url=database_url)
+    settings = load_settings(
+        var_dir=tmp_path / "var",
+        secret_key="test-secret",
+        sources="hf_daily",
+        database_url=database_url,
+    )
     database = Database(settings)
     database.upgrade()
     yield database
@@ -310,9 +360,12 @@ class CeleryProcess:
         celery = Path(sys.executable).parent / "celery"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [str(celery), "-A", "workers.celery_app", *args], env=env,
-            cwd=Path(__file__).resolve().parents[1], stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [str(celery), "-A", "workers.celery_app", *args],
+            env=env,
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     @property
@@ -358,8 +411,19 @@ class CeleryProcess:
 
 def worker_args(name: str, concurrency: int = 1) -> list[str]:
     """The worker command line, as deploy/ runs it (plus a name and the pool size)."""
-    return ["worker", "-Q", "collect,plan,mail", "--concurrency", str(concurrency),
-            "--without-mingle", "--without-gossip", "--loglevel", "INFO", "-n", f"{name}@%h"]
+    return [
+        "worker",
+        "-Q",
+        "collect,plan,mail",
+        "--concurrency",
+        str(concurrency),
+        "--without-mingle",
+        "--without-gossip",
+        "--loglevel",
+        "INFO",
+        "-n",
+        f"{name}@%h",
+    ]
 
 
 BEAT_ARGS = ["beat", "-S", "redbeat.RedBeatScheduler", "--loglevel", "DEBUG"]
@@ -495,10 +559,14 @@ def dkim_key(tmp_path_factory):
         pytest.skip("openssl is not installed: it makes the test DKIM key")
     directory = tmp_path_factory.mktemp("dkim")
     private = directory / "dkim.pem"
-    subprocess.run(["openssl", "genrsa", "-out", str(private), "2048"], check=True,
-                   capture_output=True)
-    public = subprocess.run(["openssl", "rsa", "-in", str(private), "-pubout", "-outform", "DER"],
-                            check=True, capture_output=True).stdout
+    subprocess.run(
+        ["openssl", "genrsa", "-out", str(private), "2048"], check=True, capture_output=True
+    )
+    public = subprocess.run(
+        ["openssl", "rsa", "-in", str(private), "-pubout", "-outform", "DER"],
+        check=True,
+        capture_output=True,
+    ).stdout
     record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
     return private, record
 
@@ -515,15 +583,17 @@ def smtp_auth_server():
     credentials = ("digest@x.org", "p@ss:w/rd")
 
     def authenticator(server, session, envelope, mechanism, auth_data):
-        ok = isinstance(auth_data, LoginPassword) and (
-            auth_data.login.decode(), auth_data.password.decode()
-        ) == credentials
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and (auth_data.login.decode(), auth_data.password.decode()) == credentials
+        )
         return AuthResult(success=ok, handled=False)  # handled=False: the server says 535
 
     port = free_port()
     sink = FaultySMTPSink()
-    controller = Controller(sink, hostname="127.0.0.1", port=port, authenticator=authenticator,
-                            auth_require_tls=False)
+    controller = Controller(
+        sink, hostname="127.0.0.1", port=port, authenticator=authenticator, auth_require_tls=False
+    )
     controller.start()
     sink.port = port  # type: ignore[attr-defined]
     sink.credentials = credentials  # type: ignore[attr-defined]
@@ -604,16 +674,34 @@ def smtp_tls_server(request, tmp_path_factory):
         pytest.skip("openssl is not installed: it makes the test certificate")
     directory = tmp_path_factory.mktemp("tls")
     key, cert = directory / "key.pem", directory / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     port = free_port()
     sink = FaultySMTPSink()
     if request.param == "starttls":
-        controller = Controller(sink, hostname="127.0.0.1", port=port, tls_context=context,
-                                require_starttls=True)
+        controller = Controller(
+            sink, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True
+        )
         base = f"smtp://127.0.0.1:{port}?starttls=true"
     else:
         controller = Controller(sink, hostname="127.0.0.1", port=port, ssl_context=context)

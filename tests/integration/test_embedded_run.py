@@ -38,7 +38,10 @@ def test_run_demo_serves_mails_and_stops_cleanly(tmp_path):
     log = tmp_path / "run.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [*NEWSLETTER, "run", "--demo"], cwd=tmp_path, env=env, stdout=out,
+            [*NEWSLETTER, "run", "--demo"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
             stderr=subprocess.STDOUT,
         )
         try:
@@ -54,7 +57,11 @@ def test_run_demo_serves_mails_and_stops_cleanly(tmp_path):
             ]
             _wait_for(lambda: "collect arxiv" in log.read_text(), 30)
             status = subprocess.run(
-                [*NEWSLETTER, "status"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                [*NEWSLETTER, "status"],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
                 timeout=60,
             )
             assert status.returncode == 0, status.stderr

@@ -68,8 +68,13 @@ def service(tmp_path, hf_server, smtp_server):
 def add(db, settings, email, keywords, *, confirmed=True):
     with db.session() as session:
         subscriptions.subscribe(
-            session, settings, email=email, keywords=keywords, now=storage.utcnow(),
-            send_hour=0, confirmed=confirmed,
+            session,
+            settings,
+            email=email,
+            keywords=keywords,
+            now=storage.utcnow(),
+            send_hour=0,
+            confirmed=confirmed,
         )
 
 
@@ -120,8 +125,12 @@ def test_each_subscriber_gets_one_digest_of_their_matches(service, smtp_server):
 
 def test_unreachable_source_is_one_error_and_nothing_changes(tmp_path, caplog):
     settings = load_settings(
-        var_dir=tmp_path / "var", secret_key="x", sources="hf_daily",
-        hf_base_url="http://127.0.0.1:9", http_retries=0, http_timeout=2,
+        var_dir=tmp_path / "var",
+        secret_key="x",
+        sources="hf_daily",
+        hf_base_url="http://127.0.0.1:9",
+        http_retries=0,
+        http_timeout=2,
     )
     db = Database(settings)
     db.upgrade()

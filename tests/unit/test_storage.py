@@ -12,16 +12,28 @@ NOW = datetime(2026, 6, 12, 9, 30)
 
 
 def add(session, email, **values):
-    defaults = dict(state=ACTIVE, keywords="diffusion", timezone="UTC", send_hour=7,
-                    digest_size=10, created_at=NOW)
+    defaults = dict(
+        state=ACTIVE,
+        keywords="diffusion",
+        timezone="UTC",
+        send_hour=7,
+        digest_size=10,
+        created_at=NOW,
+    )
     return storage.add_subscriber(session, email=email, **(defaults | values))
 
 
 def test_upsert_merges_and_counts(db):
-    hf = Paper(id="2606.00001", title="A", abstract="short", upvotes=5, source="hf_daily",
-               keywords=["x"])
-    arxiv = Paper(id="2606.00001", title="A", abstract="a much longer abstract",
-                  source="arxiv", categories=["cs.LG"])
+    hf = Paper(
+        id="2606.00001", title="A", abstract="short", upvotes=5, source="hf_daily", keywords=["x"]
+    )
+    arxiv = Paper(
+        id="2606.00001",
+        title="A",
+        abstract="a much longer abstract",
+        source="arxiv",
+        categories=["cs.LG"],
+    )
     with db.session() as session:
         assert storage.upsert_papers(session, [hf], NOW) == (1, 0)
     with db.session() as session:
@@ -50,8 +62,12 @@ def test_due_subscribers_follow_local_send_hour(db):
 def test_edition_created_once_and_papers_reserved(db):
     with db.session() as session:
         subscriber = add(session, "a@example.org")
-    row = {"subscriber_id": subscriber.id, "edition": date(2026, 6, 12), "state": PLANNED,
-           "items": [{"id": "p1", "score": 80.0}, {"id": "p2", "score": 40.0}]}
+    row = {
+        "subscriber_id": subscriber.id,
+        "edition": date(2026, 6, 12),
+        "state": PLANNED,
+        "items": [{"id": "p1", "score": 80.0}, {"id": "p2", "score": 40.0}],
+    }
     with db.session() as session:
         assert storage.create_deliveries(session, [row], NOW) == 1
     with db.session() as session:
@@ -70,8 +86,14 @@ def planned(db):
             subscriber = add(session, f"s{n}@example.org")
             storage.create_deliveries(
                 session,
-                [{"subscriber_id": subscriber.id, "edition": date(2026, 6, 12),
-                  "state": PLANNED, "items": [{"id": "p", "score": 50.0}]}],
+                [
+                    {
+                        "subscriber_id": subscriber.id,
+                        "edition": date(2026, 6, 12),
+                        "state": PLANNED,
+                        "items": [{"id": "p", "score": 50.0}],
+                    }
+                ],
                 NOW,
             )
         ids = storage.due_delivery_ids(session, NOW)
