@@ -302,7 +302,6 @@ class DeliverReport:
     retry: int = 0
     failed: int = 0
     released: int = 0
-    rendered: int = 0
     paths: list[str] = field(default_factory=list)
 
 

@@ -127,21 +127,20 @@ def papers_by_id(session: Session, ids: Iterable[str]) -> dict[str, Paper]:
     return found
 
 
+def _counts_for_latest(key: Any, kind: Any, latest: int) -> Any:
+    """(key, kind, count) rows for the `latest` most recent values of `key`, newest first."""
+    recent = select(key).where(key.is_not(None)).group_by(key).order_by(key.desc()).limit(latest)
+    return (
+        select(key, kind, func.count())
+        .where(key.in_(recent))
+        .group_by(key, kind)
+        .order_by(key.desc(), kind)
+    )
+
+
 def paper_counts_by_day(session: Session, days: int = 7) -> list[tuple[date | None, str, int]]:
     """(day, source, count) for the most recent `days` days that have papers."""
-    recent_days = (
-        select(PaperRow.published)
-        .where(PaperRow.published.is_not(None))
-        .group_by(PaperRow.published)
-        .order_by(PaperRow.published.desc())
-        .limit(days)
-    )
-    rows = session.execute(
-        select(PaperRow.published, PaperRow.source, func.count())
-        .where(PaperRow.published.in_(recent_days))
-        .group_by(PaperRow.published, PaperRow.source)
-        .order_by(PaperRow.published.desc(), PaperRow.source)
-    )
+    rows = session.execute(_counts_for_latest(PaperRow.published, PaperRow.source, days))
     return [(day, source, count) for day, source, count in rows]
 
 
@@ -461,18 +460,7 @@ def cancel_for_subscriber(session: Session, subscriber_id: int) -> None:
 
 def delivery_counts(session: Session, editions: int = 5) -> list[tuple[date, str, int]]:
     """(edition, state, count) for the most recent editions."""
-    recent = (
-        select(Delivery.edition)
-        .group_by(Delivery.edition)
-        .order_by(Delivery.edition.desc())
-        .limit(editions)
-    )
-    rows = session.execute(
-        select(Delivery.edition, Delivery.state, func.count())
-        .where(Delivery.edition.in_(recent))
-        .group_by(Delivery.edition, Delivery.state)
-        .order_by(Delivery.edition.desc(), Delivery.state)
-    )
+    rows = session.execute(_counts_for_latest(Delivery.edition, Delivery.state, editions))
     return [(edition, state, count) for edition, state, count in rows]
 
 
