@@ -210,6 +210,13 @@ def load_settings(**overrides: Any) -> Settings:
             message = str(error["msg"]).removeprefix("Value error, ")
             problems.append(f"{variable}: {message}")
         raise ConfigError("; ".join(problems)) from None
+    if not settings.secret_key and settings.distributed:
+        # Every host must sign and check links with the same key: a key generated per host
+        # would make one host's unsubscribe links invalid on the next.
+        raise ConfigError(
+            f"{ENV_PREFIX}SECRET_KEY: required in distributed mode "
+            f"({ENV_PREFIX}REDIS_URL is set), the same on every host"
+        )
     if not settings.secret_key:
         settings = settings.model_copy(update={"secret_key": _secret_key(settings.var_dir)})
     return settings

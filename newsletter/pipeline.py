@@ -372,15 +372,6 @@ class _Digests:
         )
 
 
-def _trending(papers: Iterable[Paper], limit: int) -> list[Paper]:
-    """The most upvoted Hugging Face papers: the spirit of Hugging Face's own daily mail."""
-    ranked = sorted(
-        (p for p in papers if "hf_daily" in p.source and p.upvotes > 0),
-        key=lambda p: (-p.upvotes, p.id),
-    )
-    return ranked[:limit]
-
-
 def _retry_delay(settings: Settings, attempts: int) -> timedelta:
     # Exponential backoff with jitter, so retries of one outage do not arrive together.
     base = settings.retry_base_seconds * (2 ** max(attempts - 1, 0))
@@ -419,8 +410,9 @@ def deliver(
             rows = storage.load_claimed(session, claimed)
             papers = storage.papers_by_id(session, (i["id"] for r in rows for i in r.items))
             if trending_cache is None:
-                recent = storage.recent_papers(session, days=settings.paper_window_days, now=now)
-                trending_cache = _trending(recent, settings.trending_size + 50)
+                trending_cache = storage.trending_papers(
+                    session, settings.paper_window_days, settings.trending_size + 50, now
+                )
         if rows:
             _send_batch(db, settings, digests, rows, papers, trending_cache, report, stop, progress)
     return report
@@ -453,12 +445,14 @@ def _send_batch(
                 else:
                     with db.session() as session:
                         storage.mark_sent(session, row.id, message["Message-ID"], storage.utcnow())
-                        storage.record_send_outcome(
-                            session,
-                            row.subscriber_id,
-                            hard_failure=False,
-                            threshold=settings.bounce_threshold,
-                        )
+                        # Only a subscriber with failures on record needs the reset UPDATE.
+                        if row.hard_failures:
+                            storage.record_send_outcome(
+                                session,
+                                row.subscriber_id,
+                                hard_failure=False,
+                                threshold=settings.bounce_threshold,
+                            )
                     report.sent += 1
                     if isinstance(result, str):
                         report.paths.append(result)
@@ -518,8 +512,9 @@ def render_planned(
     with db.session() as session:
         subscribers = storage.subscribers_by_id(session, (r["subscriber_id"] for r in rows))
         papers = storage.papers_by_id(session, (i["id"] for r in rows for i in r["items"]))
-        recent = storage.recent_papers(session, days=settings.paper_window_days, now=now)
-    trending = _trending(recent, settings.trending_size + 50)
+        trending = storage.trending_papers(
+            session, settings.paper_window_days, settings.trending_size + 50, now
+        )
     digests = _Digests(settings)
     messages = []
     for row in rows:

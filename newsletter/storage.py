@@ -111,6 +111,24 @@ def recent_papers(session: Session, days: float = 1, now: datetime | None = None
     return [row_to_paper(row) for row in rows]
 
 
+def trending_papers(
+    session: Session, days: float, limit: int, now: datetime | None = None
+) -> list[Paper]:
+    """The most upvoted Hugging Face papers collected in the last `days` days."""
+    since = (now or utcnow()) - timedelta(days=days)
+    rows = session.scalars(
+        select(PaperRow)
+        .where(
+            PaperRow.first_seen_at >= since,
+            PaperRow.source.contains("hf_daily"),
+            PaperRow.upvotes > 0,
+        )
+        .order_by(PaperRow.upvotes.desc(), PaperRow.id)
+        .limit(limit)
+    )
+    return [row_to_paper(row) for row in rows]
+
+
 def papers_on(session: Session, day: date) -> list[Paper]:
     """Papers announced or featured on `day`."""
     rows = session.scalars(select(PaperRow).where(PaperRow.published == day).order_by(PaperRow.id))
@@ -388,6 +406,7 @@ class ClaimedDelivery:
     keywords: str
     show_trending: bool
     token_version: int
+    hard_failures: int = 0
 
 
 def load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedDelivery]:
@@ -402,6 +421,7 @@ def load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedDelivery]:
             Subscriber.keywords,
             Subscriber.show_trending,
             Subscriber.token_version,
+            Subscriber.hard_failures,
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         .where(Delivery.id.in_(list(ids)))

@@ -68,3 +68,11 @@ def test_dotenv_file_is_read(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_text("NEWSLETTER_SEND_HOUR=9\n")
     assert load_settings(var_dir=tmp_path).send_hour == 9
+
+
+def test_distributed_mode_requires_a_shared_secret_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_REDIS_URL", "redis://127.0.0.1:6379/0")
+    with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEY"):
+        load_settings(var_dir=tmp_path)
+    assert not (tmp_path / "secret_key").exists()
+    assert load_settings(var_dir=tmp_path, secret_key="shared").distributed
