@@ -711,3 +711,30 @@ def smtp_tls_server(request, tmp_path_factory):
     sink.strict_url = base  # type: ignore[attr-defined]
     yield sink
     controller.stop()
+
+
+# --- Browser: Debian's headless Chromium, driven by Playwright (never a downloaded browser) ---
+
+CHROMIUM = "/usr/bin/chromium"
+# Without the background-networking flags Chromium keeps dialling Google on a closed network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """A launched headless Chromium for the module's tests; skips if it is not installed."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("needs Debian's chromium: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -9,7 +9,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,25 +16,10 @@ import pytest
 from newsletter import pipeline, storage
 from newsletter.models import ACTIVE, PENDING, UNSUBSCRIBED
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 EMAIL = "grace@example.org"
 KEYWORDS = 'diffusion, "reinforcement learning", -medical'
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium"
-    ),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 
 def _free_port() -> int:
@@ -80,21 +64,16 @@ def site(tmp_path, smtp_server) -> Iterator[tuple[str, object, object]]:
 
 
 @pytest.fixture
-def page(tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        # A reader in Tokyo: the sign-up form should pick up the browser's time zone.
-        context = browser.new_context(timezone_id="Asia/Tokyo", locale="en-GB")
-        page = context.new_page()
-        problems: list[str] = []
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda error: problems.append(str(error)))
-        page.problems = problems  # type: ignore[attr-defined]
-        yield page
-        context.close()
-        browser.close()
+def page(tmp_path, chromium):
+    # A reader in Tokyo: the sign-up form should pick up the browser's time zone.
+    context = chromium.new_context(timezone_id="Asia/Tokyo", locale="en-GB")
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.problems = problems  # type: ignore[attr-defined]
+    yield page
+    context.close()
 
 
 def _subscriber(db):
