@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
 import pytest
-from bs4 import BeautifulSoup
+from bs4 import BeautifulSoup, NavigableString
 
 from newsletter import render
 from newsletter.config import Settings
@@ -257,27 +258,121 @@ def test_nothing_matched_is_a_short_note(config, papers):
     assert soup(email).find("a", href=UNSUBSCRIBE)
 
 
-def test_cards_are_inlined_once_per_paper_and_never_leak_between_subscribers(
+def varied(papers: list[Paper], count: int) -> list[Paper]:
+    """`count` papers with every kind of meta line: stats or not, code, project page, arXiv only."""
+    return [
+        replace(
+            papers[i % len(papers)],
+            id=f"2606.{10000 + i}",
+            authors=[] if i % 7 == 3 else papers[i % len(papers)].authors,
+            upvotes=(0, 1, 25)[i % 3],
+            github_stars=(None, 1234, 0, 1)[i % 4],
+            github_repo=(None, "org/repo", "https://gitlab.com/a/b")[i % 3],
+            project_page=(None, f"https://example.org/{i}?a=1&b=2", "ftp://no")[i % 5 % 3],
+            source=("hf_daily", "arxiv", "hf_daily+arxiv")[i % 6 % 3],
+        )
+        for i in range(count)
+    ]
+
+
+def test_cards_are_inlined_once_per_shape_and_never_leak_between_subscribers(
     config, papers, monkeypatch
 ):
     calls = []
     real_inline = render.inline_css
     monkeypatch.setattr(render, "inline_css", lambda html: calls.append(1) or real_inline(html))
     renderer = EditionRenderer(config, EDITION)
+    chosen = varied(papers, 50)
+    views = [render.paper_view(p) for p in chosen]
+    shapes = {(bool(v.authors), tuple(part.url is not None for part in v.meta)) for v in views}
+    # 18 different meta lines, yet only 12 shapes: links or not, with or without authors.
+    assert len({tuple(part.text for part in v.meta) for v in views}) == 18
+    assert len(shapes) == 12
+    for n in range(10):
+        email = digest(renderer, [item(p) for p in chosen[n::10]], chosen, f"{n}@example.net")
+        # Papers of one shape share an inlined card, never their values.
+        for card in soup(email).select("div.card, div.trending"):
+            title = card.select_one("p.card-title a, p.trending-title a")
+            view = next(v for v in views if v.url == title["href"])
+            assert title.get_text() == view.title
+            links = [(a.get_text(), a["href"]) for a in card.select("p.meta a")]
+            assert links == [(part.text, part.url) for part in view.meta if part.url]
+    # Once per shape of card and of trending card, plus the layouts, labels, trending section.
+    assert len(calls) <= 2 * len(shapes) + 5
+    inlined = len(calls)
     first = digest(
         renderer, [item(papers[0], ("alpha",)), item(papers[1], ("beta",))], email="one@example.net"
     )
-    inlined = len(calls)
     second = digest(
         renderer,
         [item(papers[1], ("gamma",)), item(papers[0], ("delta",))],
         email="two@example.net",
     )
-    assert len(calls) == inlined  # the second digest reuses every inlined fragment
+    assert len(calls) == inlined  # no new shape: later digests reuse every inlined fragment
     labels = [s.get_text() for s in soup(second).select("span.label")]
     assert labels == ["gamma", "delta"]
     assert "alpha" not in second.html and "one@example.net" not in second.html
     assert "two@example.net" in second.html and "one@example.net" in first.html
+
+
+def tree(html: str) -> list:
+    """The elements (tag, attributes, children) and texts of HTML, as a parser reads them."""
+
+    def walk(node):
+        if isinstance(node, NavigableString):
+            return str(node)
+        return (node.name, node.attrs, [walk(child) for child in node.children])
+
+    return [walk(node) for node in BeautifulSoup(html, "html.parser").children]
+
+
+def inlined_per_paper(renderer: EditionRenderer, name: str, paper: Paper, **slots) -> str:
+    """A card inlined on its own, as the renderer did before it inlined once per card shape."""
+    html = renderer.env.get_template(name).render(view=render.paper_view(paper), **slots)
+    styles = renderer.env.get_template("email/styles.css").render()
+    page = render.inline_css(f"<html><head><style>{styles}</style></head><body>{html}</body>")
+    return re.search(r"<body[^>]*>(.*)</body>", page, re.S).group(1)
+
+
+def test_cards_are_the_same_as_inlining_each_paper_on_its_own(config, papers):
+    tricky = [
+        Paper(
+            id="2406.00001",
+            title="Café — ★ ▲ <b>bold</b> & \"quotes\" 'n' @@abc:title@@ @@ &amp;",
+            authors=["Zoë <i>", "O'Brien & Co", "Ada\r\nLovelace\x00"],
+            source="hf_daily",
+            upvotes=3,
+            github_repo="org/répo",  # a non-ASCII link
+            github_stars=1500,
+            project_page="https://example.org/é ü?q=\"x\"&r='y'<z>&amp;#frag",
+        ),
+        Paper(id="2406.00002", title="", source="arxiv"),
+        Paper(
+            id="2406.00003",
+            title="@@abc:labels@@",
+            authors=["@@abc:authors@@"],
+            source="hf_daily+arxiv",
+            github_repo="javascript:alert(1)",
+            github_stars=1,
+            project_page="http://x.org/{a}|^`[]%41 ",
+        ),
+        *varied(papers, 12),
+    ]
+    renderer = EditionRenderer(config, EDITION)
+    for paper in tricky:
+        card = renderer._card("html", paper)
+        old = inlined_per_paper(renderer, "email/digest/card.html", paper, **renderer._card_slots)
+        assert tree(card) == tree(old), paper
+        trending = renderer._trending_card("html", paper)
+        old = inlined_per_paper(renderer, "email/digest/trending_card.html", paper)
+        assert tree(trending) == tree(old), paper
+        assert card.isascii() and trending.isascii()
+    email = digest(renderer, [item(p) for p in tricky[:3]])
+    page = soup(email)
+    assert [a.get_text() for a in page.select("p.card-title a")] == [p.title for p in tricky[:3]]
+    assert page.select_one("p.authors").get_text() == "Zoë <i>, O'Brien & Co, Ada\nLovelace\ufffd"
+    assert page.find("a", string="Code")["href"] == "https://github.com/org/r%C3%A9po"
+    assert "@@abc:labels@@" in page.get_text() and page.select("span.label")
 
 
 def test_confirmation_mail_links_to_the_confirm_page(config):
