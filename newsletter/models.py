@@ -125,6 +125,8 @@ class Delivery(Base):
         UniqueConstraint("subscriber_id", "edition", name="uq_delivery_subscriber_edition"),
         Index("ix_deliveries_state_next", "state", "next_attempt_at"),
         Index("ix_deliveries_edition", "edition"),
+        # The recent rows of a subscriber: the papers they were sent lately.
+        Index("ix_deliveries_subscriber_created", "subscriber_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -133,6 +135,8 @@ class Delivery(Base):
     state: Mapped[str] = mapped_column(String(16), default=PLANNED)
     # [{"id", "score", "matched": [...], "snippet_html", "snippet_text"}], best first
     items: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # The ids of `items`, reserved for this subscriber: never planned for them again.
+    paper_ids: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
@@ -141,15 +145,3 @@ class Delivery(Base):
     top_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
-
-
-class SentPaper(Base):
-    """A paper reserved for a subscriber's digest: never planned for them again."""
-
-    __tablename__ = "sent_papers"
-
-    subscriber_id: Mapped[int] = mapped_column(
-        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
-    )
-    paper_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))

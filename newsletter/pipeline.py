@@ -251,7 +251,8 @@ def rank_for(
     report = report or PlanReport()
     with db.session() as session:
         papers = storage.recent_papers(session, days=settings.paper_window_days, now=now)
-        sent = storage.sent_paper_ids(session, [d.id for d in due], [p.id for p in papers])
+        since = now - timedelta(days=settings.paper_window_days)
+        sent = storage.reserved_paper_ids(session, [d.id for d in due], since)
     report.papers = len(papers)
     profiles, ready = [], []
     for subscriber in due:
@@ -305,24 +306,51 @@ class DeliverReport:
     paths: list[str] = field(default_factory=list)
 
 
-# Renderers outlive one deliver() call: a worker delivers an edition in many small batches, and
-# each paper's card costs a CSS-inlining pass the first time only. Kept per thread (a renderer
-# is not thread-safe) and for a few minutes, so a paper updated since shows its new figures.
-_RENDERER_SECONDS = 600.0
-_renderers: dict[tuple[Settings, date, int], tuple[float, Any]] = {}
+# A worker delivers an edition in many small batches. What they share outlives one deliver()
+# call: the renderer (each paper card costs a CSS-inlining pass the first time only), the papers
+# the digests show and the trending list. Kept per thread (a renderer is not thread-safe) and for
+# a few minutes, so a paper updated since shows its new figures.
+_EDITION_SECONDS = 600.0
 
 
-def _edition_renderer(settings: Settings, edition: date) -> Any:
+@dataclass
+class _EditionCache:
+    renderer: EditionRenderer
+    made: float
+    papers: dict[str, Paper] = field(default_factory=dict)
+    trending: list[Paper] | None = None
+
+
+_editions: dict[tuple[Settings, date, int], _EditionCache] = {}
+
+
+def _edition_cache(settings: Settings, edition: date) -> _EditionCache:
 
     key = (settings, edition, threading.get_ident())
     clock = time.monotonic()
-    made, renderer = _renderers.get(key, (0.0, None))
-    if renderer is None or clock - made > _RENDERER_SECONDS:
-        for old in [k for k, (t, _) in _renderers.items() if clock - t > _RENDERER_SECONDS]:
-            _renderers.pop(old, None)
-        renderer = EditionRenderer(settings, edition)
-        _renderers[key] = (clock, renderer)
-    return renderer
+    cache = _editions.get(key)
+    if cache is None or clock - cache.made > _EDITION_SECONDS:
+        for old in [k for k, c in _editions.items() if clock - c.made > _EDITION_SECONDS]:
+            _editions.pop(old, None)
+        cache = _editions[key] = _EditionCache(EditionRenderer(settings, edition), clock)
+    return cache
+
+
+def _load_editions(
+    session: Any, settings: Settings, rows: Sequence[storage.ClaimedDelivery], now: datetime
+) -> dict[date, _EditionCache]:
+    """The edition caches of these rows, holding every paper they show (read only if new)."""
+    editions = {row.edition: _edition_cache(settings, row.edition) for row in rows}
+    for edition, cache in editions.items():
+        wanted = {i["id"] for r in rows if r.edition == edition for i in r.items}
+        missing = wanted - cache.papers.keys()
+        if missing:
+            cache.papers.update(storage.papers_by_id(session, missing))
+        if cache.trending is None:
+            cache.trending = storage.trending_papers(
+                session, settings.paper_window_days, settings.trending_size + 50, now
+            )
+    return editions
 
 
 class _Digests:
@@ -332,8 +360,8 @@ class _Digests:
         self.settings = settings
         self.domain = sender_domain(settings.from_address)
 
-    def renderer(self, edition: date) -> Any:
-        return _edition_renderer(self.settings, edition)
+    def renderer(self, edition: date) -> EditionRenderer:
+        return _edition_cache(self.settings, edition).renderer
 
     def message(
         self, row: storage.ClaimedDelivery, papers: dict[str, Paper], trending: list[Paper]
@@ -400,7 +428,6 @@ def deliver(
         with db.session() as session:
             ids = storage.due_delivery_ids(session, now)
     digests = _Digests(settings)
-    trending_cache: list[Paper] | None = None
     for start in range(0, len(ids), settings.batch_size):
         if stop is not None and stop.is_set():
             break
@@ -408,13 +435,9 @@ def deliver(
         with db.session() as session:
             claimed = storage.claim_deliveries(session, batch, now, settings.lease_seconds)
             rows = storage.load_claimed(session, claimed)
-            papers = storage.papers_by_id(session, (i["id"] for r in rows for i in r.items))
-            if trending_cache is None:
-                trending_cache = storage.trending_papers(
-                    session, settings.paper_window_days, settings.trending_size + 50, now
-                )
+            editions = _load_editions(session, settings, rows, now)
         if rows:
-            _send_batch(db, settings, digests, rows, papers, trending_cache, report, stop, progress)
+            _send_batch(db, settings, digests, rows, editions, report, stop, progress)
     return report
 
 
@@ -423,8 +446,7 @@ def _send_batch(
     settings: Settings,
     digests: _Digests,
     rows: list[storage.ClaimedDelivery],
-    papers: dict[str, Paper],
-    trending: list[Paper],
+    editions: dict[date, _EditionCache],
     report: DeliverReport,
     stop: threading.Event | None,
     progress: Progress | None,
@@ -432,27 +454,28 @@ def _send_batch(
 
     pending = list(rows)
     try:
-        with open_transport(settings) as transport:
+        # Each acceptance is recorded by one autocommitted UPDATE on a connection the batch keeps.
+        with open_transport(settings) as transport, db.autocommit() as ledger:
             while pending:
                 if stop is not None and stop.is_set():
                     break
                 row = pending[0]
-                message = digests.message(row, papers, trending)
+                edition = editions[row.edition]
+                message = digests.message(row, edition.papers, edition.trending or [])
                 try:
                     result = transport.send(message)
                 except (PermanentSendError, TransientSendError) as exc:
                     _record_failure(db, settings, row, exc, report)
                 else:
-                    with db.session() as session:
-                        storage.mark_sent(session, row.id, message["Message-ID"], storage.utcnow())
-                        # Only a subscriber with failures on record needs the reset UPDATE.
-                        if row.hard_failures:
-                            storage.record_send_outcome(
-                                session,
-                                row.subscriber_id,
-                                hard_failure=False,
-                                threshold=settings.bounce_threshold,
-                            )
+                    storage.mark_sent(ledger, row.id, message["Message-ID"], storage.utcnow())
+                    # Only a subscriber with failures on record needs the reset UPDATE.
+                    if row.hard_failures:
+                        storage.record_send_outcome(
+                            ledger,
+                            row.subscriber_id,
+                            hard_failure=False,
+                            threshold=settings.bounce_threshold,
+                        )
                     report.sent += 1
                     if isinstance(result, str):
                         report.paths.append(result)

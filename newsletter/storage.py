@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -9,7 +10,19 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -24,7 +37,6 @@ from newsletter.models import (
     Delivery,
     HttpValidator,
     PaperRow,
-    SentPaper,
     SourceRun,
     Subscriber,
 )
@@ -217,7 +229,7 @@ def subscriber_counts(session: Session) -> dict[str, int]:
 
 
 def record_send_outcome(
-    session: Session, subscriber_id: int, *, hard_failure: bool, threshold: int
+    session: Session | Connection, subscriber_id: int, *, hard_failure: bool, threshold: int
 ) -> None:
     """Count consecutive hard failures; past the threshold the subscriber is bouncing."""
     if not hard_failure:
@@ -281,63 +293,86 @@ def due_subscribers(
     return due
 
 
-def sent_paper_ids(
-    session: Session, subscriber_ids: Sequence[int], paper_ids: Sequence[str]
+def reserved_paper_ids(
+    session: Session, subscriber_ids: Sequence[int], since: datetime
 ) -> dict[int, set[str]]:
-    """For each subscriber, which of `paper_ids` they already had."""
+    """For each subscriber, the papers their ledger rows created since `since` reserved.
+
+    A paper can only have been planned after it was first collected, so for papers collected
+    since `since` this is every earlier digest that held them: the window bounds the read.
+    """
     found: dict[int, set[str]] = defaultdict(set)
-    candidates = list(paper_ids)
     for start in range(0, len(subscriber_ids), 5000):
         chunk = list(subscriber_ids[start : start + 5000])
         rows = session.execute(
-            select(SentPaper.subscriber_id, SentPaper.paper_id).where(
-                SentPaper.subscriber_id.in_(chunk), SentPaper.paper_id.in_(candidates)
+            select(Delivery.subscriber_id, Delivery.paper_ids).where(
+                Delivery.subscriber_id.in_(chunk),
+                Delivery.created_at >= since,
+                Delivery.paper_ids.is_not(None),
             )
         )
-        for subscriber_id, paper_id in rows:
-            found[subscriber_id].add(paper_id)
+        for subscriber_id, paper_ids in rows:
+            found[subscriber_id].update(paper_ids or ())
     return found
+
+
+# One statement inserts a whole chunk of the plan on PostgreSQL: the rows travel as arrays,
+# are parsed once, and a row that already exists (a concurrent planner) is skipped.
+_PLAN_ROWS_POSTGRES = text(
+    """
+    INSERT INTO deliveries
+        (subscriber_id, edition, state, items, paper_ids, top_score, attempts, created_at)
+    SELECT s, e, st, i, p, t, 0, :now
+    FROM unnest(
+        CAST(:subscribers AS integer[]), CAST(:editions AS date[]), CAST(:states AS text[]),
+        CAST(:items AS json[]), CAST(:paper_ids AS json[]), CAST(:scores AS float8[])
+    ) AS u(s, e, st, i, p, t)
+    ON CONFLICT (subscriber_id, edition) DO NOTHING
+    """
+).bindparams(bindparam("now", type_=DateTime()))
 
 
 def create_deliveries(session: Session, rows: Sequence[dict[str, Any]], now: datetime) -> int:
     """Insert planned/skipped ledger rows; a row that already exists is left alone.
 
-    Each row: subscriber_id, edition, state, items. The papers of a new row are reserved in
-    sent_papers in the same transaction, so no later edition picks them again.
+    Each row: subscriber_id, edition, state, items. A new row reserves its papers (paper_ids),
+    so no later edition picks them again. Returns how many rows were created.
     """
     if not rows:
         return 0
+    paper_ids = [[item["id"] for item in row["items"]] for row in rows]
+    scores = [row["items"][0]["score"] if row["items"] else None for row in rows]
+    if session.get_bind().dialect.name == "postgresql":
+        result = session.execute(
+            _PLAN_ROWS_POSTGRES,
+            {
+                "now": now,
+                "subscribers": [row["subscriber_id"] for row in rows],
+                "editions": [row["edition"] for row in rows],
+                "states": [row["state"] for row in rows],
+                "items": [json.dumps(row["items"]) for row in rows],
+                "paper_ids": [json.dumps(ids) for ids in paper_ids],
+                "scores": scores,
+            },
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
     values = [
         {
             "subscriber_id": row["subscriber_id"],
             "edition": row["edition"],
             "state": row["state"],
             "items": row["items"],
-            "top_score": row["items"][0]["score"] if row["items"] else None,
+            "paper_ids": ids,
+            "top_score": score,
             "attempts": 0,
             "created_at": now,
         }
-        for row in rows
+        for row, ids, score in zip(rows, paper_ids, scores, strict=True)
     ]
-    statement = (
-        _insert(session, Delivery)
-        .on_conflict_do_nothing(index_elements=["subscriber_id", "edition"])
-        .returning(Delivery.id, Delivery.subscriber_id, Delivery.items)
+    statement = _insert(session, Delivery).on_conflict_do_nothing(
+        index_elements=["subscriber_id", "edition"]
     )
-    created = session.execute(statement, values).all()
-    reserved = [
-        {"subscriber_id": subscriber_id, "paper_id": item["id"], "delivery_id": delivery_id}
-        for delivery_id, subscriber_id, items in created
-        for item in items
-    ]
-    if reserved:
-        session.execute(
-            _insert(session, SentPaper).on_conflict_do_nothing(
-                index_elements=["subscriber_id", "paper_id"]
-            ),
-            reserved,
-        )
-    return len(created)
+    return int(session.connection().execute(statement, values).rowcount)
 
 
 # Delivering --------------------------------------------------------------------------------
@@ -434,13 +469,33 @@ def _owned(delivery_id: int) -> Any:
     return and_(Delivery.id == delivery_id, Delivery.state == SENDING)
 
 
-def mark_sent(session: Session, delivery_id: int, message_id: str, now: datetime) -> bool:
-    result = session.execute(
-        update(Delivery)
-        .where(_owned(delivery_id))
-        .values(state=SENT, sent_at=now, message_id=message_id, lease_until=None, error=None)
+# Built once: marking a row sent runs once per message, so it skips the ORM and the statement's
+# construction, and the compiled form comes from SQLAlchemy's cache.
+_MARK_SENT = (
+    update(Delivery)
+    .where(Delivery.id == bindparam("row"), Delivery.state == SENDING)
+    .values(
+        state=SENT,
+        sent_at=bindparam("at"),
+        message_id=bindparam("mid"),
+        lease_until=None,
+        error=None,
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+)
+
+
+def mark_sent(
+    connection: Session | Connection, delivery_id: int, message_id: str, now: datetime
+) -> bool:
+    """Record an accepted message; False if the row was no longer this sender's claim.
+
+    Pass a Connection in autocommit mode (Database.autocommit) to make it one round trip.
+    """
+    params = {"row": delivery_id, "at": now, "mid": message_id}
+    if isinstance(connection, Session):
+        connection = connection.connection()
+    result = connection.execute(_MARK_SENT, params)
+    return bool(result.rowcount)
 
 
 def mark_retry(session: Session, delivery_id: int, error: str, next_attempt_at: datetime) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -92,8 +93,8 @@ def _done(web: Web, token: str, what: str) -> RedirectResponse:
 def digest_preview(web: Web, session: Session, subscriber: Subscriber) -> Preview:
     """What the subscriber's digest would hold if it were planned now (nothing is stored)."""
     now = web.clock()
-    ids = web.papers.paper_ids(now)
-    sent = storage.sent_paper_ids(session, [subscriber.id], ids).get(subscriber.id, set())
+    since = now - timedelta(days=web.settings.paper_window_days)
+    sent = storage.reserved_paper_ids(session, [subscriber.id], since).get(subscriber.id, set())
     return web.papers.preview(
         subscriber.keywords, now=now, top_k=subscriber.digest_size, exclude_ids=frozenset(sent)
     )

@@ -73,9 +73,12 @@ def test_edition_created_once_and_papers_reserved(db):
     with db.session() as session:
         assert storage.create_deliveries(session, [row], NOW) == 0
         assert storage.due_subscribers(session, NOW) == []
-        assert storage.sent_paper_ids(session, [subscriber.id], ["p1", "p2", "p3"]) == {
+        assert storage.reserved_paper_ids(session, [subscriber.id], NOW) == {
             subscriber.id: {"p1", "p2"}
         }
+        # Rows created before the window cannot hold a paper collected within it.
+        later = NOW + timedelta(seconds=1)
+        assert storage.reserved_paper_ids(session, [subscriber.id], later) == {}
 
 
 @pytest.fixture
