@@ -133,7 +133,8 @@ class Delivery(Base):
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
     edition: Mapped[date] = mapped_column(Date)
     state: Mapped[str] = mapped_column(String(16), default=PLANNED)
-    # [{"id", "score", "matched": [...], "snippet_html", "snippet_text"}], best first
+    # [{"id", "score", "matched": [...], "snippet_html"}], best first (the text excerpt is
+    # derived from the HTML one: ranking.snippet_text)
     items: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     # The ids of `items`, reserved for this subscriber: never planned for them again.
     paper_ids: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)

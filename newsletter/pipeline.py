@@ -29,7 +29,7 @@ from newsletter.mailer import (
 from newsletter.models import PLANNED, SKIPPED
 from newsletter.paper import Paper
 from newsletter.profile import ProfileError, parse_profile
-from newsletter.ranking import PaperIndex
+from newsletter.ranking import PaperIndex, snippet_text
 from newsletter.render import DigestItem, EditionRenderer
 from newsletter.sources import SOURCES, SourceError, arxiv, hf_daily
 from newsletter.sources.http import SourceClient
@@ -278,7 +278,6 @@ def rank_for(
                 "score": round(float(m.score), 2),
                 "matched": list(m.matched),
                 "snippet_html": m.snippet_html,
-                "snippet_text": m.snippet_text,
             }
             for m in matches
         ]
@@ -372,7 +371,8 @@ class _Digests:
                 paper=papers[item["id"]],
                 matched=tuple(item.get("matched", ())),
                 snippet_html=item.get("snippet_html", ""),
-                snippet_text=item.get("snippet_text", ""),
+                # Stored digests keep only the HTML excerpt (older ones both).
+                snippet_text=item.get("snippet_text") or snippet_text(item.get("snippet_html", "")),
                 score=item.get("score"),
             )
             for item in row.items

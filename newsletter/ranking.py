@@ -1015,6 +1015,15 @@ class _Pieces:
         return "".join(html_parts).rstrip(), "".join(text_parts).rstrip()
 
 
+def snippet_text(snippet_html: str) -> str:
+    """The plain-text form of an excerpt from its HTML form (matches as *word*).
+
+    Exactly what the excerpt's text part is, so stored digests keep only the HTML.
+    """
+    marked = snippet_html.replace("<mark>", "*").replace("</mark>", "*")
+    return html.unescape(marked.replace("&hellip;", "..."))
+
+
 def _escape_all(pieces: list[str]) -> list[str]:
     """html.escape of each piece, in one call when a NUL can separate them (it always can,
     but for text carrying NULs itself)."""

@@ -316,17 +316,18 @@ def reserved_paper_ids(
     return found
 
 
-# One statement inserts a whole chunk of the plan on PostgreSQL: the rows travel as arrays,
-# are parsed once, and a row that already exists (a concurrent planner) is skipped.
+# One statement inserts a whole chunk of the plan on PostgreSQL: the rows travel as one JSON
+# document (no per-value escaping on either side), and a row that already exists (a concurrent
+# planner's) is skipped.
 _PLAN_ROWS_POSTGRES = text(
     """
     INSERT INTO deliveries
         (subscriber_id, edition, state, items, paper_ids, top_score, attempts, created_at)
-    SELECT s, e, st, i, p, t, 0, :now
-    FROM unnest(
-        CAST(:subscribers AS integer[]), CAST(:editions AS date[]), CAST(:states AS text[]),
-        CAST(:items AS json[]), CAST(:paper_ids AS json[]), CAST(:scores AS float8[])
-    ) AS u(s, e, st, i, p, t)
+    SELECT r.subscriber_id, r.edition, r.state, r.items, r.paper_ids, r.top_score, 0, :now
+    FROM json_to_recordset(CAST(:rows AS json)) AS r(
+        subscriber_id integer, edition date, state text, items json, paper_ids json,
+        top_score float8
+    )
     ON CONFLICT (subscriber_id, edition) DO NOTHING
     """
 ).bindparams(bindparam("now", type_=DateTime()))
@@ -343,18 +344,20 @@ def create_deliveries(session: Session, rows: Sequence[dict[str, Any]], now: dat
     paper_ids = [[item["id"] for item in row["items"]] for row in rows]
     scores = [row["items"][0]["score"] if row["items"] else None for row in rows]
     if session.get_bind().dialect.name == "postgresql":
-        result = session.execute(
-            _PLAN_ROWS_POSTGRES,
-            {
-                "now": now,
-                "subscribers": [row["subscriber_id"] for row in rows],
-                "editions": [row["edition"] for row in rows],
-                "states": [row["state"] for row in rows],
-                "items": [json.dumps(row["items"]) for row in rows],
-                "paper_ids": [json.dumps(ids) for ids in paper_ids],
-                "scores": scores,
-            },
+        document = json.dumps(
+            [
+                {
+                    "subscriber_id": row["subscriber_id"],
+                    "edition": row["edition"].isoformat(),
+                    "state": row["state"],
+                    "items": row["items"],
+                    "paper_ids": ids,
+                    "top_score": score,
+                }
+                for row, ids, score in zip(rows, paper_ids, scores, strict=True)
+            ]
         )
+        result = session.execute(_PLAN_ROWS_POSTGRES, {"now": now, "rows": document})
         return int(result.rowcount)  # type: ignore[attr-defined]
     values = [
         {

@@ -19,6 +19,7 @@ from newsletter.ranking import (
     PaperIndex,
     format_rank_json,
     rank_papers,
+    snippet_text,
 )
 
 RELEVANCE = Path(__file__).resolve().parents[1] / "fixtures" / "relevance" / "papers.jsonl"
@@ -344,6 +345,19 @@ def test_snippets_are_escaped_and_mark_the_matches() -> None:
         "We study <b>*diffusion*</b> models & robot learning. *Large language models* (*LLMs*) "
         "plan; *diffusion* executes."
     )
+
+
+def test_the_text_excerpt_follows_from_the_html_one(relevance: list[Paper]) -> None:
+    """Stored digests keep only the HTML excerpt: the text one must be derivable exactly."""
+    odd = paper("odd", "t", "a\0 <diffusion>\n\n & more &hellip; <mark>x</mark> *")
+    cut = paper("cut", "t", " ".join(["word"] * 150) + " diffusion & learning " + "w " * 150)
+    papers = [*relevance, EXPLAINED, odd, cut]
+    texts = ["diffusion, LLM", "learning", "graph neural network, label noise", "mark, x"]
+    index = PaperIndex(papers)
+    matches = [m for ms in index.rank_many([parse_profile(t) for t in texts]) for m in ms]
+    assert len(matches) > 20
+    for match in matches:
+        assert snippet_text(match.snippet_html) == match.snippet_text
 
 
 def test_long_abstracts_are_cut_around_the_matches() -> None:

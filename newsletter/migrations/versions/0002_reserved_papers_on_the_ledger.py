@@ -2,7 +2,8 @@
 
 Each delivery lists the papers it reserved (`paper_ids`), so "never the same paper twice" reads
 the subscriber's recent ledger rows instead of a separate table that grew by one row per paper
-per subscriber per day (a million rows a day at 100,000 subscribers).
+per subscriber per day (a million rows a day at 100,000 subscribers). On PostgreSQL the digests'
+JSON is compressed with lz4.
 
 Revision ID: 0002
 Revises: 0001
@@ -44,6 +45,13 @@ def upgrade() -> None:
             [{"row": row, "ids": ids} for row, ids in reserved.items()],
         )
     op.drop_table("sent_papers")
+    if connection.dialect.name == "postgresql":
+        # Every digest's JSON is written once and read once by the sender; lz4 compresses and
+        # decompresses it several times faster than PostgreSQL's default (where it is built in).
+        op.execute(
+            "DO $$ BEGIN ALTER TABLE deliveries ALTER COLUMN items SET COMPRESSION lz4; "
+            "EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN NULL; END $$"
+        )
 
 
 def downgrade() -> None:
