@@ -203,6 +203,11 @@ class PlanReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
+# Subscribers ranked and committed together: the first chunk's digests are on their way while
+# the rest is ranked, and a big day never holds every row in memory.
+PLAN_CHUNK = 5000
+
+
 def plan(
     db: Database,
     settings: Settings,
@@ -225,15 +230,19 @@ def plan(
     report = PlanReport(due=len(due))
     if not due:
         return report
-    report.rows = rank_for(db, settings, due, now=now, report=report)
-    report.planned = sum(row["state"] == PLANNED for row in report.rows)
-    report.skipped = len(report.rows) - report.planned
-    if write:
-        for start in range(0, len(report.rows), 5000):
-            with db.session() as session:
-                storage.create_deliveries(session, report.rows[start : start + 5000], now)
-            if progress:
-                progress(len(report.rows[start : start + 5000]))
+    ranker = _Ranker(db, settings, now, report)
+    for start in range(0, len(due), PLAN_CHUNK):
+        rows = ranker.rows(due[start : start + PLAN_CHUNK])
+        planned = sum(row["state"] == PLANNED for row in rows)
+        report.planned += planned
+        report.skipped += len(rows) - planned
+        if not write:
+            report.rows.extend(rows)
+            continue
+        with db.session() as session:
+            storage.create_deliveries(session, rows, now)
+        if progress:
+            progress(len(rows))
     log.info("plan: %d due, %d planned, %d skipped", report.due, report.planned, report.skipped)
     return report
 
@@ -247,50 +256,61 @@ def rank_for(
     report: PlanReport | None = None,
 ) -> list[dict[str, Any]]:
     """Ledger rows (subscriber_id, edition, state, items) ranking the recent papers for `due`."""
+    return _Ranker(db, settings, now, report or PlanReport()).rows(due)
 
-    report = report or PlanReport()
-    with db.session() as session:
-        papers = storage.recent_papers(session, days=settings.paper_window_days, now=now)
-        since = now - timedelta(days=settings.paper_window_days)
-        sent = storage.reserved_paper_ids(session, [d.id for d in due], since)
-    report.papers = len(papers)
-    profiles, ready = [], []
-    for subscriber in due:
-        try:
-            profiles.append(parse_profile(subscriber.keywords))
-        except ProfileError as exc:
-            log.warning("plan: subscriber %d has an invalid profile: %s", subscriber.id, exc)
-            report.invalid_profiles.append(subscriber.id)
-            continue
-        ready.append(subscriber)
-    index = PaperIndex(papers, now=now, popularity_weight=settings.popularity_weight)
-    results = index.rank_many(
-        profiles,
-        top_k=[s.digest_size for s in ready],
-        min_score=settings.min_score,
-        exclude_ids=[frozenset(sent.get(s.id, ())) for s in ready],
-    )
-    rows = []
-    for subscriber, matches in zip(ready, results, strict=True):
-        items = [
-            {
-                "id": m.paper_id,
-                "score": round(float(m.score), 2),
-                "matched": list(m.matched),
-                "snippet_html": m.snippet_html,
-            }
-            for m in matches
-        ]
-        state = PLANNED if items or settings.send_empty_note else SKIPPED
-        rows.append(
-            {
-                "subscriber_id": subscriber.id,
-                "edition": subscriber.edition,
-                "state": state,
-                "items": items,
-            }
+
+class _Ranker:
+    """The recent papers indexed once, ranking any number of chunks of due subscribers."""
+
+    def __init__(self, db: Database, settings: Settings, now: datetime, report: PlanReport) -> None:
+        self.db, self.settings, self.report = db, settings, report
+        with db.session() as session:
+            papers = storage.recent_papers(session, days=settings.paper_window_days, now=now)
+        report.papers = len(papers)
+        # A paper collected since `since` can only be in a digest planned since then.
+        self.since = now - timedelta(days=settings.paper_window_days)
+        self.index = PaperIndex(papers, now=now, popularity_weight=settings.popularity_weight)
+
+    def rows(self, due: Sequence[storage.DueSubscriber]) -> list[dict[str, Any]]:
+        """Ledger rows (subscriber_id, edition, state, items) for these subscribers."""
+        profiles, ready = [], []
+        for subscriber in due:
+            try:
+                profiles.append(parse_profile(subscriber.keywords))
+            except ProfileError as exc:
+                log.warning("plan: subscriber %d has an invalid profile: %s", subscriber.id, exc)
+                self.report.invalid_profiles.append(subscriber.id)
+                continue
+            ready.append(subscriber)
+        with self.db.session() as session:
+            sent = storage.reserved_paper_ids(session, [s.id for s in ready], self.since)
+        results = self.index.rank_many(
+            profiles,
+            top_k=[s.digest_size for s in ready],
+            min_score=self.settings.min_score,
+            exclude_ids=[frozenset(sent.get(s.id, ())) for s in ready],
         )
-    return rows
+        send_empty = self.settings.send_empty_note
+        rows = []
+        for subscriber, matches in zip(ready, results, strict=True):
+            items = [
+                {
+                    "id": m.paper_id,
+                    "score": round(float(m.score), 2),
+                    "matched": list(m.matched),
+                    "snippet_html": m.snippet_html,
+                }
+                for m in matches
+            ]
+            rows.append(
+                {
+                    "subscriber_id": subscriber.id,
+                    "edition": subscriber.edition,
+                    "state": PLANNED if items or send_empty else SKIPPED,
+                    "items": items,
+                }
+            )
+        return rows
 
 
 # Deliver -----------------------------------------------------------------------------------
