@@ -474,8 +474,11 @@ def _send_batch(
 
     pending = list(rows)
     try:
-        # Each acceptance is recorded by one autocommitted UPDATE on a connection the batch keeps.
-        with open_transport(settings) as transport, db.autocommit() as ledger:
+        # Each acceptance is recorded at once by one UPDATE on a connection the batch keeps,
+        # committed without waiting for the disk: only a crash of the database server in the
+        # next ~0.6 s could lose the mark, and the row would then be resent with the same
+        # Message-ID after its lease, as after a crash between the server's accept and the mark.
+        with open_transport(settings) as transport, db.quick_commits() as ledger:
             while pending:
                 if stop is not None and stop.is_set():
                     break

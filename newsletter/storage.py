@@ -492,7 +492,7 @@ def mark_sent(
 ) -> bool:
     """Record an accepted message; False if the row was no longer this sender's claim.
 
-    Pass a Connection in autocommit mode (Database.autocommit) to make it one round trip.
+    Pass a Connection in autocommit mode (Database.quick_commits) to make it one round trip.
     """
     params = {"row": delivery_id, "at": now, "mid": message_id}
     if isinstance(connection, Session):

@@ -201,3 +201,24 @@ def test_plan_then_concurrent_delivers_send_each_digest_once(backend_db, smtp_se
     assert len(recipients) == 60 and set(recipients.values()) == {1}
     with backend_db.session() as session:
         assert set(session.scalars(select(Delivery.state))) == {SENT}
+
+
+SYNCHRONOUS_COMMIT = "SELECT setting, source FROM pg_settings WHERE name = 'synchronous_commit'"
+
+
+def test_sent_marks_commit_at_once_without_leaking_their_setting(backend_db):
+    """Marks go through their own autocommit connections; the ordinary ones stay durable."""
+    ids = add_planned(backend_db, 2)
+    with backend_db.session() as session:
+        storage.claim_deliveries(session, ids, NOW, 60)
+    with backend_db.quick_commits() as ledger:
+        assert storage.mark_sent(ledger, ids[0], "<m@x>", NOW)
+        if backend_db.engine.dialect.name == "postgresql":
+            assert ledger.exec_driver_sql(SYNCHRONOUS_COMMIT).one() == ("off", "client")
+        # Committed already: another connection sees it before this one is closed.
+        with backend_db.session() as session:
+            assert session.get(Delivery, ids[0]).state == SENT
+    if backend_db.engine.dialect.name == "postgresql":
+        for _ in range(6):  # every pooled connection of the main engine: the server's setting
+            with backend_db.session() as session:
+                assert session.execute(text(SYNCHRONOUS_COMMIT)).one()[1] != "client"
