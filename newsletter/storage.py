@@ -389,9 +389,14 @@ def _claimable(now: datetime) -> Any:
     )
 
 
-def due_delivery_ids(session: Session, now: datetime, limit: int | None = None) -> list[int]:
-    """Ledger rows ready to be sent now: planned, retry that is due, or an expired lease."""
-    query = select(Delivery.id).where(_claimable(now)).order_by(Delivery.id)
+def due_delivery_ids(
+    session: Session, now: datetime, limit: int | None = None, after: int = 0
+) -> list[int]:
+    """Ledger rows ready to be sent now: planned, retry that is due, or an expired lease.
+
+    `after` skips the ids up to it (rows already handed out), using the primary key.
+    """
+    query = select(Delivery.id).where(_claimable(now), Delivery.id > after).order_by(Delivery.id)
     if limit:
         query = query.limit(limit)
     return list(session.scalars(query))

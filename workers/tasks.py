@@ -79,16 +79,21 @@ def plan_editions() -> dict[str, int]:
     """
     queued: set[int] = set()
     batches = [0]
+    last = [0]  # the highest id queued by a chunk: each chunk reads only the rows after it
 
-    def fan_out(_written: int = 0) -> None:
+    def fan_out(_written: int = 0, *, everything: bool = False) -> None:
         with database().session() as session:
-            due = storage.due_delivery_ids(session, storage.utcnow())
+            due = storage.due_delivery_ids(
+                session, storage.utcnow(), after=0 if everything else last[0]
+            )
         fresh = [i for i in due if i not in queued]
         batches[0] += enqueue_deliveries(fresh)
         queued.update(fresh)
+        if due:
+            last[0] = max(last[0], due[-1])  # ordered by id
 
     report = pipeline.plan(database(), worker_settings(), progress=fan_out)
-    fan_out()
+    fan_out(everything=True)
     return {
         "due": report.due,
         "planned": report.planned,
