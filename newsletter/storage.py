@@ -341,37 +341,23 @@ def create_deliveries(session: Session, rows: Sequence[dict[str, Any]], now: dat
     """
     if not rows:
         return 0
-    paper_ids = [[item["id"] for item in row["items"]] for row in rows]
-    scores = [row["items"][0]["score"] if row["items"] else None for row in rows]
-    if session.get_bind().dialect.name == "postgresql":
-        document = json.dumps(
-            [
-                {
-                    "subscriber_id": row["subscriber_id"],
-                    "edition": row["edition"].isoformat(),
-                    "state": row["state"],
-                    "items": row["items"],
-                    "paper_ids": ids,
-                    "top_score": score,
-                }
-                for row, ids, score in zip(rows, paper_ids, scores, strict=True)
-            ]
-        )
-        result = session.execute(_PLAN_ROWS_POSTGRES, {"now": now, "rows": document})
-        return int(result.rowcount)  # type: ignore[attr-defined]
     values = [
         {
             "subscriber_id": row["subscriber_id"],
             "edition": row["edition"],
             "state": row["state"],
             "items": row["items"],
-            "paper_ids": ids,
-            "top_score": score,
-            "attempts": 0,
-            "created_at": now,
+            "paper_ids": [item["id"] for item in row["items"]],
+            "top_score": row["items"][0]["score"] if row["items"] else None,
         }
-        for row, ids, score in zip(rows, paper_ids, scores, strict=True)
+        for row in rows
     ]
+    if session.get_bind().dialect.name == "postgresql":
+        document = json.dumps(values, default=date.isoformat)  # editions are the only dates
+        result = session.execute(_PLAN_ROWS_POSTGRES, {"now": now, "rows": document})
+        return int(result.rowcount)  # type: ignore[attr-defined]
+    for value in values:
+        value.update(attempts=0, created_at=now)
     statement = _insert(session, Delivery).on_conflict_do_nothing(
         index_elements=["subscriber_id", "edition"]
     )
