@@ -25,6 +25,7 @@ from typing import Any, Protocol, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import dkim
+import idna
 
 from newsletter.config import Settings
 from newsletter.render import Email
@@ -71,7 +72,14 @@ class TransientSendError(SendError):
 
 
 class PermanentSendError(SendError):
-    """The server refused this recipient or this message for good (a 5xx reply)."""
+    """The server refused this recipient or this message for good (a 5xx reply).
+
+    Stage "address" means the address cannot travel over this relay at all (a non-ASCII
+    local part and no SMTPUTF8): a limit of the relay, not a sign the address is bad.
+    """
+
+
+NO_SMTPUTF8 = "the mail server does not accept internationalized addresses (no SMTPUTF8)"
 
 
 def _reply_error(code: int, reply: bytes | str, stage: str) -> SendError:
@@ -168,6 +176,30 @@ def _make_policy() -> email_policy.EmailPolicy:
 
 
 POLICY = _make_policy()  # CRLF line ends, as SMTP and DKIM want
+# RFC 6532 headers (an address like zoë@example.org written as UTF-8, not as encoded words,
+# which no mail client reads as an address): only for a message that travels by SMTPUTF8.
+UTF8_POLICY = POLICY.clone(utf8=True)
+
+
+def ascii_domain(address: str) -> str:
+    """The address with a non-ASCII domain in its IDNA form: user@bücher.example becomes
+    user@xn--bcher-kva.example, which any relay carries without SMTPUTF8.
+
+    An address whose domain has no IDNA form is returned unchanged.
+    """
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        # IDNA 2008 with the UTS 46 mapping: the rules email-validator checked at sign-up.
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except idna.IDNAError:
+        return address
+
+
+def needs_smtputf8(*addresses: str) -> bool:
+    """Whether these envelope addresses (domains already IDNA-encoded) need SMTPUTF8."""
+    return not all(address.isascii() for address in addresses)
 
 
 def message_id_for(delivery_id: int, edition: date, domain: str) -> str:
@@ -262,7 +294,7 @@ def build_message(
     message["Message-ID"] = message_id
     message["Date"] = format_datetime(date or datetime.now(UTC))
     message["From"] = sender
-    message["To"] = recipient
+    message["To"] = _ascii_recipient(recipient)
     message["Subject"] = email.subject
     if bulk:
         if not unsubscribe_url or not list_id:
@@ -277,6 +309,12 @@ def build_message(
     message.attach(_text_part(email.text, "plain"))
     message.attach(_html_part(email.html))
     return message
+
+
+def _ascii_recipient(recipient: str) -> str:
+    # An IDN domain in its xn-- form: the header then stays ASCII, as any relay wants it.
+    address = _address(recipient)
+    return recipient.replace(address, ascii_domain(address)) if address else recipient
 
 
 # DKIM --------------------------------------------------------------------------------------
@@ -325,10 +363,15 @@ class _Generator(BytesGenerator):
 _NEWLINE = re.compile(r"\r\n|\r|\n")  # what the stock generator splits lines on
 
 
-def serialize(message: EmailMessage, signer: DkimSigner | None = None) -> bytes:
-    """The bytes put on the wire: CRLF line ends, DKIM-signed when a signer is given."""
+def serialize(
+    message: EmailMessage, signer: DkimSigner | None = None, *, utf8: bool = False
+) -> bytes:
+    """The bytes put on the wire: CRLF line ends, DKIM-signed when a signer is given.
+
+    With `utf8` (a message sent by SMTPUTF8) non-ASCII addresses are written as UTF-8.
+    """
     buffer = BytesIO()
-    _Generator(buffer, mangle_from_=False, policy=POLICY).flatten(message)
+    _Generator(buffer, mangle_from_=False, policy=UTF8_POLICY if utf8 else POLICY).flatten(message)
     data = buffer.getvalue()
     return signer.sign(data) if signer else data
 
@@ -345,11 +388,12 @@ def _address(value: object) -> str:
 
 
 def _envelope(message: EmailMessage) -> tuple[str, str]:
+    """MAIL FROM and RCPT TO addresses, their domains in IDNA form."""
     raw = {name.lower(): value for name, value in message.raw_items() if name in ("From", "To")}
     sender, recipient = _address(raw.get("from", "")), _address(raw.get("to", ""))
     if not sender or not recipient:
         raise ValueError("a message needs From and To addresses")
-    return sender, recipient
+    return ascii_domain(sender), ascii_domain(recipient)
 
 
 # Transports --------------------------------------------------------------------------------
@@ -502,7 +546,8 @@ class SMTPTransport:
             # The server could not be reached again in this batch: fail fast, retry later.
             raise self._down
         sender, recipient = _envelope(message)
-        data = serialize(message, self.signer)
+        utf8 = needs_smtputf8(sender, recipient)
+        data = serialize(message, self.signer, utf8=utf8)
         self._pace()
         for attempt in (1, 2):
             if self._smtp is None:
@@ -512,24 +557,42 @@ class SMTPTransport:
                     self._down = exc
                     raise
             assert self._smtp is not None
+            if utf8 and not self._smtp.has_extn("smtputf8"):
+                # It can never go through this relay: fail it at once (no bounce, see stage).
+                raise PermanentSendError(None, NO_SMTPUTF8, stage="address")
             try:
-                return self._transaction(self._smtp, sender, recipient, data)
+                return self._transaction(self._smtp, sender, recipient, data, utf8)
             except _IdleDrop as drop:
                 self._discard()
                 if attempt == 2:
                     raise TransientSendError(drop.code, drop.text, stage="mail") from None
+            except SendError:
+                raise
+            except (smtplib.SMTPException, OSError, UnicodeError, ValueError) as exc:
+                # Something smtplib did not expect: whatever state the connection is in, the
+                # next message starts on a fresh one, and this one is retried later.
+                self._discard()
+                problem = f"{type(exc).__name__}: {exc}"
+                raise TransientSendError(None, problem, stage="mail") from exc
         raise AssertionError("unreachable")
 
-    def _transaction(self, smtp: smtplib.SMTP, sender: str, recipient: str, data: bytes) -> str:
+    def _transaction(
+        self, smtp: smtplib.SMTP, sender: str, recipient: str, data: bytes, utf8: bool
+    ) -> str:
+        # RFC 6531: SMTPUTF8 on MAIL FROM, then the addresses travel as UTF-8. smtplib keeps
+        # the encoding until RSET, so it is set for every transaction.
+        smtp.command_encoding = "utf-8" if utf8 else "ascii"
+        options = " SMTPUTF8" if utf8 else ""
         # With PIPELINING (RFC 2920) MAIL, RCPT and DATA go out in one write: two round trips
         # a message instead of four.
         pipelined = "pipelining" in smtp.esmtp_features and _plain_address(sender, recipient)
         try:
             if pipelined:
-                smtp.send(f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode())
+                commands = f"MAIL FROM:<{sender}>{options}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n"
+                smtp.send(commands.encode("utf-8"))
                 mail = smtp.getreply()
             else:
-                mail = _command(smtp, "mail", "FROM", sender)
+                mail = _command(smtp, "mail", "FROM", sender, options)
         except smtplib.SMTPServerDisconnected as exc:
             raise _IdleDrop(None, str(exc)) from None
         if mail[0] == 421:  # the server is closing this connection, not refusing the message
@@ -602,15 +665,18 @@ def _check_pipelined(smtp: smtplib.SMTP, mail: Reply, rcpt: Reply, data: Reply) 
 
 
 def _plain_address(*addresses: str) -> bool:
-    return all(a.isascii() and _SAFE_ADDRESS.fullmatch(a) for a in addresses)
+    # Non-ASCII is plain too: it only reaches here with SMTPUTF8 (see SMTPTransport.send).
+    return all(_SAFE_ADDRESS.fullmatch(a) for a in addresses)
 
 
-def _command(smtp: smtplib.SMTP, verb: str, keyword: str, address: str) -> Reply:
+def _command(smtp: smtplib.SMTP, verb: str, keyword: str, address: str, options: str = "") -> Reply:
     """MAIL FROM or RCPT TO. smtplib's own re-parses the address each time (~40 µs)."""
     if _plain_address(address):
-        smtp.putcmd(verb, f"{keyword}:<{address}>")
+        smtp.putcmd(verb, f"{keyword}:<{address}>{options}")
         return smtp.getreply()
-    return smtp.mail(address) if verb == "mail" else smtp.rcpt(address)
+    if verb == "mail":
+        return smtp.mail(address, options.split())
+    return smtp.rcpt(address)
 
 
 _SAFE_ADDRESS = re.compile(r"[^<>\s]+@[^<>\s]+")
@@ -697,11 +763,11 @@ class OutboxTransport:
 
     def send(self, message: EmailMessage) -> str:
         """Write the message atomically and return its path."""
-        _envelope(message)
+        utf8 = needs_smtputf8(*_envelope(message))
         path = self.path_for(message)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            temporary.write_bytes(serialize(message, self.signer))
+            temporary.write_bytes(serialize(message, self.signer, utf8=utf8))
             os.replace(temporary, path)
         except OSError as exc:
             temporary.unlink(missing_ok=True)

@@ -361,7 +361,7 @@ def _load_editions(
     """The edition caches of these rows, holding every paper they show (read only if new)."""
     editions = {row.edition: _edition_cache(settings, row.edition) for row in rows}
     for edition, cache in editions.items():
-        wanted = {i["id"] for r in rows if r.edition == edition for i in r.items}
+        wanted = {i for r in rows if r.edition == edition for i in _paper_ids(r.items)}
         missing = wanted - cache.papers.keys()
         if missing:
             cache.papers.update(storage.papers_by_id(session, missing))
@@ -370,6 +370,17 @@ def _load_editions(
                 session, settings.paper_window_days, settings.trending_size + 50, now
             )
     return editions
+
+
+def _paper_ids(items: Any) -> list[str]:
+    # A malformed stored item is skipped here; rendering its row fails, and only that row.
+    if not isinstance(items, list):
+        return []
+    return [i["id"] for i in items if isinstance(i, dict) and isinstance(i.get("id"), str)]
+
+
+class RenderError(Exception):
+    """A digest could not be rendered (e.g. its stored items are malformed)."""
 
 
 class _Digests:
@@ -385,7 +396,15 @@ class _Digests:
     def message(
         self, row: storage.ClaimedDelivery, papers: dict[str, Paper], trending: list[Paper]
     ) -> EmailMessage:
+        """The digest of one ledger row; raises RenderError whatever went wrong."""
+        try:
+            return self._message(row, papers, trending)
+        except Exception as exc:
+            raise RenderError(f"cannot render the digest: {type(exc).__name__}: {exc}") from exc
 
+    def _message(
+        self, row: storage.ClaimedDelivery, papers: dict[str, Paper], trending: list[Paper]
+    ) -> EmailMessage:
         items = [
             DigestItem(
                 paper=papers[item["id"]],
@@ -484,10 +503,10 @@ def _send_batch(
                     break
                 row = pending[0]
                 edition = editions[row.edition]
-                message = digests.message(row, edition.papers, edition.trending or [])
                 try:
+                    message = digests.message(row, edition.papers, edition.trending or [])
                     result = transport.send(message)
-                except (PermanentSendError, TransientSendError) as exc:
+                except Exception as exc:  # whatever went wrong, it went wrong for this row only
                     _record_failure(db, settings, row, exc, report)
                 else:
                     storage.mark_sent(ledger, row.id, message["Message-ID"], storage.utcnow())
@@ -522,19 +541,26 @@ def _record_failure(
     db: Database,
     settings: Settings,
     row: storage.ClaimedDelivery,
-    exc: SendError,
+    exc: Exception,
     report: DeliverReport,
 ) -> None:
-    """A 5xx fails the delivery; anything else retries with backoff until max_attempts."""
+    """A 5xx fails the delivery; anything else retries with backoff until max_attempts.
 
-    error = str(exc)
+    Any exception is recorded, not only a SendError: a row that cannot be rendered, or that
+    trips up the mail library, must not stop the rows after it.
+    """
+
+    error = _describe(exc)
     permanent = isinstance(exc, PermanentSendError)
+    # Only a refused recipient says the address is bad; a 5xx at DATA rejects content, and an
+    # address the relay cannot carry (stage "address") is the relay's limit.
+    bounced = isinstance(exc, PermanentSendError) and exc.stage == "rcpt"
     with db.session() as session:
         if permanent or row.attempts >= settings.max_attempts:
             storage.mark_failed(session, row.id, error)
             report.failed += 1
-            # Only a refused recipient says the address is bad; a 5xx at DATA rejects content.
-            if permanent and exc.stage == "rcpt":
+            outcome = "failed"
+            if bounced:
                 storage.record_send_outcome(
                     session,
                     row.subscriber_id,
@@ -545,7 +571,29 @@ def _record_failure(
             retry_at = storage.utcnow() + _retry_delay(settings, row.attempts)
             storage.mark_retry(session, row.id, error, retry_at)
             report.retry += 1
-    log.info("deliver %d to %s: %s", row.id, row.email, error)
+            outcome = "will retry"
+    # One line with the row's context; a traceback only at debug level, or 100,000 rows
+    # failing the same way would bury everything else in the log.
+    level = logging.INFO if isinstance(exc, SendError) else logging.WARNING
+    log.log(
+        level,
+        "deliver %d to %s (attempt %d, %s): %s",
+        row.id,
+        row.email,
+        row.attempts,
+        outcome,
+        error,
+    )
+    log.debug("deliver %d: traceback", row.id, exc_info=exc)
+
+
+MAX_ERROR_CHARS = 1000
+
+
+def _describe(exc: Exception) -> str:
+    """The error text kept on the row: one line, bounded, naming the exception if not ours."""
+    text = str(exc) if isinstance(exc, (SendError, RenderError)) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:MAX_ERROR_CHARS]
 
 
 # Previews and dry runs ---------------------------------------------------------------------
