@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
 import time
 from datetime import date
@@ -246,3 +248,83 @@ def test_tls_connections_starttls_and_implicit(smtp_tls_server, renderer, papers
     with pytest.raises(TransientSendError) as raised, SMTPTransport(smtp_tls_server.strict_url):
         pass
     assert raised.value.stage == "connect" and "certificate" in raised.value.message.lower()
+
+
+# Internationalized addresses ---------------------------------------------------------------
+
+ZOE = "zoë@example.org"
+
+
+def offering_smtputf8(server, offered: bool):
+    """Restart the fault-injecting server on its port, with or without SMTPUTF8."""
+    from aiosmtpd.controller import Controller
+
+    server.controller.stop()
+    controller = Controller(server, hostname="127.0.0.1", port=server.port, enable_SMTPUTF8=offered)
+    controller.start()
+    return controller
+
+
+@pytest.fixture
+def smtputf8_server(server):
+    """The server (with and without PIPELINING) offering SMTPUTF8 (RFC 6531)."""
+    controller = offering_smtputf8(server, True)
+    yield server
+    controller.stop()
+
+
+@pytest.fixture
+def ascii_server(server):
+    """The server (with and without PIPELINING) not offering SMTPUTF8, as many relays."""
+    controller = offering_smtputf8(server, False)
+    yield server
+    controller.stop()
+
+
+def test_a_non_ascii_address_travels_by_smtputf8_signed(
+    smtputf8_server, renderer, papers, dkim_key
+):
+    private, record = dkim_key
+    signer = DkimSigner("mail", "x.org", private.read_bytes())
+    with SMTPTransport(smtputf8_server.url, signer=signer) as transport:
+        transport.send(digest_message(renderer, papers, 1, ZOE))
+        transport.send(digest_message(renderer, papers, 2))  # plain again on the same connection
+    assert transport.connections == 1
+    first, second = smtputf8_server.envelopes
+    assert first.rcpt_tos == [ZOE] and "SMTPUTF8" in first.mail_options
+    assert second.rcpt_tos == ["reader2@example.net"] and "SMTPUTF8" not in second.mail_options
+    assert f"\r\nTo: {ZOE}\r\n".encode() in smtputf8_server.raw[0]  # RFC 6532, not =?utf-8?
+    # The stock parser reads bytes as ASCII; a UTF-8 reader sees the address as it was.
+    parsed = email.message_from_string(smtputf8_server.raw[0].decode(), policy=email.policy.default)
+    assert parsed["To"].addresses[0].addr_spec == ZOE
+    assert smtputf8_server.raw[1].isascii()
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        return record
+
+    assert dkim.verify(smtputf8_server.raw[0], dnsfunc=dns)
+
+
+def test_without_smtputf8_a_non_ascii_address_fails_at_once_and_the_batch_goes_on(
+    ascii_server, renderer, papers
+):
+    server = ascii_server
+    with SMTPTransport(server.url) as transport:
+        with pytest.raises(PermanentSendError) as refused:
+            transport.send(digest_message(renderer, papers, 1, ZOE))
+        transport.send(digest_message(renderer, papers, 2))
+    assert refused.value.stage == "address"  # not "rcpt": the address is not to blame
+    assert "does not accept internationalized addresses (no SMTPUTF8)" in str(refused.value)
+    assert server.message_ids() == ["<digest.20260612.2@x.org>"]
+    assert transport.connections == 1
+
+
+def test_an_idn_domain_goes_as_xn_and_needs_no_smtputf8(ascii_server, renderer, papers):
+    server = ascii_server
+    with SMTPTransport(server.url) as transport:
+        transport.send(digest_message(renderer, papers, 1, "user@bücher.example"))
+    (envelope,) = server.envelopes
+    assert envelope.rcpt_tos == ["user@xn--bcher-kva.example"]
+    assert "SMTPUTF8" not in envelope.mail_options
+    assert server.messages[0]["To"] == "user@xn--bcher-kva.example"
+    assert server.raw[0].isascii()

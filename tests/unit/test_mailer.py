@@ -7,6 +7,7 @@ import email.policy
 import html
 import re
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import dkim
 import pytest
@@ -20,8 +21,10 @@ from newsletter.mailer import (
     SmtpConfig,
     SMTPTransport,
     TransientSendError,
+    ascii_domain,
     build_message,
     message_id_for,
+    needs_smtputf8,
     open_transport,
     sender_domain,
     serialize,
@@ -263,3 +266,45 @@ def test_send_errors_carry_code_message_and_stage():
     assert str(TransientSendError(None, "connection refused", stage="connect")) == (
         "connection refused"
     )
+
+
+# Internationalized addresses -----------------------------------------------------------------
+
+
+def utf8_parse(data: bytes):
+    # The stock bytes parser reads headers as ASCII; a UTF-8 (RFC 6532) reader decodes first.
+    return email.message_from_string(data.decode("utf-8"), policy=email.policy.default)
+
+
+def test_an_idn_domain_takes_its_xn_form_and_a_non_ascii_local_part_needs_smtputf8():
+    assert ascii_domain("user@bücher.example") == "user@xn--bcher-kva.example"
+    assert ascii_domain("zoë@bücher.example") == "zoë@xn--bcher-kva.example"
+    assert ascii_domain("reader@example.net") == "reader@example.net"
+    assert ascii_domain("user@exa mple.\u00fc") == "user@exa mple.\u00fc"  # no IDNA form
+    assert not needs_smtputf8("digest@x.org", "user@xn--bcher-kva.example")
+    assert needs_smtputf8("digest@x.org", "zoë@example.org")
+
+
+def test_an_idn_recipient_header_stays_ascii():
+    data = serialize(message(recipient="user@bücher.example"))
+    assert raw_header(data, "To") == "user@xn--bcher-kva.example"
+    assert data.isascii()
+
+
+def test_a_non_ascii_address_is_written_as_utf8_never_as_encoded_words():
+    data = serialize(message(recipient="zoë@example.org"), utf8=True)
+    assert raw_header(data, "To") == "zoë@example.org"  # RFC 6532 UTF-8, no =?utf-8?q?zo...
+    received = utf8_parse(data)
+    assert received["To"].addresses[0].addr_spec == "zoë@example.org"
+    assert received.get_body(("plain",)).get_content().replace("\r\n", "\n") == TEXT
+
+
+def test_the_outbox_writes_a_non_ascii_address_as_utf8(tmp_path):
+    with OutboxTransport(tmp_path / "outbox") as outbox:
+        path = outbox.send(message(recipient="zoë@example.org"))
+        idn = outbox.send(message(recipient="user@bücher.example", message_id="<idn@x.org>"))
+    data = Path(path).read_bytes()
+    assert raw_header(data, "To") == "zoë@example.org"
+    assert utf8_parse(data)["To"].addresses[0].addr_spec == "zoë@example.org"
+    assert raw_header(Path(idn).read_bytes(), "To") == "user@xn--bcher-kva.example"
+    assert Path(idn).read_bytes().isascii()
