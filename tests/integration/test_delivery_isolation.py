@@ -98,8 +98,9 @@ def servers() -> Iterator[Servers]:
 
 
 @pytest.fixture
-def make_service(tmp_path):
-    """A migrated database with the recorded day, these subscribers due now, and a plan."""
+def make_service(tmp_path, database_url):
+    """A migrated database (SQLite, then PostgreSQL) with the recorded day, these subscribers
+    due now, and a plan."""
     made: list[Database] = []
 
     def make(emails: list[str], smtp_url: str, **overrides):
@@ -108,6 +109,7 @@ def make_service(tmp_path):
             "secret_key": "test-secret",
             "sources": "hf_daily",
             "smtp_url": smtp_url,
+            "database_url": database_url,
             "retry_base_seconds": 60,
             **overrides,
         }
