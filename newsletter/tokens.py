@@ -1,15 +1,21 @@
-"""Signed, purpose-bound links: confirm, manage and unsubscribe."""
+"""Signed, purpose-bound links: confirm, manage, unsubscribe and resubscribe."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Literal
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from newsletter.config import Settings
 
-Purpose = Literal["confirm", "manage", "unsubscribe"]
-PURPOSES: tuple[Purpose, ...] = ("confirm", "manage", "unsubscribe")
+Purpose = Literal["confirm", "manage", "unsubscribe", "resubscribe"]
+PURPOSES: tuple[Purpose, ...] = ("confirm", "manage", "unsubscribe", "resubscribe")
+
+# 16 random bytes: a key is never guessed and never issued twice, unlike a row id.
+LINK_KEY_BYTES = 16
+# Links that only ever appear on a page the person has just seen, or in a mail they asked for.
+SHORT_LIVED: frozenset[Purpose] = frozenset({"confirm", "resubscribe"})
 
 
 class TokenError(Exception):
@@ -20,24 +26,30 @@ class TokenError(Exception):
         self.expired = expired
 
 
+def new_link_key() -> str:
+    """A fresh random link key (url-safe text); every subscriber row gets its own."""
+    return secrets.token_urlsafe(LINK_KEY_BYTES)
+
+
 def _serializer(settings: Settings, purpose: Purpose) -> URLSafeTimedSerializer:
     # The purpose is the salt: a manage token never opens the unsubscribe page and so on.
     assert settings.secret_key, "load_settings() always sets a secret key"
     return URLSafeTimedSerializer(settings.secret_key, salt=f"newsletter.{purpose}")
 
 
-def make_token(settings: Settings, purpose: Purpose, subscriber_id: int, version: int) -> str:
-    """Sign (subscriber id, token version) for one purpose."""
-    return str(_serializer(settings, purpose).dumps([subscriber_id, version]))
+def make_token(settings: Settings, purpose: Purpose, subscriber_id: int, link_key: str) -> str:
+    """Sign (subscriber id, link key) for one purpose."""
+    return str(_serializer(settings, purpose).dumps([subscriber_id, link_key]))
 
 
-def read_token(settings: Settings, purpose: Purpose, token: str) -> tuple[int, int]:
-    """Return (subscriber id, token version) or raise TokenError.
+def read_token(settings: Settings, purpose: Purpose, token: str) -> tuple[int, str]:
+    """Return (subscriber id, link key) or raise TokenError.
 
-    Confirmation links expire after `confirm_hours`; manage and unsubscribe links last until
-    the subscriber's token version changes, so an old digest's unsubscribe link still works.
+    Confirmation and resubscribe links expire after `confirm_hours`; manage and unsubscribe
+    links last as long as the subscriber's link key, so an old digest's unsubscribe link still
+    works until the subscriber unsubscribes, comes back, or is deleted.
     """
-    max_age = settings.confirm_hours * 3600 if purpose == "confirm" else None
+    max_age = settings.confirm_hours * 3600 if purpose in SHORT_LIVED else None
     try:
         payload = _serializer(settings, purpose).loads(token, max_age=max_age)
     except SignatureExpired:
@@ -47,12 +59,14 @@ def read_token(settings: Settings, purpose: Purpose, token: str) -> tuple[int, i
     if (
         not isinstance(payload, list)
         or len(payload) != 2
-        or not all(isinstance(value, int) for value in payload)
+        or type(payload[0]) is not int
+        or not isinstance(payload[1], str)
+        or not payload[1]
     ):
         raise TokenError("This link is not valid.")
     return payload[0], payload[1]
 
 
-def link(settings: Settings, purpose: Purpose, subscriber_id: int, version: int) -> str:
+def link(settings: Settings, purpose: Purpose, subscriber_id: int, link_key: str) -> str:
     """The absolute URL of a signed link."""
-    return f"{settings.base_url}/{purpose}/{make_token(settings, purpose, subscriber_id, version)}"
+    return f"{settings.base_url}/{purpose}/{make_token(settings, purpose, subscriber_id, link_key)}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+
 from sqlalchemy.orm import Session
 
 from newsletter import storage, tokens
@@ -38,10 +40,14 @@ def expired() -> LinkError:
 
 
 def revoked() -> LinkError:
+    # The same answer whatever the reason (an unsubscribe, a new sign-up, a deleted
+    # subscription): the page must not tell a stranger anything about the address.
     return LinkError(
         410,
         "This link is no longer valid",
-        "It has been replaced by a newer link. Use the link from your most recent email.",
+        "Links stop working once you unsubscribe, when you subscribe again (your new emails "
+        "carry new links) and when a subscription is removed. If you unsubscribed, nothing more "
+        "will be sent. Use the links in your most recent email, or sign up again on the home page.",
     )
 
 
@@ -50,15 +56,17 @@ def subscriber_for(
 ) -> Subscriber:
     """The subscriber a link was made for, or LinkError; nothing is changed either way."""
     try:
-        subscriber_id, version = tokens.read_token(settings, purpose, token)
+        subscriber_id, key = tokens.read_token(settings, purpose, token)
     except TokenError as exc:
         raise (expired() if exc.expired else forged()) from None
     subscriber = storage.subscriber_by_id(session, subscriber_id)
-    if subscriber is None or subscriber.token_version != version:
+    # The id only finds the row; the key proves the link was made for this row's owner since
+    # their last unsubscribe or return (a deleted row's id may belong to someone else now).
+    if subscriber is None or not hmac.compare_digest(subscriber.link_key, key):
         raise revoked()
     return subscriber
 
 
 def token_for(settings: Settings, purpose: Purpose, subscriber: Subscriber) -> str:
-    """A fresh signed token of `purpose` for the subscriber's current token version."""
-    return tokens.make_token(settings, purpose, subscriber.id, subscriber.token_version)
+    """A fresh signed token of `purpose` for the subscriber's current link key."""
+    return tokens.make_token(settings, purpose, subscriber.id, subscriber.link_key)

@@ -1,0 +1,93 @@
+"""Links die with what they were made for: a deleted row, an unsubscribe, a fresh sign-up."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import delete
+
+from newsletter.models import ACTIVE, Delivery, Subscriber
+
+ONE_CLICK = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def _between(html: str, start: str) -> str:
+    return start + html.split(start, 1)[1].split('"', 1)[0]
+
+
+def _join(w, outbox, email: str, keywords: str, ip: str) -> tuple[int, str, str]:
+    """Sign up on the page and confirm from the mail, as a person would.
+
+    Returns the id and the manage and unsubscribe paths the "subscribed" page shows.
+    """
+    with w.new_client(ip) as browser:
+        w.signup(email, client=browser, keywords=keywords)
+        message = [m for m in outbox() if m["To"] == email][-1]
+        page = w.post_form(w.confirm_path(message), client=browser)
+    assert page.status_code == 200 and "You are subscribed" in page.text
+    subscriber = w.by_email(email)
+    assert subscriber is not None and subscriber.state == ACTIVE
+    return subscriber.id, _between(page.text, "/manage/"), _between(page.text, "/unsubscribe/")
+
+
+def _delete_row(db, subscriber_id: int) -> None:
+    # However an operator deletes a subscriber (the CLI, a SQL shell), the row is gone.
+    with db.session() as session:
+        session.execute(delete(Delivery).where(Delivery.subscriber_id == subscriber_id))
+        session.execute(delete(Subscriber).where(Subscriber.id == subscriber_id))
+
+
+def _unchanged(w, subscriber_id: int, email: str, keywords: str) -> None:
+    row = w.get(subscriber_id)
+    assert (row.state, row.email, row.keywords) == (ACTIVE, email, keywords)
+    assert row.unsubscribed_at is None
+
+
+def test_a_deleted_subscribers_links_do_not_reach_whoever_gets_their_id(w, outbox):
+    old_id, old_manage, old_unsubscribe = _join(
+        w, outbox, "ada@example.org", "diffusion", "192.0.2.1"
+    )
+    _delete_row(w.db, old_id)
+    new_id, new_manage, _ = _join(w, outbox, "eve@example.org", "label noise", "192.0.2.2")
+    assert new_id == old_id  # SQLite gives the highest rowid again: the case that matters
+
+    manage = w.client.get(old_manage)
+    assert manage.status_code == 410 and "eve@example.org" not in manage.text
+    assert "no longer valid" in manage.text
+    page = w.client.get(old_unsubscribe)
+    assert page.status_code == 410 and "eve@example.org" not in page.text
+    with w.new_client("192.0.2.55") as mail_client:  # the RFC 8058 one-click POST
+        click = mail_client.post(
+            old_unsubscribe, content=b"List-Unsubscribe=One-Click", headers=ONE_CLICK
+        )
+    assert click.status_code == 410 and "eve@example.org" not in click.text
+    form = w.client.post(old_manage, data={"keywords": "medical"})
+    assert form.status_code in (403, 410)
+    _unchanged(w, new_id, "eve@example.org", "label noise")
+    assert w.client.get(new_manage).status_code == 200  # the new person's own link works
+
+
+def test_an_unsubscribe_link_works_once_and_coming_back_revokes_the_old_links(w, outbox):
+    sid, manage, unsubscribe = _join(w, outbox, "ada@example.org", "diffusion", "192.0.2.3")
+    with w.new_client("192.0.2.55") as mail_client:
+        first = mail_client.post(
+            unsubscribe, content=b"List-Unsubscribe=One-Click", headers=ONE_CLICK
+        )
+    assert first.status_code == 200 and "You are unsubscribed" in first.text
+    unsubscribed_at = w.get(sid).unsubscribed_at
+    assert unsubscribed_at is not None
+    # The same link, and the manage link of the same digests, no longer work.
+    assert w.client.get(unsubscribe).status_code == 410
+    assert w.client.post(unsubscribe).status_code == 410
+    assert w.client.get(manage).status_code == 410
+    assert w.get(sid).unsubscribed_at == unsubscribed_at
+
+    w.travel(timedelta(minutes=5))  # a fresh confirmation is mailed at most every 2 minutes
+    again, new_manage, new_unsubscribe = _join(w, outbox, "ada@example.org", "gans", "192.0.2.4")
+    assert again == sid
+    for old in (manage, unsubscribe):
+        assert w.client.get(old).status_code == 410
+    assert w.client.post(unsubscribe).status_code == 410
+    _unchanged(w, sid, "ada@example.org", "gans")
+    assert w.client.get(new_manage).status_code == 200
+    assert w.client.get(new_unsubscribe).status_code == 200
