@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -18,12 +20,34 @@ LINK_KEY_BYTES = 16
 SHORT_LIVED: frozenset[Purpose] = frozenset({"confirm", "resubscribe"})
 
 
-class TokenError(Exception):
-    """A link that is forged, for another purpose, or expired (`expired` tells which)."""
+# Links signed before link keys carried [id, token version]; those already in mailboxes are
+# honoured for a while under stricter rules (newsletter.web.links), then refused for good.
+LEGACY_LINK_DAYS = 60
+# The prefix of the keys migration 0004 gave existing rows ("~" is never in new keys): while a
+# row keeps that key, its links of before the migration may still be honoured.
+LEGACY_KEY_PREFIX = "~"
 
-    def __init__(self, message: str, *, expired: bool = False) -> None:
+
+@dataclass(frozen=True, slots=True)
+class LegacyLink:
+    """A validly signed link of before link keys: for `subscriber_id`, signed at `signed_at`."""
+
+    subscriber_id: int
+    signed_at: datetime
+
+
+class TokenError(Exception):
+    """A link that is forged, for another purpose, or expired (`expired` tells which).
+
+    `legacy` is set for a validly signed link of the old [id, version] form.
+    """
+
+    def __init__(
+        self, message: str, *, expired: bool = False, legacy: LegacyLink | None = None
+    ) -> None:
         super().__init__(message)
         self.expired = expired
+        self.legacy = legacy
 
 
 def new_link_key() -> str:
@@ -51,11 +75,16 @@ def read_token(settings: Settings, purpose: Purpose, token: str) -> tuple[int, s
     """
     max_age = settings.confirm_hours * 3600 if purpose in SHORT_LIVED else None
     try:
-        payload = _serializer(settings, purpose).loads(token, max_age=max_age)
+        payload, signed_at = _serializer(settings, purpose).loads(
+            token, max_age=max_age, return_timestamp=True
+        )
     except SignatureExpired:
         raise TokenError("This link has expired.", expired=True) from None
     except BadSignature:
         raise TokenError("This link is not valid.") from None
+    if _is_legacy(payload) and purpose != "resubscribe":
+        legacy = LegacyLink(payload[0], signed_at.astimezone(UTC).replace(tzinfo=None))
+        raise TokenError("This link is of an older kind.", legacy=legacy)
     if (
         not isinstance(payload, list)
         or len(payload) != 2
@@ -65,6 +94,14 @@ def read_token(settings: Settings, purpose: Purpose, token: str) -> tuple[int, s
     ):
         raise TokenError("This link is not valid.")
     return payload[0], payload[1]
+
+
+def _is_legacy(payload: object) -> bool:
+    return (
+        isinstance(payload, list)
+        and len(payload) == 2
+        and all(type(value) is int for value in payload)
+    )
 
 
 def link(settings: Settings, purpose: Purpose, subscriber_id: int, link_key: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
@@ -58,11 +59,34 @@ def subscriber_for(
     try:
         subscriber_id, key = tokens.read_token(settings, purpose, token)
     except TokenError as exc:
+        if exc.legacy is not None:
+            return _legacy_subscriber(session, exc.legacy, now=storage.utcnow())
         raise (expired() if exc.expired else forged()) from None
     subscriber = storage.subscriber_by_id(session, subscriber_id)
     # The id only finds the row; the key proves the link was made for this row's owner since
     # their last unsubscribe or return (a deleted row's id may belong to someone else now).
     if subscriber is None or not hmac.compare_digest(subscriber.link_key, key):
+        raise revoked()
+    return subscriber
+
+
+def _legacy_subscriber(session: Session, link: tokens.LegacyLink, *, now: datetime) -> Subscriber:
+    """The subscriber of a link signed before link keys, if it can only have been theirs.
+
+    Such links carried the row id and a version that never changed, so they are honoured only
+    while the row keeps the key the migration gave it (no unsubscribe or return since), only
+    if signed since the row's latest sign-up, confirmation or unsubscribe (a deleted row's
+    links were signed before its id was given again), and for LEGACY_LINK_DAYS at most.
+    """
+    if now - link.signed_at > timedelta(days=tokens.LEGACY_LINK_DAYS):
+        raise revoked()
+    subscriber = storage.subscriber_by_id(session, link.subscriber_id)
+    if subscriber is None or not subscriber.link_key.startswith(tokens.LEGACY_KEY_PREFIX):
+        raise revoked()
+    events = (subscriber.created_at, subscriber.confirmed_at, subscriber.unsubscribed_at)
+    latest = max(moment for moment in events if moment is not None)
+    # Signing times are whole seconds; the row's times are not.
+    if link.signed_at < latest.replace(microsecond=0):
         raise revoked()
     return subscriber
 

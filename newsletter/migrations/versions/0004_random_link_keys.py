@@ -39,7 +39,9 @@ def upgrade() -> None:
             subscribers.update()
             .where(subscribers.c.id == sa.bindparam("row"))
             .values(link_key=sa.bindparam("key")),
-            [{"row": row, "key": secrets.token_urlsafe(16)} for row in ids],
+            # "~" marks a key given here: the links mailed before it may still be honoured
+            # for a while (newsletter.web.links), until the key changes.
+            [{"row": row, "key": "~" + secrets.token_urlsafe(16)} for row in ids],
         )
     if postgresql:
         op.alter_column("subscribers", "link_key", server_default=None)

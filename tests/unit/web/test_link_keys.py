@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import delete
 
-from newsletter.models import ACTIVE, Delivery, Subscriber
+from newsletter import pipeline, storage, tokens
+from newsletter.models import ACTIVE, UNSUBSCRIBED, Delivery, Subscriber
 
 ONE_CLICK = {"content-type": "application/x-www-form-urlencoded"}
 
@@ -91,3 +95,97 @@ def test_an_unsubscribe_link_works_once_and_coming_back_revokes_the_old_links(w,
     _unchanged(w, sid, "ada@example.org", "gans")
     assert w.client.get(new_manage).status_code == 200
     assert w.client.get(new_unsubscribe).status_code == 200
+
+
+def _links(message) -> dict[str, str]:
+    """The manage and unsubscribe paths of a digest: in the text, the HTML and the headers."""
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    found = {}
+    for purpose in ("manage", "unsubscribe"):
+        [url] = set(re.findall(rf"https?://[^\s<>\"]+/{purpose}/[A-Za-z0-9_.\-]+", text))
+        path = urlsplit(url).path
+        assert path in html
+        found[purpose] = path
+    header = re.search(r"<(http[^>]+/unsubscribe/[^>]+)>", message["List-Unsubscribe"]).group(1)
+    assert urlsplit(header).path == found["unsubscribe"]
+    return found
+
+
+def test_every_digest_link_carries_the_subscribers_key(w, outbox, web_papers):
+    sid = w.add("ada@example.org", keywords="language models, agents")
+    planned = pipeline.plan(w.db, w.settings, edition=storage.utcnow().date())
+    assert planned.planned == 1
+    assert pipeline.deliver(w.db, w.settings).sent == 1
+    [digest] = outbox()
+    links = _links(digest)
+    previewed = _links(pipeline.preview(w.db, w.settings, "ada@example.org"))
+    key = w.get(sid).link_key
+    for path in (*links.values(), *previewed.values()):
+        purpose, token = path.strip("/").split("/")
+        assert tokens.read_token(w.settings, purpose, token) == (sid, key)
+
+    assert w.client.get(links["manage"]).status_code == 200
+    with w.new_client("192.0.2.55") as mail_client:
+        click = mail_client.post(
+            links["unsubscribe"], content=b"List-Unsubscribe=One-Click", headers=ONE_CLICK
+        )
+    assert click.status_code == 200 and w.get(sid).state == UNSUBSCRIBED
+    for path in links.values():
+        assert w.client.get(path).status_code == 410
+
+
+def _legacy_token(w, purpose: str, subscriber_id: int, signed_at: datetime) -> str:
+    """A link as the code before link keys signed it: [id, token version 1]."""
+
+    class At(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(signed_at.replace(tzinfo=UTC).timestamp())
+
+    serializer = URLSafeTimedSerializer(
+        w.settings.secret_key, salt=f"newsletter.{purpose}", signer=At
+    )
+    return str(serializer.dumps([subscriber_id, 1]))
+
+
+def _migrated(w, subscriber_id: int, created_at: datetime) -> None:
+    """The row as migration 0004 leaves a subscriber of before: a "~" key."""
+    with w.db.session() as session:
+        subscriber = storage.subscriber_by_id(session, subscriber_id)
+        subscriber.link_key = "~" + tokens.new_link_key()
+        subscriber.created_at = subscriber.confirmed_at = created_at
+
+
+def test_links_mailed_before_link_keys_work_until_the_key_changes(w):
+    sid = w.add("ada@example.org")
+    now = storage.utcnow()
+    _migrated(w, sid, now - timedelta(days=20))
+    manage = f"/manage/{_legacy_token(w, 'manage', sid, now - timedelta(days=10))}"
+    unsubscribe = f"/unsubscribe/{_legacy_token(w, 'unsubscribe', sid, now - timedelta(days=10))}"
+    assert w.client.get(manage).status_code == 200
+    assert w.client.get(unsubscribe).status_code == 200
+    with w.new_client("192.0.2.55") as mail_client:
+        click = mail_client.post(
+            unsubscribe, content=b"List-Unsubscribe=One-Click", headers=ONE_CLICK
+        )
+    assert click.status_code == 200 and w.get(sid).state == UNSUBSCRIBED
+    assert not w.get(sid).link_key.startswith("~")
+    for path in (manage, unsubscribe):
+        assert w.client.get(path).status_code == 410
+
+
+def test_links_mailed_before_link_keys_never_reach_a_later_holder_of_the_id(w):
+    sid = w.add("eve@example.org")
+    now = storage.utcnow()
+    _migrated(w, sid, now - timedelta(days=5))  # the row holding the id since 5 days
+    for days in (6, 61):  # the deleted holder's link; one past LEGACY_LINK_DAYS
+        for purpose in ("manage", "unsubscribe"):
+            token = _legacy_token(w, purpose, sid, now - timedelta(days=days))
+            assert w.client.get(f"/{purpose}/{token}").status_code == 410
+            if purpose == "unsubscribe":
+                assert w.client.post(f"/unsubscribe/{token}").status_code == 410
+    _unchanged(w, sid, "eve@example.org", "diffusion")
+    # A new row (no "~" key) honours no old link at all.
+    other = w.add("bob@example.org")
+    token = _legacy_token(w, "manage", other, storage.utcnow())
+    assert w.client.get(f"/manage/{token}").status_code == 410
