@@ -17,13 +17,14 @@ from newsletter.web.links import revoked, subscriber_for, token_for
 
 router = APIRouter()
 
-ONE_CLICK_BODY = b"List-Unsubscribe=One-Click"
+# RFC 8058: `List-Unsubscribe=One-Click`, urlencoded or as a multipart field.
+ONE_CLICK_MARK = b"One-Click"
 
 
 async def _is_one_click(request: Request) -> bool:
     # The raw body, not a parsed form: a mail client's body that does not parse as a form
     # must still unsubscribe.
-    return ONE_CLICK_BODY in await request.body()
+    return ONE_CLICK_MARK in await request.body()
 
 
 OneClick = Annotated[bool, Depends(_is_one_click)]

@@ -80,11 +80,24 @@ def test_the_page_offers_to_subscribe_again_with_a_link_that_works(w, active):
     assert again.status_code == 410
 
 
-def test_the_one_click_answer_carries_no_way_back(w, active):
+MULTIPART = (
+    b'--b\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\nOne-Click\r\n--b--\r\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"List-Unsubscribe=One-Click", "application/x-www-form-urlencoded"),
+        (MULTIPART, "multipart/form-data; boundary=b"),
+    ],
+    ids=["urlencoded", "multipart"],
+)
+def test_the_one_click_answer_carries_no_way_back(w, active, body, content_type):
     # A mail client reads that answer, not a person: it gets no link that acts for them.
     with w.new_client("192.0.2.55") as mail_client:
         page = mail_client.post(
-            w.path("unsubscribe", active), content=b"List-Unsubscribe=One-Click", headers=ONE_CLICK
+            w.path("unsubscribe", active), content=body, headers={"content-type": content_type}
         )
     assert page.status_code == 200 and "You are unsubscribed" in page.text
     assert RESUBSCRIBE.search(page.text) is None and "/resubscribe/" not in page.text
