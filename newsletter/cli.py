@@ -309,6 +309,33 @@ def unsubscribe(email: str) -> None:
 
 
 @app.command()
+def delete(
+    email: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a subscriber and their delivery history for good; their links stop working."""
+    from newsletter import storage, subscriptions
+
+    with database() as db:
+        try:
+            address = subscriptions.normalize_email(email)
+        except subscriptions.SubscriptionError as exc:
+            raise fail(exc.message) from None
+        with db.session() as session:
+            if storage.subscriber_by_email(session, address) is None:
+                raise fail(f"no subscriber {address}")
+        if not yes and not typer.confirm(f"Delete {address} and their delivery history?"):
+            raise fail("nothing deleted", code=1)
+        with db.session() as session:
+            # Looked up again: the answer to the question may have taken a while.
+            subscriber = storage.subscriber_by_email(session, address)
+            if subscriber is None:
+                raise fail(f"no subscriber {address}")
+            rows = subscriptions.delete(session, subscriber)
+    console.print(f"{address} is deleted, with {rows} delivery record(s)")
+
+
+@app.command()
 def status() -> None:
     """What happened: subscribers, papers, deliveries and the last source runs."""
     from newsletter import storage

@@ -20,6 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from newsletter.tokens import new_link_key
+
 
 class Base(DeclarativeBase):
     pass
@@ -58,8 +60,10 @@ class Subscriber(Base):
     send_hour: Mapped[int] = mapped_column(Integer, default=7)
     digest_size: Mapped[int] = mapped_column(Integer, default=10)
     show_trending: Mapped[bool] = mapped_column(Boolean, default=True)
-    # Bumped to revoke every signed link issued before.
-    token_version: Mapped[int] = mapped_column(Integer, default=1)
+    # Carried in every signed link and compared with it: a new key (on unsubscribe and on
+    # coming back) revokes every link issued before, and a deleted row's links die with it even
+    # when SQLite gives its id to the next sign-up.
+    link_key: Mapped[str] = mapped_column(String(32), unique=True, index=True, default=new_link_key)
     hard_failures: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     confirmed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

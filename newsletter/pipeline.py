@@ -419,14 +419,14 @@ class _Digests:
         ]
         listed = {item.paper.id for item in items}
         extra = [p for p in trending if p.id not in listed][: self.settings.trending_size]
-        unsubscribe_url = link(self.settings, "unsubscribe", row.subscriber_id, row.token_version)
+        unsubscribe_url = link(self.settings, "unsubscribe", row.subscriber_id, row.link_key)
         email = self.renderer(row.edition).render_digest(
             email=row.email,
             keywords_text=row.keywords,
             items=items,
             trending=extra if row.show_trending else [],
             unsubscribe_url=unsubscribe_url,
-            manage_url=link(self.settings, "manage", row.subscriber_id, row.token_version),
+            manage_url=link(self.settings, "manage", row.subscriber_id, row.link_key),
         )
         return build_message(
             email,
@@ -622,7 +622,7 @@ def render_planned(
             email=subscriber.email,
             keywords=subscriber.keywords,
             show_trending=subscriber.show_trending,
-            token_version=subscriber.token_version,
+            link_key=subscriber.link_key,
         )
         messages.append(digests.message(claimed, papers, trending))
     return messages

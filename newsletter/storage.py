@@ -434,7 +434,7 @@ class ClaimedDelivery:
     email: str
     keywords: str
     show_trending: bool
-    token_version: int
+    link_key: str
     hard_failures: int = 0
 
 
@@ -449,7 +449,7 @@ def load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedDelivery]:
             Subscriber.email,
             Subscriber.keywords,
             Subscriber.show_trending,
-            Subscriber.token_version,
+            Subscriber.link_key,
             Subscriber.hard_failures,
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
@@ -525,6 +525,17 @@ def cancel_for_subscriber(session: Session, subscriber_id: int) -> None:
             Delivery.subscriber_id == subscriber_id, Delivery.state.in_((PLANNED, RETRY))
         )
     )
+
+
+def delete_subscriber(session: Session, subscriber_id: int) -> int:
+    """Remove a subscriber and every ledger row of theirs; returns how many rows went with them.
+
+    The ledger rows are deleted first and explicitly: the foreign key's cascade is not relied
+    on (SQLite enforces it only where the connection turned foreign keys on).
+    """
+    ledger = session.execute(delete(Delivery).where(Delivery.subscriber_id == subscriber_id))
+    session.execute(delete(Subscriber).where(Subscriber.id == subscriber_id))
+    return int(getattr(ledger, "rowcount", 0) or 0)
 
 
 def delivery_counts(session: Session, editions: int = 5) -> list[tuple[date, str, int]]:

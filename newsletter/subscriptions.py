@@ -1,4 +1,4 @@
-"""Subscriber lifecycle shared by the web pages and the CLI: sign up, confirm, unsubscribe."""
+"""Subscriber lifecycle for the web pages and the CLI: sign up, confirm, unsubscribe, delete."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from newsletter import storage
 from newsletter.config import Settings
 from newsletter.models import ACTIVE, PAUSED, PENDING, UNSUBSCRIBED, Subscriber
+from newsletter.tokens import new_link_key
 
 
 class SubscriptionError(ValueError):
@@ -110,8 +111,14 @@ def subscribe(
 
 
 def confirm(session: Session, subscriber: Subscriber, now: datetime) -> None:
-    """Activate a pending, unsubscribed or bouncing subscriber who confirmed; harmless if active."""
+    """Activate a pending, unsubscribed or bouncing subscriber who confirmed; harmless if active.
+
+    Someone coming back after unsubscribing gets a new link key: the links of the mails and
+    pages they saw before (the confirmation they just used included) no longer work.
+    """
     if subscriber.state not in (ACTIVE, PAUSED):
+        if subscriber.state == UNSUBSCRIBED:
+            subscriber.link_key = new_link_key()
         subscriber.state = ACTIVE
         subscriber.confirmed_at = now
         subscriber.unsubscribed_at = None
@@ -120,12 +127,28 @@ def confirm(session: Session, subscriber: Subscriber, now: datetime) -> None:
 
 
 def unsubscribe(session: Session, subscriber: Subscriber, now: datetime) -> None:
-    """Stop all mail at once; repeating it changes nothing."""
+    """Stop all mail at once and revoke every link issued so far; repeating it changes nothing.
+
+    The new key is in no mail: only a page shown right now (the "subscribe again" button) or a
+    confirmation mailed later carries it.
+    """
     if subscriber.state != UNSUBSCRIBED:
         subscriber.state = UNSUBSCRIBED
         subscriber.unsubscribed_at = now
+        subscriber.link_key = new_link_key()
         storage.cancel_for_subscriber(session, subscriber.id)
     session.flush()
+
+
+def delete(session: Session, subscriber: Subscriber) -> int:
+    """Remove the subscriber and their ledger rows (operator only); returns the ledger rows.
+
+    Their links die with the row: a later sign-up may get the same id on SQLite, never the
+    same link key.
+    """
+    session.flush()
+    session.expunge(subscriber)
+    return storage.delete_subscriber(session, subscriber.id)
 
 
 def pause(session: Session, subscriber: Subscriber) -> None:

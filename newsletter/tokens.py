@@ -1,23 +1,58 @@
-"""Signed, purpose-bound links: confirm, manage and unsubscribe."""
+"""Signed, purpose-bound links: confirm, manage, unsubscribe and resubscribe."""
 
 from __future__ import annotations
 
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from newsletter.config import Settings
 
-Purpose = Literal["confirm", "manage", "unsubscribe"]
-PURPOSES: tuple[Purpose, ...] = ("confirm", "manage", "unsubscribe")
+Purpose = Literal["confirm", "manage", "unsubscribe", "resubscribe"]
+PURPOSES: tuple[Purpose, ...] = ("confirm", "manage", "unsubscribe", "resubscribe")
+
+# 16 random bytes: a key is never guessed and never issued twice, unlike a row id.
+LINK_KEY_BYTES = 16
+# Links that only ever appear on a page the person has just seen, or in a mail they asked for.
+SHORT_LIVED: frozenset[Purpose] = frozenset({"confirm", "resubscribe"})
+
+
+# Links signed before link keys carried [id, token version]; those already in mailboxes are
+# honoured for a while under stricter rules (newsletter.web.links), then refused for good.
+LEGACY_LINK_DAYS = 60
+# The prefix of the keys migration 0004 gave existing rows ("~" is never in new keys): while a
+# row keeps that key, its links of before the migration may still be honoured.
+LEGACY_KEY_PREFIX = "~"
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyLink:
+    """A validly signed link of before link keys: for `subscriber_id`, signed at `signed_at`."""
+
+    subscriber_id: int
+    signed_at: datetime
 
 
 class TokenError(Exception):
-    """A link that is forged, for another purpose, or expired (`expired` tells which)."""
+    """A link that is forged, for another purpose, or expired (`expired` tells which).
 
-    def __init__(self, message: str, *, expired: bool = False) -> None:
+    `legacy` is set for a validly signed link of the old [id, version] form.
+    """
+
+    def __init__(
+        self, message: str, *, expired: bool = False, legacy: LegacyLink | None = None
+    ) -> None:
         super().__init__(message)
         self.expired = expired
+        self.legacy = legacy
+
+
+def new_link_key() -> str:
+    """A fresh random link key (url-safe text); every subscriber row gets its own."""
+    return secrets.token_urlsafe(LINK_KEY_BYTES)
 
 
 def _serializer(settings: Settings, purpose: Purpose) -> URLSafeTimedSerializer:
@@ -26,33 +61,49 @@ def _serializer(settings: Settings, purpose: Purpose) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(settings.secret_key, salt=f"newsletter.{purpose}")
 
 
-def make_token(settings: Settings, purpose: Purpose, subscriber_id: int, version: int) -> str:
-    """Sign (subscriber id, token version) for one purpose."""
-    return str(_serializer(settings, purpose).dumps([subscriber_id, version]))
+def make_token(settings: Settings, purpose: Purpose, subscriber_id: int, link_key: str) -> str:
+    """Sign (subscriber id, link key) for one purpose."""
+    return str(_serializer(settings, purpose).dumps([subscriber_id, link_key]))
 
 
-def read_token(settings: Settings, purpose: Purpose, token: str) -> tuple[int, int]:
-    """Return (subscriber id, token version) or raise TokenError.
+def read_token(settings: Settings, purpose: Purpose, token: str) -> tuple[int, str]:
+    """Return (subscriber id, link key) or raise TokenError.
 
-    Confirmation links expire after `confirm_hours`; manage and unsubscribe links last until
-    the subscriber's token version changes, so an old digest's unsubscribe link still works.
+    Confirmation and resubscribe links expire after `confirm_hours`; manage and unsubscribe
+    links last as long as the subscriber's link key, so an old digest's unsubscribe link still
+    works until the subscriber unsubscribes, comes back, or is deleted.
     """
-    max_age = settings.confirm_hours * 3600 if purpose == "confirm" else None
+    max_age = settings.confirm_hours * 3600 if purpose in SHORT_LIVED else None
     try:
-        payload = _serializer(settings, purpose).loads(token, max_age=max_age)
+        payload, signed_at = _serializer(settings, purpose).loads(
+            token, max_age=max_age, return_timestamp=True
+        )
     except SignatureExpired:
         raise TokenError("This link has expired.", expired=True) from None
     except BadSignature:
         raise TokenError("This link is not valid.") from None
+    if _is_legacy(payload) and purpose != "resubscribe":
+        legacy = LegacyLink(payload[0], signed_at.astimezone(UTC).replace(tzinfo=None))
+        raise TokenError("This link is of an older kind.", legacy=legacy)
     if (
         not isinstance(payload, list)
         or len(payload) != 2
-        or not all(isinstance(value, int) for value in payload)
+        or type(payload[0]) is not int
+        or not isinstance(payload[1], str)
+        or not payload[1]
     ):
         raise TokenError("This link is not valid.")
     return payload[0], payload[1]
 
 
-def link(settings: Settings, purpose: Purpose, subscriber_id: int, version: int) -> str:
+def _is_legacy(payload: object) -> bool:
+    return (
+        isinstance(payload, list)
+        and len(payload) == 2
+        and all(type(value) is int for value in payload)
+    )
+
+
+def link(settings: Settings, purpose: Purpose, subscriber_id: int, link_key: str) -> str:
     """The absolute URL of a signed link."""
-    return f"{settings.base_url}/{purpose}/{make_token(settings, purpose, subscriber_id, version)}"
+    return f"{settings.base_url}/{purpose}/{make_token(settings, purpose, subscriber_id, link_key)}"

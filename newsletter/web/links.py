@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
+from datetime import datetime, timedelta
+
 from sqlalchemy.orm import Session
 
 from newsletter import storage, tokens
@@ -38,10 +41,14 @@ def expired() -> LinkError:
 
 
 def revoked() -> LinkError:
+    # The same answer whatever the reason (an unsubscribe, a new sign-up, a deleted
+    # subscription): the page must not tell a stranger anything about the address.
     return LinkError(
         410,
         "This link is no longer valid",
-        "It has been replaced by a newer link. Use the link from your most recent email.",
+        "Links stop working once you unsubscribe, when you subscribe again (your new emails "
+        "carry new links) and when a subscription is removed. If you unsubscribed, nothing more "
+        "will be sent. Use the links in your most recent email, or sign up again on the home page.",
     )
 
 
@@ -50,15 +57,40 @@ def subscriber_for(
 ) -> Subscriber:
     """The subscriber a link was made for, or LinkError; nothing is changed either way."""
     try:
-        subscriber_id, version = tokens.read_token(settings, purpose, token)
+        subscriber_id, key = tokens.read_token(settings, purpose, token)
     except TokenError as exc:
+        if exc.legacy is not None:
+            return _legacy_subscriber(session, exc.legacy, now=storage.utcnow())
         raise (expired() if exc.expired else forged()) from None
     subscriber = storage.subscriber_by_id(session, subscriber_id)
-    if subscriber is None or subscriber.token_version != version:
+    # The id only finds the row; the key proves the link was made for this row's owner since
+    # their last unsubscribe or return (a deleted row's id may belong to someone else now).
+    if subscriber is None or not hmac.compare_digest(subscriber.link_key, key):
+        raise revoked()
+    return subscriber
+
+
+def _legacy_subscriber(session: Session, link: tokens.LegacyLink, *, now: datetime) -> Subscriber:
+    """The subscriber of a link signed before link keys, if it can only have been theirs.
+
+    Such links carried the row id and a version that never changed, so they are honoured only
+    while the row keeps the key the migration gave it (no unsubscribe or return since), only
+    if signed since the row's latest sign-up, confirmation or unsubscribe (a deleted row's
+    links were signed before its id was given again), and for LEGACY_LINK_DAYS at most.
+    """
+    if now - link.signed_at > timedelta(days=tokens.LEGACY_LINK_DAYS):
+        raise revoked()
+    subscriber = storage.subscriber_by_id(session, link.subscriber_id)
+    if subscriber is None or not subscriber.link_key.startswith(tokens.LEGACY_KEY_PREFIX):
+        raise revoked()
+    events = (subscriber.created_at, subscriber.confirmed_at, subscriber.unsubscribed_at)
+    latest = max(moment for moment in events if moment is not None)
+    # Signing times are whole seconds; the row's times are not.
+    if link.signed_at < latest.replace(microsecond=0):
         raise revoked()
     return subscriber
 
 
 def token_for(settings: Settings, purpose: Purpose, subscriber: Subscriber) -> str:
-    """A fresh signed token of `purpose` for the subscriber's current token version."""
-    return tokens.make_token(settings, purpose, subscriber.id, subscriber.token_version)
+    """A fresh signed token of `purpose` for the subscriber's current link key."""
+    return tokens.make_token(settings, purpose, subscriber.id, subscriber.link_key)

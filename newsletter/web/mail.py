@@ -20,7 +20,7 @@ def send_confirmation(
     The link is valid for `confirm_hours`. Raises newsletter.mailer.SendError if the mail was
     not accepted; the stamp is then left as it was. The caller commits the stamp.
     """
-    confirm_url = tokens.link(settings, "confirm", subscriber.id, subscriber.token_version)
+    confirm_url = tokens.link(settings, "confirm", subscriber.id, subscriber.link_key)
     email = render_confirmation(settings, email=subscriber.email, confirm_url=confirm_url)
     message = build_message(
         email,

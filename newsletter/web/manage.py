@@ -70,7 +70,7 @@ def pause(token: str, web: WebDep) -> RedirectResponse:
     "/manage/{token}/resume", response_class=RedirectResponse, dependencies=[Depends(require_csrf)]
 )
 def resume(token: str, web: WebDep) -> RedirectResponse:
-    """Start the digests again, after a pause or an unsubscribe."""
+    """Start the digests again after a pause or bounces (an unsubscribe revokes this link)."""
     with web.db.session() as session:
         subscriber = subscriber_for(session, web.settings, "manage", token)
         subscriptions.resume(session, subscriber, web.clock())

@@ -113,7 +113,6 @@ def seed(db: Database, subscribers: int, papers: int, rng: random.Random) -> Non
             "send_hour": 0,
             "digest_size": 10,
             "show_trending": True,
-            "token_version": 1,
             "hard_failures": 0,
             "created_at": now,
             "confirmed_at": now,

@@ -52,11 +52,11 @@ class WebHelper:
             def get_timestamp(self) -> int:
                 return signed_at
 
-        version = self.get(subscriber_id).token_version
+        key = self.get(subscriber_id).link_key
         serializer = URLSafeTimedSerializer(
             self.settings.secret_key, salt=f"newsletter.{purpose}", signer=PastSigner
         )
-        return str(serializer.dumps([subscriber_id, version]))
+        return str(serializer.dumps([subscriber_id, key]))
 
     def expired_token(self, subscriber_id: int) -> str:
         """A confirmation token signed `confirm_hours` + 1 hours ago."""
@@ -110,7 +110,7 @@ class WebHelper:
 
     def token(self, purpose: str, subscriber_id: int) -> str:
         subscriber = self.get(subscriber_id)
-        return tokens.make_token(self.settings, purpose, subscriber_id, subscriber.token_version)
+        return tokens.make_token(self.settings, purpose, subscriber_id, subscriber.link_key)
 
     def path(self, purpose: str, subscriber_id: int) -> str:
         return f"/{purpose}/{self.token(purpose, subscriber_id)}"
@@ -119,7 +119,7 @@ class WebHelper:
         with self.db.session() as session:
             subscriber = storage.subscriber_by_id(session, subscriber_id)
             assert subscriber is not None
-            subscriber.token_version += 1
+            subscriber.link_key = tokens.new_link_key()
 
     def travel(self, delta: timedelta) -> datetime:
         """Move the app's clock forward by `delta` from now; returns the new time."""

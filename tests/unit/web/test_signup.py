@@ -46,7 +46,7 @@ def test_a_sign_up_makes_a_pending_subscriber_and_mails_a_link(w, outbox):
     assert message["To"] == "ada@example.org"
     assert message["List-Unsubscribe"] is None  # a confirmation is not a list mail
     token = w.confirm_path(message).rsplit("/", 1)[1]
-    assert tokens.read_token(w.settings, "confirm", token) == (subscriber.id, 1)
+    assert tokens.read_token(w.settings, "confirm", token) == (subscriber.id, subscriber.link_key)
 
 
 def test_invalid_input_shows_the_form_again_with_messages_and_values(w, outbox):

@@ -1,7 +1,9 @@
-"""Unsubscribe: the page and its button, RFC 8058 one-click without cookies, resubscribing."""
+"""Unsubscribe: the page and its button, RFC 8058 one-click without cookies, resubscribing;
+the link dies with the unsubscribe."""
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 import pytest
@@ -11,6 +13,7 @@ from newsletter import storage
 from newsletter.models import ACTIVE, PLANNED, UNSUBSCRIBED, Delivery
 
 ONE_CLICK = {"content-type": "application/x-www-form-urlencoded"}
+RESUBSCRIBE = re.compile(r'<form method="post" action="(/resubscribe/[^"]+)">')
 
 
 @pytest.fixture
@@ -38,14 +41,19 @@ def test_one_click_from_a_mail_client(w, active, db):
     assert _planned(db, active) == 0  # nothing already planned is sent after this
 
 
-def test_unsubscribing_again_is_harmless(w, active):
+def test_the_link_works_once_and_a_second_one_click_changes_nothing(w, active):
     path = w.path("unsubscribe", active)
     w.client.post(path, content=b"List-Unsubscribe=One-Click", headers=ONE_CLICK)
-    first = w.get(active).unsubscribed_at
+    first = w.get(active)
     again = w.client.post(path, content=b"List-Unsubscribe=One-Click", headers=ONE_CLICK)
-    assert again.status_code == 200
-    assert w.get(active).unsubscribed_at == first
-    assert "You are unsubscribed" in w.client.get(path).text
+    assert again.status_code == 410 and "no longer valid" in again.text
+    assert w.client.get(path).status_code == 410
+    after = w.get(active)
+    assert (after.state, after.unsubscribed_at, after.link_key) == (
+        UNSUBSCRIBED,
+        first.unsubscribed_at,
+        first.link_key,
+    )
 
 
 def test_the_page_button_works_without_a_body(w, active):
@@ -54,21 +62,66 @@ def test_the_page_button_works_without_a_body(w, active):
     assert w.get(active).state == UNSUBSCRIBED
 
 
-def test_the_page_offers_to_subscribe_again(w, active):
-    path = w.path("unsubscribe", active)
-    page = w.client.post(path)
-    assert f'action="{path}/resubscribe"' in page.text
-    back = w.client.post(f"{path}/resubscribe", data={"csrf_token": w.csrf_token(page.text)})
+def test_the_page_offers_to_subscribe_again_with_a_link_that_works(w, active):
+    page = w.client.post(w.path("unsubscribe", active))
+    action = RESUBSCRIBE.search(page.text).group(1)
+    key_while_away = w.get(active).link_key
+    # Opening it (a reload, a scanner) changes nothing.
+    assert "Subscribe again</button>" in w.client.get(action).text
+    assert w.get(active).state == UNSUBSCRIBED
+    back = w.client.post(action, data={"csrf_token": w.csrf_token(page.text)})
     assert back.status_code == 200 and "Welcome back" in back.text
     subscriber = w.get(active)
     assert subscriber.state == ACTIVE and subscriber.unsubscribed_at is None
+    assert subscriber.link_key != key_while_away  # coming back revokes the way back, too
+    manage = back.text.split('href="/manage/', 1)[1].split('"', 1)[0]
+    assert w.client.get(f"/manage/{manage}").status_code == 200
+    again = w.client.post(action, data={"csrf_token": w.csrf_token(page.text)})
+    assert again.status_code == 410
+
+
+MULTIPART = (
+    b'--b\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\nOne-Click\r\n--b--\r\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"List-Unsubscribe=One-Click", "application/x-www-form-urlencoded"),
+        (MULTIPART, "multipart/form-data; boundary=b"),
+    ],
+    ids=["urlencoded", "multipart"],
+)
+def test_the_one_click_answer_carries_no_way_back(w, active, body, content_type):
+    # A mail client reads that answer, not a person: it gets no link that acts for them.
+    with w.new_client("192.0.2.55") as mail_client:
+        page = mail_client.post(
+            w.path("unsubscribe", active), content=body, headers={"content-type": content_type}
+        )
+    assert page.status_code == 200 and "You are unsubscribed" in page.text
+    assert RESUBSCRIBE.search(page.text) is None and "/resubscribe/" not in page.text
 
 
 def test_subscribing_again_needs_the_csrf_token(w, active):
-    path = w.path("unsubscribe", active)
-    w.client.post(path)
-    assert w.client.post(f"{path}/resubscribe").status_code == 403
+    page = w.client.post(w.path("unsubscribe", active))
+    action = RESUBSCRIBE.search(page.text).group(1)
+    assert w.client.post(action).status_code == 403
     assert w.get(active).state == UNSUBSCRIBED
+
+
+def test_an_expired_way_back_is_refused(w, active):
+    w.client.post(w.path("unsubscribe", active))
+    token = w.old_token("resubscribe", active, hours=w.settings.confirm_hours + 1)
+    page = w.post_form("/", action=f"/resubscribe/{token}")
+    assert page.status_code == 410 and "expired" in page.text
+    assert w.get(active).state == UNSUBSCRIBED
+
+
+def test_a_resubscribe_link_does_not_unsubscribe(w, active):
+    w.client.post(w.path("unsubscribe", active))
+    wrong = f"/unsubscribe/{w.token('resubscribe', active)}"
+    assert w.client.post(wrong).status_code == 400
 
 
 @pytest.mark.parametrize(
