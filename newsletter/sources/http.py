@@ -30,7 +30,8 @@ MAX_BODY_BYTES = 64 * 1024 * 1024  # a daily feed is a few MB at most; refuse an
 MAX_RETRY_AFTER = 60.0  # a server asking for longer is waited on this long, then asked again
 ARXIV_THROTTLE = "arxiv"
 _PAST_DEADLINE = "no complete answer within"
-_ASCII_DIGITS = re.compile(r"[0-9]{1,30}")  # str.isdigit() also accepts "²", int() does not
+_ASCII_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also accepts "²", which int() refuses
+_LONG_NUMBER = 12  # digits; a header number longer than this is beyond any cap we apply
 
 Sleep = Callable[[float], None]
 Clock = Callable[[], float]
@@ -213,7 +214,7 @@ def _deadline_transport(deadlines: _Deadlines) -> httpx.BaseTransport:
 
 
 class _Spacing:
-    """At most one request per `interval` seconds per throttle key, across threads.
+    """Per throttle key, across threads: each request starts `interval` s after the last ended.
 
     The key's lock is held for the whole request, so requests to arXiv also go one at a
     time, as arXiv asks ("one request every three seconds, over one connection").
@@ -240,8 +241,12 @@ class _Spacing:
                 wait = last + self._interval - self._clock()
                 if wait > 0:
                     self._sleep(wait)
-            self._last[key] = self._clock()
-            yield
+            try:
+                yield
+            finally:
+                # Counted from the end of the request: arXiv then sees its requests at least
+                # `interval` apart, however long the last one took to arrive.
+                self._last[key] = self._clock()
 
 
 class SourceClient:
@@ -385,9 +390,10 @@ class SourceClient:
     def _read(
         self, url: str, headers: Mapping[str, str], deadline: float, seconds: float
     ) -> SourceResponse:
+        timeout = httpx.Timeout(seconds, connect=min(seconds, 10.0))
         with (
             self._deadlines.until(deadline, seconds),
-            self._client.stream("GET", url, headers=headers, timeout=seconds) as response,
+            self._client.stream("GET", url, headers=headers, timeout=timeout) as response,
         ):
             _refuse_declared_size(response)
             body = bytearray()
@@ -447,7 +453,9 @@ def _refuse_declared_size(response: httpx.Response) -> None:
     # A body announced as too large is refused before a byte of it is read. (A compressed
     # body may still grow past the cap once decoded: the loop in _send counts decoded bytes.)
     declared = response.headers.get("content-length", "")
-    if _ASCII_DIGITS.fullmatch(declared) and int(declared) > MAX_BODY_BYTES:
+    if _ASCII_DIGITS.fullmatch(declared) and (
+        len(declared) > _LONG_NUMBER or int(declared) > MAX_BODY_BYTES
+    ):
         raise httpx.DecodingError(f"body larger than {MAX_BODY_BYTES} bytes ({declared} declared)")
 
 
@@ -457,7 +465,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         return None
     value = value.strip()
     if _ASCII_DIGITS.fullmatch(value):
-        return float(value)
+        # int() refuses 4,300 digits and float() makes inf of 400: long means "very long".
+        return float(value) if len(value) <= _LONG_NUMBER else float(10**_LONG_NUMBER)
     try:
         when = parsedate_to_datetime(value)
         if when.tzinfo is None:
