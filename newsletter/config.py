@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     arxiv_min_interval: float = Field(3.0, ge=0)
     http_timeout: float = Field(20.0, gt=0)
     http_retries: int = Field(4, ge=0, le=10)
+    source_budget: float = Field(300.0, gt=0)  # seconds one source run may take, retries included
     collect_hours: CommaList = ("1", "5", "13", "21")  # UTC hours to collect; plus hourly catch-up
     paper_window_days: float = Field(2.0, gt=0, le=30)  # how recent a paper must be to be planned
     digest_size: int = Field(10, ge=1, le=50)

@@ -123,44 +123,74 @@ def _collect_one(
     day: date,
     since: date | None,
 ) -> CollectReport:
-
+    """Fetch, parse and store one source; whatever goes wrong becomes its error run."""
     started = storage.utcnow()
     clock = time.monotonic()
     validators.pending.clear()
     try:
-        result = _fetch(client, settings, name, day, since)
-    except SourceError as exc:
-        log.warning("collect %s: %s", name, exc.message)
-        report = CollectReport(name, getattr(exc, "url", "") or "", "error", error=exc.message)
-    else:
+        with client.budget(settings.source_budget):
+            result = _fetch(client, settings, name, day, since)
         report = CollectReport(name, result.url, result.outcome, skipped=result.skipped)
         if result.skipped:
             log.info("collect %s: skipped %d malformed entries", name, result.skipped)
-        papers = result.papers
-    report.seconds = time.monotonic() - clock
-    with db.session() as session:
-        if report.outcome != "error":
-            report.new, report.updated = storage.upsert_papers(session, papers, started)
+        report.seconds = time.monotonic() - clock
+        with db.session() as session:
+            report.new, report.updated = storage.upsert_papers(session, result.papers, started)
             for url, (etag, modified) in validators.pending.items():
                 storage.put_validators(session, url, etag, modified, started)
-        storage.record_source_run(
-            session,
-            source=name,
-            url=report.url,
-            day=day,
-            started_at=started,
-            finished_at=storage.utcnow(),
-            outcome=report.outcome,
-            papers_new=report.new,
-            papers_updated=report.updated,
-            skipped=report.skipped,
-            error=report.error,
+            _record_run(session, report, day, started)
+    except SourceError as exc:
+        # The source's fault (down, slow, malformed): one line, no traceback.
+        log.warning("collect %s: %s", name, exc.message)
+        url = getattr(exc, "url", "") or ""
+        return _record_error(
+            db, CollectReport(name, url, "error", error=exc.message), day, started, clock
         )
-    if report.outcome != "error":
-        log.info(
-            "collect %s: %s, %d new, %d updated", name, report.outcome, report.new, report.updated
+    except Exception as exc:
+        # Ours or a surprise (a parser bug, the database refusing a row): the traceback is
+        # logged for us, the run records one line, and the other sources still run.
+        reason = _one_line(exc)
+        log.exception("collect %s: %s", name, reason)
+        return _record_error(
+            db, CollectReport(name, "", "error", error=reason), day, started, clock
         )
+    log.info("collect %s: %s, %d new, %d updated", name, report.outcome, report.new, report.updated)
     return report
+
+
+def _record_run(session: Any, report: CollectReport, day: date, started: datetime) -> None:
+    storage.record_source_run(
+        session,
+        source=report.source,
+        url=report.url,
+        day=day,
+        started_at=started,
+        finished_at=storage.utcnow(),
+        outcome=report.outcome,
+        papers_new=report.new,
+        papers_updated=report.updated,
+        skipped=report.skipped,
+        error=report.error,
+    )
+
+
+def _record_error(
+    db: Database, report: CollectReport, day: date, started: datetime, clock: float
+) -> CollectReport:
+    """Record a failed run in its own transaction; if even that fails, log it and go on."""
+    report.seconds = time.monotonic() - clock
+    try:
+        with db.session() as session:
+            _record_run(session, report, day, started)
+    except Exception:
+        log.exception("collect %s: the error run could not be recorded", report.source)
+    return report
+
+
+def _one_line(exc: BaseException, limit: int = 500) -> str:
+    """`Type: message` on one line, short enough for a log line and the source_runs row."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def load_papers(db: Database, papers: Iterable[Paper], *, source: str, url: str) -> CollectReport:

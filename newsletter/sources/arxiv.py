@@ -19,6 +19,7 @@ from newsletter.sources.base import (
     SourceError,
     arxiv_id,
     clean_text,
+    count,
     merge_papers,
     outcome_of,
 )
@@ -105,6 +106,10 @@ def _entries(
         except SourceError as exc:
             problems.append(exc.message)
             log.warning("%s: %s %d skipped: %s", SOURCE, kind, index, exc.message)
+            continue
+        except Exception as exc:  # a shape nobody foresaw: still one entry, not the feed
+            problems.append(f"{type(exc).__name__}: {exc}")
+            log.warning("%s: %s %d skipped: %s", SOURCE, kind, index, problems[-1], exc_info=True)
             continue
         if paper is not None:
             papers.append(paper)
@@ -205,8 +210,8 @@ def _parse_atom_page(raw: bytes) -> tuple[ParseResult, int | None]:
         )
     entries = root.findall(f"{ATOM}entry")
     _raise_api_error(entries)
-    total = _child_text(root, f"{OPENSEARCH}totalResults")
-    return _entries(entries, _atom_entry, "entry"), int(total) if total.isdigit() else None
+    total = count(_child_text(root, f"{OPENSEARCH}totalResults"))
+    return _entries(entries, _atom_entry, "entry"), total
 
 
 def _raise_api_error(entries: list[Any]) -> None:

@@ -18,6 +18,7 @@ from newsletter.sources.base import (
     SourceError,
     arxiv_id,
     clean_text,
+    count,
     outcome_of,
 )
 from newsletter.sources.http import HTTPStatusError, SourceClient
@@ -28,6 +29,7 @@ SOURCE = "hf_daily"
 PAPER_URL = "https://huggingface.co/papers/{id}"
 PAGE_TARGET = "DailyPapers"
 API_LIMIT = 100  # more than Hugging Face features on any day; the default page is shorter
+_BEYOND = 10**100  # stands for an integer too long to convert
 
 
 # Parsing ----------------------------------------------------------------------------------
@@ -63,6 +65,9 @@ def parse_entries(entries: Sequence[Any]) -> ParseResult:
         except SourceError as exc:
             problems.append(exc.message)
             log.warning("%s: entry %d skipped: %s", SOURCE, index, exc.message)
+        except Exception as exc:  # a shape nobody foresaw: still one entry, not the day
+            problems.append(f"{type(exc).__name__}: {exc}")
+            log.warning("%s: entry %d skipped: %s", SOURCE, index, problems[-1], exc_info=True)
     if entries and not papers:
         raise SourceError(SOURCE, f"none of the {len(entries)} entries is usable ({problems[0]})")
     return ParseResult(papers, skipped=len(problems))
@@ -90,20 +95,28 @@ def parse_entry(entry: Any) -> Paper:
         authors=_authors(paper.get("authors")),
         published=_day(_str(paper, "submittedOnDailyAt")),
         url=PAPER_URL.format(id=paper_id),
-        upvotes=_count(paper.get("upvotes")) or 0,
+        upvotes=count(paper.get("upvotes")) or 0,
         source=SOURCE,
         keywords=_keywords(paper.get("ai_keywords")),
         ai_summary=clean_text(_str(paper, "ai_summary")) or None,
-        comments=_count(entry.get("numComments")) or 0,
+        comments=count(entry.get("numComments")) or 0,
         github_repo=_web_url(_str(paper, "githubRepo")),
-        github_stars=_count(paper.get("githubStars")),
+        github_stars=count(paper.get("githubStars")),
         project_page=_web_url(_str(paper, "projectPage")),
     )
 
 
+def _big_int(text: str) -> int:
+    # Python refuses to convert integers of more than 4,300 digits, which would fail the whole
+    # document; a number that long is simply beyond any count, and count() clamps it.
+    if len(text) <= 100:
+        return int(text)
+    return -_BEYOND if text.startswith("-") else _BEYOND
+
+
 def _load_json(raw: bytes, where: str) -> Any:
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_int=_big_int)
     except json.JSONDecodeError as exc:
         raise SourceError(SOURCE, where + _json_problem(exc)) from None
     except (ValueError, RecursionError) as exc:  # bad UTF-8, absurd nesting or numbers
@@ -141,13 +154,6 @@ def _page_props(html: bytes) -> str:
 def _str(obj: dict[str, Any], key: str) -> str:
     value = obj.get(key)
     return value if isinstance(value, str) else ""
-
-
-def _count(value: Any) -> int | None:
-    # bool is an int in Python; a flag is not a count.
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
 
 
 def _authors(value: Any) -> list[str]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,6 +17,7 @@ from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 
 from newsletter.config import Settings
@@ -24,7 +27,11 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a daily feed is a few MB at most; refuse anything absurd
+MAX_RETRY_AFTER = 60.0  # a server asking for longer is waited on this long, then asked again
 ARXIV_THROTTLE = "arxiv"
+_PAST_DEADLINE = "no complete answer within"
+_ASCII_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also accepts "²", which int() refuses
+_LONG_NUMBER = 12  # digits; a header number longer than this is beyond any cap we apply
 
 Sleep = Callable[[float], None]
 Clock = Callable[[], float]
@@ -95,8 +102,119 @@ class SourceResponse:
         return self.content.decode("utf-8", errors="replace")
 
 
+class _Deadlines:
+    """The deadline of the request this thread is making, on the real monotonic clock."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    @contextmanager
+    def until(self, deadline: float, seconds: float) -> Iterator[None]:
+        self._local.current = (deadline, seconds)
+        try:
+            yield
+        finally:
+            self._local.current = None
+
+    def bound(self, timeout: float | None, error: type[Exception]) -> float | None:
+        """`timeout` shortened to what is left of the deadline; raise `error` if none is."""
+        current = getattr(self._local, "current", None)
+        if current is None:
+            return timeout
+        deadline, seconds = current
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise error(deadline_message(seconds))
+        return left if timeout is None else min(timeout, left)
+
+
+def deadline_message(seconds: float) -> str:
+    """How a request that outlived its deadline is described."""
+    return f"{_PAST_DEADLINE} {seconds:g}s"
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A socket whose every read and write ends by the request's deadline.
+
+    httpx's timeouts count per socket operation, so a server sending a byte a second never
+    times out; bounding each operation by the time left makes the deadline one for the whole
+    request, headers and body alike.
+    """
+
+    def __init__(self, stream: httpcore.NetworkStream, deadlines: _Deadlines) -> None:
+        self._stream = stream
+        self._deadlines = deadlines
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, self._deadlines.bound(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, self._deadlines.bound(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        bounded = self._deadlines.bound(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(
+            self._stream.start_tls(ssl_context, server_hostname, bounded), self._deadlines
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's network backend with every connection wrapped in a _DeadlineStream."""
+
+    def __init__(self, backend: httpcore.NetworkBackend, deadlines: _Deadlines) -> None:
+        self._backend = backend
+        self._deadlines = deadlines
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        bounded = self._deadlines.bound(timeout, httpcore.ConnectTimeout)
+        stream = self._backend.connect_tcp(host, port, bounded, local_address, socket_options)
+        return _DeadlineStream(stream, self._deadlines)
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        bounded = self._deadlines.bound(timeout, httpcore.ConnectTimeout)
+        stream = self._backend.connect_unix_socket(path, bounded, socket_options)
+        return _DeadlineStream(stream, self._deadlines)
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def _deadline_transport(deadlines: _Deadlines) -> httpx.BaseTransport:
+    """httpx's own transport, its sockets bounded by the request deadline."""
+    transport = httpx.HTTPTransport()
+    # httpx has no public hook for httpcore's network backend; without the attribute (a
+    # future httpx) the body loop in _send still enforces the deadline between chunks.
+    pool = getattr(transport, "_pool", None)
+    backend = getattr(pool, "_network_backend", None)
+    if isinstance(backend, httpcore.NetworkBackend):
+        pool._network_backend = _DeadlineBackend(backend, deadlines)  # type: ignore[union-attr]
+    else:  # pragma: no cover - depends on the httpx version
+        log.warning("httpx without a network backend to wrap: deadlines hold between reads")
+    return transport
+
+
 class _Spacing:
-    """At most one request per `interval` seconds per throttle key, across threads.
+    """Per throttle key, across threads: each request starts `interval` s after the last ended.
 
     The key's lock is held for the whole request, so requests to arXiv also go one at a
     time, as arXiv asks ("one request every three seconds, over one connection").
@@ -123,12 +241,20 @@ class _Spacing:
                 wait = last + self._interval - self._clock()
                 if wait > 0:
                     self._sleep(wait)
-            self._last[key] = self._clock()
-            yield
+            try:
+                yield
+            finally:
+                # Counted from the end of the request: arXiv then sees its requests at least
+                # `interval` apart, however long the last one took to arrive.
+                self._last[key] = self._clock()
 
 
 class SourceClient:
-    """One shared httpx.Client with the manners the paper sources expect."""
+    """One shared httpx.Client with the manners the paper sources expect.
+
+    Every request has one deadline, `settings.http_timeout`, for all of it (connect, headers,
+    body); inside `budget(seconds)` all requests and waits together also end by then.
+    """
 
     def __init__(
         self,
@@ -141,17 +267,21 @@ class SourceClient:
         rng: random.Random | None = None,
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
-        max_retry_after: float = 300.0,
+        max_retry_after: float = MAX_RETRY_AFTER,
     ) -> None:
         self.settings = settings
         self.validators = validators if validators is not None else MemoryValidatorStore()
         self._sleep = sleep
+        self._clock = clock
         self._rng = rng or random.Random()
         self._retries = settings.http_retries
+        self._timeout = settings.http_timeout
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._max_retry_after = max_retry_after
         self._spacing = _Spacing(settings.arxiv_min_interval, clock, sleep)
+        self._deadlines = _Deadlines()
+        self._budget = threading.local()
         self._arxiv_hosts = {
             urlsplit(url).netloc.lower() for url in (settings.arxiv_rss_url, settings.arxiv_api_url)
         }
@@ -161,7 +291,7 @@ class SourceClient:
             headers={"User-Agent": settings.user_agent},
             timeout=timeout,
             follow_redirects=True,
-            transport=transport,
+            transport=transport or _deadline_transport(self._deadlines),
         )
 
     # Context manager ----------------------------------------------------------------------
@@ -180,6 +310,19 @@ class SourceClient:
         """Close the connections."""
         self._client.close()
 
+    @contextmanager
+    def budget(self, seconds: float) -> Iterator[None]:
+        """Within the block, this thread's requests, retries and waits end `seconds` from now.
+
+        A request gets what is left of the budget if that is less than its own deadline; a
+        retry whose wait would pass the budget is not made.
+        """
+        self._budget.current = (self._clock() + seconds, seconds)
+        try:
+            yield
+        finally:
+            self._budget.current = None
+
     # Requests -----------------------------------------------------------------------------
     def get(
         self,
@@ -192,10 +335,11 @@ class SourceClient:
         """GET `url`, retrying transient failures; a 304 comes back with `not_modified` True.
 
         Connection errors, timeouts, 408/425/429 and 5xx are retried `settings.http_retries`
-        times with exponential backoff and jitter, or after the server's Retry-After. Other
-        4xx raise HTTPStatusError at once. The validators of a 200 are not stored here: call
-        `remember(response)` once the body has been parsed, so a body we could not use is
-        fetched again next time instead of answered by a 304.
+        times with exponential backoff and jitter, or after the server's Retry-After (at most
+        `max_retry_after` seconds), while the budget lasts. Other 4xx raise HTTPStatusError at
+        once. The validators of a 200 are not stored here: call `remember(response)` once the
+        body has been parsed, so a body we could not use is fetched again next time instead
+        of answered by a 304.
         """
         full_url = str(httpx.URL(url, params=params)) if params else url
         name = source or urlsplit(full_url).netloc
@@ -203,7 +347,7 @@ class SourceClient:
         attempts = self._retries + 1
         for attempt in range(1, attempts + 1):
             try:
-                response = self._send(full_url, headers)
+                response = self._send(name, full_url, headers)
             except httpx.TransportError as exc:
                 problem = f"{_describe(exc)} from {full_url}"
                 if attempt == attempts:
@@ -219,6 +363,7 @@ class SourceClient:
                     raise HTTPStatusError(name, full_url, response.status_code, response.content)
                 told = self._retry_after(response.headers)
                 delay = self._backoff(attempt) if told is None else told
+            self._check_budget(name, f"{problem}; not retried: a {delay:.0f}s wait", delay)
             # Info: a source that stays down is reported once, by collect(), as a warning.
             log.info("%s: %s; retry %d/%d in %.1fs", name, problem, attempt, attempts - 1, delay)
             self._sleep(delay)
@@ -230,17 +375,47 @@ class SourceClient:
             self.validators.put(response.url, response.etag, response.last_modified)
 
     # Internals ----------------------------------------------------------------------------
-    def _send(self, url: str, headers: Mapping[str, str]) -> SourceResponse:
+    def _send(self, name: str, url: str, headers: Mapping[str, str]) -> SourceResponse:
+        with self._spacing.slot(self._throttle_key(url)):
+            # Measured after the arXiv spacing wait, so the wait never eats the request's time.
+            seconds = min(self._timeout, self._check_budget(name, f"GET {url} not sent"))
+            deadline = time.monotonic() + seconds
+            try:
+                return self._read(url, headers, deadline, seconds)
+            except httpx.TimeoutException as exc:
+                if time.monotonic() < deadline:
+                    raise  # one step (connect, say) timed out on its own, earlier
+                raise httpx.ReadTimeout(deadline_message(seconds)) from exc
+
+    def _read(
+        self, url: str, headers: Mapping[str, str], deadline: float, seconds: float
+    ) -> SourceResponse:
+        timeout = httpx.Timeout(seconds, connect=min(seconds, 10.0))
         with (
-            self._spacing.slot(self._throttle_key(url)),
-            self._client.stream("GET", url, headers=headers) as response,
+            self._deadlines.until(deadline, seconds),
+            self._client.stream("GET", url, headers=headers, timeout=timeout) as response,
         ):
+            _refuse_declared_size(response)
             body = bytearray()
             for chunk in response.iter_bytes():
                 body += chunk
                 if len(body) > MAX_BODY_BYTES:
                     raise httpx.DecodingError(f"body larger than {MAX_BODY_BYTES} bytes")
+                # The sockets keep the deadline; this holds it for any other transport.
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout(deadline_message(seconds))
             return SourceResponse(url, response.status_code, bytes(body), response.headers)
+
+    def _check_budget(self, name: str, problem: str, wait: float = 0.0) -> float:
+        """Seconds left of this thread's budget; SourceError if waiting `wait` would pass it."""
+        current = getattr(self._budget, "current", None)
+        if current is None:
+            return math.inf
+        ends, seconds = current
+        left = ends - self._clock()
+        if wait >= left:
+            raise SourceError(name, f"{problem}: past the {seconds:g}s budget of the source run")
+        return left
 
     def _finish(self, name: str, response: SourceResponse) -> SourceResponse:
         if response.status_code == 304 or 200 <= response.status_code < 300:
@@ -274,23 +449,37 @@ class SourceClient:
         return None if seconds is None else min(seconds, self._max_retry_after)
 
 
+def _refuse_declared_size(response: httpx.Response) -> None:
+    # A body announced as too large is refused before a byte of it is read. (A compressed
+    # body may still grow past the cap once decoded: the loop in _send counts decoded bytes.)
+    declared = response.headers.get("content-length", "")
+    if _ASCII_DIGITS.fullmatch(declared) and (
+        len(declared) > _LONG_NUMBER or int(declared) > MAX_BODY_BYTES
+    ):
+        raise httpx.DecodingError(f"body larger than {MAX_BODY_BYTES} bytes ({declared} declared)")
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if _ASCII_DIGITS.fullmatch(value):
+        # int() refuses 4,300 digits and float() makes inf of 400: long means "very long".
+        return float(value) if len(value) <= _LONG_NUMBER else float(10**_LONG_NUMBER)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _describe(exc: httpx.RequestError) -> str:
+    if str(exc).startswith(_PAST_DEADLINE):
+        return f"timed out ({exc})"
     if isinstance(exc, httpx.TimeoutException):
         return f"timed out ({type(exc).__name__})"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

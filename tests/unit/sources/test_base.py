@@ -9,7 +9,7 @@ import pytest
 
 from newsletter.paper import Paper
 from newsletter.sources import SOURCES, SourceError, arxiv, clean_text, hf_daily, merge_papers
-from newsletter.sources.base import arxiv_id
+from newsletter.sources.base import MAX_COUNT, arxiv_id, count
 
 Read = Callable[[str], bytes]
 
@@ -98,3 +98,30 @@ def test_merge_keeps_one_record_per_id_whatever_the_version() -> None:
 
 def test_merge_of_nothing_is_nothing() -> None:
     assert merge_papers([]) == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (12, 12),
+        (0, 0),
+        (-5, 0),  # a negative count is no count at all
+        (10**20, MAX_COUNT),  # more than the INTEGER column holds
+        (12.0, 12),
+        (12.5, None),
+        (float("nan"), None),
+        (float("inf"), None),
+        (True, None),  # a flag, not a count
+        ("42", 42),
+        (" 42 ", 42),
+        ("9" * 5000, MAX_COUNT),  # past int()'s digit limit, and no need to convert it
+        ("\u00b2", None),  # "²".isdigit() is True, int("²") raises
+        ("\u0663", None),  # Arabic-Indic three
+        ("-3", None),
+        ("", None),
+        (None, None),
+        ([1], None),
+    ],
+)
+def test_count_is_strict_and_clamped(raw: object, expected: int | None) -> None:
+    assert count(raw) == expected

@@ -317,3 +317,13 @@ def test_backfill_stops_at_a_short_page_whatever_the_total_claims(
     body = recorded("arxiv_atom_query.xml")  # says 28946 results, holds 5
     result = arxiv.backfill(client_for(lambda r: httpx.Response(200, content=body)), DAY, DAY)
     assert len(recorder.requests) == 1 and len(result.papers) == 5
+
+
+@pytest.mark.parametrize("total", ["\u00b2", "-1", "many", "9" * 5000])
+def test_backfill_reads_a_total_that_is_no_number_as_unknown(
+    client_for: ClientFor, recorded: Read, recorder: Recorder, total: str
+) -> None:
+    # "²".isdigit() is True yet int("²") raises; an unknown total ends the backfill at this page.
+    body = recorded("arxiv_atom_query.xml").replace(b">28946<", f">{total}<".encode())
+    result = arxiv.backfill(client_for(lambda r: httpx.Response(200, content=body)), DAY, DAY)
+    assert len(recorder.requests) == 1 and len(result.papers) == 5

@@ -230,7 +230,8 @@ def test_unexpected_value_types_fall_back_to_defaults() -> None:
         },
     }
     (paper,) = hf_daily.parse(dump([entry])).papers
-    assert (paper.upvotes, paper.comments, paper.github_stars) == (0, 0, None)
+    # A flag and a word are no counts; a negative count is none at all.
+    assert (paper.upvotes, paper.comments, paper.github_stars) == (0, 0, 0)
     assert paper.github_repo is None and paper.project_page is None
     assert paper.published is None and paper.authors == []
 
@@ -241,3 +242,37 @@ def test_the_page_fixture_is_what_the_builder_makes(recorded: Read) -> None:
     props = re.search(r'data-target="DailyPapers" data-props="([^"]*)"', page)
     assert props is not None
     assert json.loads(html.unescape(props.group(1)))["dailyPapers"] == json.loads(recorded(HF_JSON))
+
+
+def test_counts_are_clamped_to_what_the_database_holds(hf_entries: list[dict[str, Any]]) -> None:
+    hf_entries[0]["paper"].update(githubStars=10**20, upvotes=-7)
+    hf_entries[0]["numComments"] = 2**31
+    hf_entries[1]["paper"]["upvotes"] = 123454321
+    # A number too long for int() (4,300 digits) fails no more than its own field.
+    raw = dump(hf_entries[:2]).replace(b": 123454321", b": " + b"9" * 5000)
+    first, second = hf_daily.parse(raw).papers
+    assert (first.github_stars, first.upvotes, first.comments) == (2**31 - 1, 0, 2**31 - 1)
+    assert second.upvotes == 2**31 - 1
+
+
+def test_nan_and_infinite_counts_are_no_counts() -> None:
+    entry = b'[{"numComments": NaN, "paper": {"id": "2401.00001", "title": "T",'
+    entry += b' "upvotes": Infinity, "githubStars": -Infinity}}]'
+    (paper,) = hf_daily.parse(entry).papers
+    assert (paper.upvotes, paper.comments, paper.github_stars) == (0, 0, None)
+
+
+def test_an_entry_that_breaks_the_parser_is_skipped_not_the_day(
+    hf_entries: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = hf_daily._keywords
+
+    def keywords(value: Any) -> list[str]:
+        if value == ["boom"]:
+            raise TypeError("a shape nobody foresaw")
+        return real(value)
+
+    monkeypatch.setattr(hf_daily, "_keywords", keywords)
+    hf_entries[0]["paper"]["ai_keywords"] = ["boom"]
+    result = hf_daily.parse(dump(hf_entries))
+    assert result.skipped == 1 and len(result.papers) == len(hf_entries) - 1

@@ -299,3 +299,78 @@ def test_the_client_closes_with_its_context(settings: Settings) -> None:
     ) as c:
         c.get(HF)
     assert c._client.is_closed
+
+
+# Limits: one deadline per request, one budget per source run, numbers read strictly ------------
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "\uff11\uff12", "-5", "1.5", "12 s"])
+def test_retry_after_takes_ascii_digits_only(value: str) -> None:
+    # "²".isdigit() is True but float("²") raises: such a header means nothing, not a crash.
+    assert parse_retry_after(value) is None
+
+
+def test_retry_after_of_absurd_length_is_just_long() -> None:
+    assert parse_retry_after("9" * 5000) == 1e12  # int() refuses 4,300 digits; we do not care
+    assert parse_retry_after("Fri, 31 Dec 99999 23:59:59 GMT") is None
+
+
+def test_retry_after_is_capped_at_a_minute_by_default(
+    make_client: Make, fake_time: FakeTime
+) -> None:
+    internet = FakeInternet(
+        httpx.Response(429, headers={"Retry-After": "300"}), httpx.Response(200)
+    )
+    make_client(internet).get(HF)
+    assert fake_time.sleeps == [60.0]
+
+
+def test_a_wait_past_the_budget_is_not_made(make_client: Make, fake_time: FakeTime) -> None:
+    internet = FakeInternet(httpx.Response(503, headers={"Retry-After": "40"}))
+    client = make_client(internet)
+    with client.budget(100.0), pytest.raises(SourceError) as caught:
+        client.get(HF, source="hf_daily")
+    # Two 40 s waits fit in 100 s; a third would end after it, so it is not made.
+    assert fake_time.sleeps == [40.0, 40.0] and len(internet.requests) == 3
+    assert "past the 100s budget of the source run" in caught.value.message
+    assert fake_time.now - 1000.0 <= 100.0
+
+
+def test_a_request_gets_no_more_than_the_budget_left(
+    make_client: Make, fake_time: FakeTime
+) -> None:
+    seen: list[dict[str, float | None]] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        fake_time.now += 15.0  # each answer takes 15 s of the budget
+        return httpx.Response(503, headers={"Retry-After": "1"})
+
+    client = make_client(record)  # type: ignore[arg-type]
+    with client.budget(32.0), pytest.raises(SourceError, match="budget"):
+        client.get(HF)
+    # 20 s each (NEWSLETTER_HTTP_TIMEOUT) while the budget allows, then what is left of it.
+    assert [t["read"] for t in seen] == [20.0, pytest.approx(16.0)]
+
+
+def test_outside_a_budget_retries_are_as_many_as_configured(
+    make_client: Make, fake_time: FakeTime
+) -> None:
+    internet = FakeInternet(httpx.Response(503, headers={"Retry-After": "60"}))
+    with pytest.raises(HTTPStatusError):
+        make_client(internet).get(HF)
+    assert fake_time.sleeps == [60.0, 60.0, 60.0]
+
+
+def test_a_body_declared_too_large_is_refused_before_reading(
+    make_client: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(source_http, "MAX_BODY_BYTES", 10)
+
+    def never_read() -> Iterator[bytes]:
+        raise AssertionError("the body was read")
+        yield b""  # pragma: no cover
+
+    reply = httpx.Response(200, headers={"Content-Length": "1073741824"}, content=never_read())
+    with pytest.raises(SourceError, match=r"larger than 10 bytes \(1073741824 declared\)"):
+        make_client(FakeInternet(reply)).get(HF)
