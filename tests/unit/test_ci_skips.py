@@ -88,3 +88,49 @@ def test_under_ci_a_run_with_everything_installed_passes(project, redis_server):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
+
+
+# --- .ci/run, with apt-get and make replaced by stubs that record how they were called -------
+
+CI_RUN = Path(__file__).resolve().parents[2] / ".ci" / "run"
+
+
+@pytest.fixture
+def stubs(tmp_path: Path) -> Path:
+    """A bin/ of stubs: each appends its arguments (and make its CI variable) to calls.log."""
+    directory = tmp_path / "stubs"
+    directory.mkdir()
+    for name, extra in [
+        ("apt-get", ""),
+        ("debconf-set-selections", "cat >/dev/null\n"),
+        ("id", "echo 0\nexit 0\n"),  # as root: no sudo
+        ("make", 'echo "make CI=$CI" >>"$LOG"\nexit "${MAKE_EXIT:-0}"\n'),
+    ]:
+        stub = directory / name
+        stub.write_text(f'#!/bin/sh\necho "{name} $*" >>"$LOG"\n{extra}')
+        stub.chmod(0o755)
+    return directory
+
+
+def run_ci(stubs: Path, make_exit: int) -> tuple[int, list[str]]:
+    env = {
+        "PATH": f"{stubs}:{os.environ['PATH']}",
+        "LOG": str(stubs.parent / "calls.log"),
+        "MAKE_EXIT": str(make_exit),
+    }
+    result = subprocess.run(["bash", str(CI_RUN)], env=env, capture_output=True, timeout=30)
+    return result.returncode, (stubs.parent / "calls.log").read_text().splitlines()
+
+
+def test_ci_installs_what_a_fresh_debian_lacks_then_tests_with_ci_set(stubs):
+    code, calls = run_ci(stubs, 0)
+    assert code == 0
+    [install] = [c.split() for c in calls if c.startswith("apt-get install")]
+    needed = {"make", "python3-venv", "openssl", "redis-server", "postgresql", "postfix"}
+    assert needed | {"chromium"} <= set(install)
+    assert calls[-1] == "make CI=true"  # the tests run last, with skips turned into failures
+
+
+def test_ci_fails_when_the_tests_fail(stubs):
+    code, calls = run_ci(stubs, 3)
+    assert code != 0 and calls[-1] == "make CI=true"
