@@ -85,9 +85,10 @@ def subscribe(
     """
     address = normalize_email(email)
     profile = validate_keywords(keywords)
-    zone = validate_timezone(timezone or settings.timezone)
+    # Only a missing value takes the default: 0 papers or an empty zone is an error.
+    zone = validate_timezone(settings.timezone if timezone is None else timezone)
     hour = validate_send_hour(settings.send_hour if send_hour is None else send_hour)
-    size = validate_digest_size(digest_size or settings.digest_size)
+    size = validate_digest_size(settings.digest_size if digest_size is None else digest_size)
     subscriber = storage.subscriber_by_email(session, address)
     if subscriber is None:
         subscriber = storage.add_subscriber(

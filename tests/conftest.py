@@ -3,8 +3,70 @@
 from __future__ import annotations
 
 import os
+from typing import NoReturn
 
 import pytest
+
+# --- Missing system packages: a skip on a laptop, a failure in CI -----------------------------
+
+# Every skip for something not installed starts with this, so the end-of-run check finds it.
+MISSING = "missing system package"
+
+
+def in_ci() -> bool:
+    """True when CI=true (or 1/yes) is set, as CI services and .ci/run do."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require_system(component: str, install: str) -> NoReturn:
+    """Skip the test because `component` is not installed; under CI=true fail it instead.
+
+    A green CI must mean the Redis, PostgreSQL, browser and TLS tests really ran.
+    """
+    reason = f"{MISSING}: {component} is not installed ({install})"
+    if in_ci():
+        pytest.fail(f"{reason}; CI=true turns this skip into a failure", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_module(name: str, install: str = "make test installs the dev extras"):
+    """Import and return the Python module `name`, or require_system() it."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        require_system(f"the Python module {name}", install)
+
+
+@pytest.fixture(scope="session")
+def python_module():
+    """require_module() for test modules, which cannot import this conftest."""
+    return require_module
+
+
+def _is_missing_system_skip(report: pytest.TestReport) -> bool:
+    if not report.skipped or not isinstance(report.longrepr, tuple):
+        return False
+    reason = str(report.longrepr[2])
+    # importorskip's own wording, for a skip that did not go through require_module().
+    return MISSING in reason or "could not import" in reason
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI=true, a run with any skip for a missing package fails, however it skipped."""
+    if not in_ci():
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    missing = [r for r in skipped if _is_missing_system_skip(r)]
+    if not missing:
+        return
+    reporter.write_line(
+        f"CI=true: {len(missing)} test(s) skipped for a missing system package", red=True
+    )
+    if exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(autouse=True)
@@ -174,7 +236,7 @@ def redis_server(tmp_path_factory):
     import shutil
 
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        require_system("redis-server", "apt-get install redis-server")
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
     yield server
@@ -307,7 +369,7 @@ class PostgresServer:
 def postgres_server():
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+        require_system("PostgreSQL", "apt-get install postgresql")
     server = PostgresServer(bin_dir)
     server.start()
     yield server
@@ -556,7 +618,7 @@ def dkim_key(tmp_path_factory):
     import subprocess
 
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: it makes the test DKIM key")
+        require_system("openssl, which makes the test DKIM key", "apt-get install openssl")
     directory = tmp_path_factory.mktemp("dkim")
     private = directory / "dkim.pem"
     subprocess.run(
@@ -671,7 +733,7 @@ def smtp_tls_server(request, tmp_path_factory):
     from aiosmtpd.controller import Controller
 
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: it makes the test certificate")
+        require_system("openssl, which makes the test certificate", "apt-get install openssl")
     directory = tmp_path_factory.mktemp("tls")
     key, cert = directory / "key.pem", directory / "cert.pem"
     subprocess.run(
@@ -731,8 +793,8 @@ CHROMIUM_ARGS = [
 def chromium():
     """A launched headless Chromium for the module's tests; skips if it is not installed."""
     if not os.path.exists(CHROMIUM):
-        pytest.skip("needs Debian's chromium: apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright
+        require_system("Debian's chromium", "apt-get install chromium")
+    sync_playwright = require_module("playwright.sync_api").sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -17,8 +17,8 @@ BEAT = ["celery", "-A", "workers.celery_app", "beat", "-S", "redbeat.RedBeatSche
 
 
 @pytest.fixture(scope="module")
-def compose() -> dict:
-    yaml = pytest.importorskip("yaml")
+def compose(python_module) -> dict:
+    yaml = python_module("yaml")
     return yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
 
 

@@ -87,12 +87,21 @@ def test_unknown_pages_and_methods_get_pages(w):
     assert wrong.status_code == 405 and "GET" in wrong.headers["allow"]
 
 
-def test_files_cannot_be_uploaded(w):
+def test_files_cannot_be_uploaded(w, outbox):
     token = w.csrf_token(w.client.get("/").text)
-    response = w.client.post(
-        "/", data={"csrf_token": token}, files={"keywords": ("a.txt", b"diffusion")}
-    )
-    assert response.status_code in (400, 403)
+    # A complete, valid sign-up but for the file beside it: only the upload is at fault.
+    fields = {
+        "csrf_token": token,
+        "email": "x@example.org",
+        "keywords": "diffusion",
+        "send_hour": "7",
+        "timezone": "UTC",
+        "digest_size": "10",
+    }
+    response = w.client.post("/", data=fields, files={"attachment": ("a.txt", b"diffusion")})
+    assert response.status_code == 400
+    assert w.by_email("x@example.org") is None
+    assert outbox() == []
 
 
 def test_health_check(w):
