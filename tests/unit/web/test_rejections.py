@@ -50,7 +50,7 @@ FORMS = {
     "pause": Form(ACTIVE, "manage", "/pause", {}, lambda s: s.state == PAUSED),
     "resume": Form(PAUSED, "manage", "/resume", {}, lambda s: s.state == ACTIVE),
     "subscribe again": Form(
-        UNSUBSCRIBED, "unsubscribe", "/resubscribe", {}, lambda s: s.state == ACTIVE
+        UNSUBSCRIBED, "resubscribe", "", {}, lambda s: s.state == ACTIVE
     ),
 }
 
