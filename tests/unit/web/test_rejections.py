@@ -49,9 +49,7 @@ FORMS = {
     "save settings": Form(ACTIVE, "manage", "", SETTINGS, lambda s: s.digest_size == 5),
     "pause": Form(ACTIVE, "manage", "/pause", {}, lambda s: s.state == PAUSED),
     "resume": Form(PAUSED, "manage", "/resume", {}, lambda s: s.state == ACTIVE),
-    "subscribe again": Form(
-        UNSUBSCRIBED, "resubscribe", "", {}, lambda s: s.state == ACTIVE
-    ),
+    "subscribe again": Form(UNSUBSCRIBED, "resubscribe", "", {}, lambda s: s.state == ACTIVE),
 }
 
 
