@@ -5,49 +5,87 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from newsletter import pipeline
+from newsletter import pipeline, schedule
 from newsletter.config import Settings
 from newsletter.db import Database
 
 log = logging.getLogger(__name__)
 
 
-class EmbeddedScheduler:
-    """Collect on a schedule; plan and deliver every few minutes for whoever is due.
+def trigger(job: schedule.Job) -> CronTrigger | IntervalTrigger:
+    """A neutral time as APScheduler understands it (UTC)."""
+    if isinstance(job.when, schedule.Every):
+        return IntervalTrigger(seconds=job.when.seconds, timezone="UTC")
+    cron = job.when
+    return CronTrigger(
+        minute=cron.minute, hour=cron.hour, day_of_week=cron.day_of_week, timezone="UTC"
+    )
 
-    One job of each kind at a time (max_instances=1, coalesce), so a slow collect never
-    overlaps itself and missed runs after a sleep are run once, not many times.
+
+class EmbeddedScheduler:
+    """The service's one schedule (newsletter/schedule.py) run by APScheduler in this process.
+
+    One run of each job at a time (max_instances=1, coalesce), so a slow collect never
+    overlaps itself and missed runs after a sleep are run once, not many times. Planning and
+    sweeping both end in a delivery here (there are no queues to hand rows to); one lock keeps
+    two deliveries from running side by side, and a sweep that finds one running leaves it
+    the work.
     """
 
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
         self.stop = threading.Event()
+        self._delivering = threading.Lock()
         self.scheduler = BackgroundScheduler(
             timezone="UTC",
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
+            job_defaults={"coalesce": True, "max_instances": 1},
         )
-        hours = ",".join(settings.collect_hours)
-        self.scheduler.add_job(self.collect, CronTrigger(hour=hours, minute=5), id="collect")
-        self.scheduler.add_job(self.send, IntervalTrigger(minutes=5), id="send", next_run_time=None)
+        steps: dict[str, Callable[..., None]] = {
+            "collect": self.collect,
+            "plan": self.send,
+            "sweep": self.sweep,
+        }
+        for job in schedule.jobs(settings):
+            self.scheduler.add_job(
+                steps[job.step],
+                trigger(job),
+                args=job.args,
+                id=job.name,
+                misfire_grace_time=int(job.expires),
+            )
 
-    def collect(self) -> None:
+    def collect(self, source: str | None = None) -> None:
         try:
-            pipeline.collect(self.db, self.settings)
+            pipeline.collect(self.db, self.settings, sources=[source] if source else None)
         except Exception:  # the service stays up; the next run tries again
             log.exception("collect failed")
 
     def send(self) -> None:
+        """Plan whoever is due, then deliver every ready digest."""
         if self.stop.is_set():
             return
         try:
             pipeline.plan(self.db, self.settings)
+        except Exception:
+            log.exception("plan failed")
+        self._deliver(wait=True)
+
+    def sweep(self) -> None:
+        """Deliver retries that came due and rows whose sender's lease ran out."""
+        self._deliver(wait=False)
+
+    def _deliver(self, *, wait: bool) -> None:
+        if self.stop.is_set() or not self._delivering.acquire(blocking=wait):
+            return
+        try:
             report = pipeline.deliver(self.db, self.settings, stop=self.stop)
             if report.sent or report.retry or report.failed:
                 log.info(
@@ -57,14 +95,17 @@ class EmbeddedScheduler:
                     report.failed,
                 )
         except Exception:
-            log.exception("plan/deliver failed")
+            log.exception("deliver failed")
+        finally:
+            self._delivering.release()
 
     def start(self) -> None:
         from datetime import UTC, datetime
 
         self.scheduler.start()
-        # Collect and send once soon after start-up rather than waiting for the first tick.
-        self.scheduler.modify_job("send", next_run_time=datetime.now(UTC))
+        # Plan and send, and collect every source, once soon after start-up rather than
+        # waiting for the first tick.
+        self.scheduler.modify_job("plan-editions", next_run_time=datetime.now(UTC))
         self.scheduler.add_job(self.collect, id="collect-now", next_run_time=datetime.now(UTC))
 
     def shutdown(self) -> None:

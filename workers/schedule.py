@@ -1,4 +1,4 @@
-"""The whole beat schedule of the distributed mode: when to collect, plan and sweep."""
+"""Celery beat's translation of the service's one schedule (newsletter/schedule.py)."""
 
 from __future__ import annotations
 
@@ -8,56 +8,33 @@ from typing import Any
 from celery.schedules import crontab
 
 from newsletter.config import Settings
+from newsletter.schedule import Cron, Every, Job, jobs
 
-# arXiv announces at 20:00 US Eastern, Sunday to Thursday: 00:00 UTC in summer and 01:00 UTC in
-# winter, Monday to Friday in UTC. The listing takes a few minutes to appear in the feeds, so
-# look twice after each possible hour; a conditional GET makes the extra looks cost a 304.
-ARXIV_ANNOUNCEMENTS = crontab(minute="5,35", hour="0,1", day_of_week="mon-fri")
-# Every source once an hour as well: a missed run, an outage or a late listing is caught up.
-CATCH_UP = crontab(minute=50)
-# Subscribers' send hours are local hours; zones are offset by 15-minute steps at the finest.
-PLAN_EVERY = crontab(minute="*/15")
-
-
-def collect_times(source: str, settings: Settings) -> crontab:
-    """When a source publishes: arXiv at its announcements, Hugging Face through the day."""
-    if source == "arxiv":
-        return ARXIV_ANNOUNCEMENTS
-    # Hugging Face Daily Papers grow through the day; the operator's collect hours (the same
-    # as the embedded mode's) plus the hourly catch-up follow them.
-    return crontab(minute=5, hour=",".join(settings.collect_hours))
+# The task and queue that run each step of the schedule.
+TASKS = {
+    "collect": ("workers.tasks.collect_source", "collect"),
+    "plan": ("workers.tasks.plan_editions", "plan"),
+    "sweep": ("workers.tasks.sweep_leases", "plan"),
+}
 
 
-def sweep_interval(settings: Settings) -> float:
-    """Seconds between sweeps: often enough that a lost lease waits little past its expiry."""
-    return max(5.0, min(60.0, settings.lease_seconds / 2))
+def when(job: Job) -> crontab | timedelta:
+    """A neutral time as beat understands it."""
+    if isinstance(job.when, Every):
+        return timedelta(seconds=job.when.seconds)
+    cron: Cron = job.when
+    return crontab(minute=cron.minute, hour=cron.hour, day_of_week=cron.day_of_week)
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """The beat schedule for the enabled sources; every entry expires before it repeats."""
+    """The beat schedule; every entry expires before it could pile up behind itself."""
     schedule: dict[str, dict[str, Any]] = {}
-    for source in settings.sources:
-        schedule[f"collect-{source}"] = {
-            "task": "workers.tasks.collect_source",
-            "schedule": collect_times(source, settings),
-            "args": (source,),
-            "options": {"queue": "collect", "expires": 25 * 60},
+    for job in jobs(settings):
+        task, queue = TASKS[job.step]
+        schedule[job.name] = {
+            "task": task,
+            "schedule": when(job),
+            "args": job.args,
+            "options": {"queue": queue, "expires": job.expires},
         }
-        schedule[f"collect-{source}-catch-up"] = {
-            "task": "workers.tasks.collect_source",
-            "schedule": CATCH_UP,
-            "args": (source,),
-            "options": {"queue": "collect", "expires": 50 * 60},
-        }
-    schedule["plan-editions"] = {
-        "task": "workers.tasks.plan_editions",
-        "schedule": PLAN_EVERY,
-        "options": {"queue": "plan", "expires": 14 * 60},
-    }
-    interval = sweep_interval(settings)
-    schedule["sweep-leases"] = {
-        "task": "workers.tasks.sweep_leases",
-        "schedule": timedelta(seconds=interval),
-        "options": {"queue": "plan", "expires": interval},
-    }
     return schedule

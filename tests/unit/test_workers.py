@@ -28,7 +28,7 @@ def settings(tmp_path):
     )
 
 
-def test_the_schedule_follows_each_source_and_plans_every_quarter_hour(settings):
+def test_the_schedule_follows_each_source_and_plans_every_five_minutes(settings):
     from workers.schedule import beat_schedule
 
     schedule = beat_schedule(settings)
@@ -39,7 +39,7 @@ def test_the_schedule_follows_each_source_and_plans_every_quarter_hour(settings)
     for source in ("arxiv", "hf_daily"):
         catch_up = schedule[f"collect-{source}-catch-up"]
         assert catch_up["schedule"].hour == set(range(24)) and catch_up["args"] == (source,)
-    assert schedule["plan-editions"]["schedule"].minute == {0, 15, 30, 45}
+    assert schedule["plan-editions"]["schedule"].minute == set(range(0, 60, 5))
     assert schedule["sweep-leases"]["schedule"] == timedelta(seconds=60)
     assert {entry["options"]["queue"] for entry in schedule.values()} == {"collect", "plan"}
 
@@ -52,7 +52,7 @@ def test_only_enabled_sources_are_collected(settings):
 
 
 def test_the_sweeper_runs_well_within_a_lease(settings):
-    from workers.schedule import sweep_interval
+    from newsletter.schedule import sweep_interval
 
     assert sweep_interval(settings.model_copy(update={"lease_seconds": 10})) == 5
     assert sweep_interval(settings.model_copy(update={"lease_seconds": 600})) == 60

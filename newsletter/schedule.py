@@ -1,0 +1,84 @@
+"""When the service works: one schedule of neutral jobs that both modes translate.
+
+The embedded scheduler (APScheduler, newsletter/service.py) and Celery beat
+(workers/schedule.py) read the same list, so both collect, plan, sweep and catch up alike.
+Every time is UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from newsletter.config import Settings
+
+Step = Literal["collect", "plan", "sweep"]
+
+
+@dataclass(frozen=True)
+class Cron:
+    """Wall-clock times as crontab fields (UTC)."""
+
+    minute: str
+    hour: str = "*"
+    day_of_week: str = "*"
+
+
+@dataclass(frozen=True)
+class Every:
+    """A fixed interval."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Job:
+    """One recurring piece of work: which pipeline step, with what arguments, when.
+
+    `expires` is how long a run that could not start on time is still worth starting: a
+    sleeping laptop or a busy queue runs the missed job once, never a pile of them.
+    """
+
+    name: str
+    step: Step
+    when: Cron | Every
+    expires: float
+    args: tuple[str, ...] = ()
+
+
+# arXiv announces at 20:00 US Eastern, Sunday to Thursday: 00:00 UTC in summer and 01:00 UTC in
+# winter, Monday to Friday in UTC. The listing takes a few minutes to appear in the feeds, so
+# look twice after each possible hour; a conditional GET makes the extra looks cost a 304.
+ARXIV_ANNOUNCEMENTS = Cron(minute="5,35", hour="0,1", day_of_week="mon-fri")
+# Every source once an hour as well: a missed run, an outage or a late listing is caught up.
+CATCH_UP = Cron(minute="50")
+# Send hours are local hours in zones offset by 15-minute steps at the finest; every five
+# minutes also gets a subscriber who just confirmed their first digest soon.
+PLAN_EVERY = Cron(minute="*/5")
+
+
+def collect_times(source: str, settings: Settings) -> Cron:
+    """When a source publishes: arXiv at its announcements, Hugging Face through the day."""
+    if source == "arxiv":
+        return ARXIV_ANNOUNCEMENTS
+    # Hugging Face Daily Papers grow through the day: the operator's collect hours.
+    return Cron(minute="5", hour=",".join(settings.collect_hours))
+
+
+def sweep_interval(settings: Settings) -> float:
+    """Seconds between sweeps: often enough that a lost lease waits little past its expiry."""
+    return max(5.0, min(60.0, settings.lease_seconds / 2))
+
+
+def jobs(settings: Settings) -> list[Job]:
+    """The whole schedule for these settings, the same in both modes."""
+    schedule: list[Job] = []
+    for source in settings.sources:
+        schedule.append(
+            Job(f"collect-{source}", "collect", collect_times(source, settings), 25 * 60, (source,))
+        )
+        schedule.append(Job(f"collect-{source}-catch-up", "collect", CATCH_UP, 50 * 60, (source,)))
+    schedule.append(Job("plan-editions", "plan", PLAN_EVERY, 4 * 60))
+    interval = sweep_interval(settings)
+    schedule.append(Job("sweep-leases", "sweep", Every(interval), interval))
+    return schedule
