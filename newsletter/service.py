@@ -14,6 +14,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from newsletter import pipeline
 from newsletter.config import Settings
 from newsletter.db import Database
+from newsletter.ranker import RecentPapers
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +23,18 @@ class EmbeddedScheduler:
     """Collect on a schedule; plan and deliver every few minutes for whoever is due.
 
     One job of each kind at a time (max_instances=1, coalesce), so a slow collect never
-    overlaps itself and missed runs after a sleep are run once, not many times.
+    overlaps itself and missed runs after a sleep are run once, not many times. The scheduler
+    owns what its runs share: the index of the recent papers (with the web pages, when given)
+    and the edition renderers.
     """
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(
+        self, db: Database, settings: Settings, recent: RecentPapers | None = None
+    ) -> None:
         self.db = db
         self.settings = settings
+        self.recent = recent or RecentPapers(db, settings)
+        self.editions = pipeline.EditionCache()
         self.stop = threading.Event()
         self.scheduler = BackgroundScheduler(
             timezone="UTC",
@@ -47,8 +54,10 @@ class EmbeddedScheduler:
         if self.stop.is_set():
             return
         try:
-            pipeline.plan(self.db, self.settings)
-            report = pipeline.deliver(self.db, self.settings, stop=self.stop)
+            pipeline.plan(self.db, self.settings, recent=self.recent)
+            report = pipeline.deliver(
+                self.db, self.settings, stop=self.stop, edition_cache=self.editions
+            )
             if report.sent or report.retry or report.failed:
                 log.info(
                     "deliver: %d sent, %d to retry, %d failed",
@@ -84,10 +93,12 @@ def serve(settings: Settings, *, scheduler: bool = True, demo: bool = False) -> 
     if demo:
         path = run_demo(db, settings)
         log.info("demo digest written to %s", path)
-    jobs = EmbeddedScheduler(db, settings) if scheduler else None
+    # One index of the recent papers for the pages and the planner of this process.
+    recent = RecentPapers(db, settings)
+    jobs = EmbeddedScheduler(db, settings, recent) if scheduler else None
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, db=db),
+            create_app(settings, db=db, recent=recent),
             host=settings.host,
             port=settings.port,
             log_level="info",
