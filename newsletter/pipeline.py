@@ -333,14 +333,14 @@ _EDITION_SECONDS = 600.0
 
 
 @dataclass
-class _Edition:
+class _EditionCache:
     renderer: EditionRenderer
     made: float
     papers: dict[str, Paper] = field(default_factory=dict)
     trending: list[Paper] | None = None
 
 
-class EditionCache:
+class EditionCaches:
     """What the digests of an edition share across deliver() calls: renderer, papers, trending.
 
     Owned by whoever delivers (the embedded scheduler, a worker process, a command) and passed
@@ -350,9 +350,9 @@ class EditionCache:
 
     def __init__(self, seconds: float = _EDITION_SECONDS) -> None:
         self.seconds = seconds
-        self._editions: dict[tuple[Settings, date], _Edition] = {}
+        self._editions: dict[tuple[Settings, date], _EditionCache] = {}
 
-    def edition(self, settings: Settings, edition: date) -> _Edition:
+    def edition(self, settings: Settings, edition: date) -> _EditionCache:
         """This edition's shared parts, made again once older than `seconds`."""
         key = (settings, edition)
         clock = time.monotonic()
@@ -360,7 +360,7 @@ class EditionCache:
         if cache is None or clock - cache.made > self.seconds:
             for old in [k for k, c in self._editions.items() if clock - c.made > self.seconds]:
                 self._editions.pop(old, None)
-            cache = self._editions[key] = _Edition(EditionRenderer(settings, edition), clock)
+            cache = self._editions[key] = _EditionCache(EditionRenderer(settings, edition), clock)
         return cache
 
 
@@ -369,17 +369,17 @@ def _load_editions(
     settings: Settings,
     rows: Sequence[storage.ClaimedDelivery],
     now: datetime,
-    cache: EditionCache,
-) -> dict[date, _Edition]:
-    """The editions of these rows, holding every paper they show (read only if new)."""
-    editions = {row.edition: cache.edition(settings, row.edition) for row in rows}
-    for edition, shared in editions.items():
+    caches: EditionCaches,
+) -> dict[date, _EditionCache]:
+    """The edition caches of these rows, holding every paper they show (read only if new)."""
+    editions = {row.edition: caches.edition(settings, row.edition) for row in rows}
+    for edition, cache in editions.items():
         wanted = {i["id"] for r in rows if r.edition == edition for i in r.items}
-        missing = wanted - shared.papers.keys()
+        missing = wanted - cache.papers.keys()
         if missing:
-            shared.papers.update(storage.papers_by_id(session, missing))
-        if shared.trending is None:
-            shared.trending = storage.trending_papers(
+            cache.papers.update(storage.papers_by_id(session, missing))
+        if cache.trending is None:
+            cache.trending = storage.trending_papers(
                 session, settings.paper_window_days, settings.trending_size + 50, now
             )
     return editions
@@ -388,13 +388,13 @@ def _load_editions(
 class _Digests:
     """Renders the claimed deliveries of one run, one EditionRenderer per edition."""
 
-    def __init__(self, settings: Settings, cache: EditionCache) -> None:
+    def __init__(self, settings: Settings, caches: EditionCaches) -> None:
         self.settings = settings
-        self.cache = cache
+        self.caches = caches
         self.domain = sender_domain(settings.from_address)
 
     def renderer(self, edition: date) -> EditionRenderer:
-        return self.cache.edition(self.settings, edition).renderer
+        return self.caches.edition(self.settings, edition).renderer
 
     def message(
         self, row: storage.ClaimedDelivery, papers: dict[str, Paper], trending: list[Paper]
@@ -448,14 +448,14 @@ def deliver(
     ids: Sequence[int] | None = None,
     stop: threading.Event | None = None,
     progress: Progress | None = None,
-    edition_cache: EditionCache | None = None,
+    edition_caches: EditionCaches | None = None,
 ) -> DeliverReport:
     """Send every due digest (or just `ids`), in batches over one connection per batch.
 
     Each row is claimed with a lease before sending and marked the moment the server accepts
     it, so a crash resends at most the message in flight, and never a delivered one.
     On `stop`, the rest of the claimed batch goes back to the ledger untouched.
-    `edition_cache` is the caller's, kept between calls; without it the renderers last one call.
+    `edition_caches` is the caller's, kept between calls; without it the renderers last one call.
     """
 
     now = now or storage.utcnow()
@@ -463,8 +463,8 @@ def deliver(
     if ids is None:
         with db.session() as session:
             ids = storage.due_delivery_ids(session, now)
-    cache = edition_cache or EditionCache()
-    digests = _Digests(settings, cache)
+    caches = edition_caches or EditionCaches()
+    digests = _Digests(settings, caches)
     for start in range(0, len(ids), settings.batch_size):
         if stop is not None and stop.is_set():
             break
@@ -472,7 +472,7 @@ def deliver(
         with db.session() as session:
             claimed = storage.claim_deliveries(session, batch, now, settings.lease_seconds)
             rows = storage.load_claimed(session, claimed)
-            editions = _load_editions(session, settings, rows, now, cache)
+            editions = _load_editions(session, settings, rows, now, caches)
         if rows:
             _send_batch(db, settings, digests, rows, editions, report, stop, progress)
     return report
@@ -483,7 +483,7 @@ def _send_batch(
     settings: Settings,
     digests: _Digests,
     rows: list[storage.ClaimedDelivery],
-    editions: dict[date, _Edition],
+    editions: dict[date, _EditionCache],
     report: DeliverReport,
     stop: threading.Event | None,
     progress: Progress | None,
@@ -574,7 +574,7 @@ def render_planned(
     rows: Sequence[dict[str, Any]],
     *,
     now: datetime,
-    edition_cache: EditionCache | None = None,
+    edition_caches: EditionCaches | None = None,
 ) -> list[EmailMessage]:
     """Render ledger rows that were ranked but not stored (a dry run or a preview)."""
     with db.session() as session:
@@ -583,7 +583,7 @@ def render_planned(
         trending = storage.trending_papers(
             session, settings.paper_window_days, settings.trending_size + 50, now
         )
-    digests = _Digests(settings, edition_cache or EditionCache())
+    digests = _Digests(settings, edition_caches or EditionCaches())
     messages = []
     for row in rows:
         subscriber = subscribers[row["subscriber_id"]]

@@ -34,7 +34,7 @@ class EmbeddedScheduler:
         self.db = db
         self.settings = settings
         self.recent = recent or RecentPapers(db, settings)
-        self.editions = pipeline.EditionCache()
+        self.editions = pipeline.EditionCaches()
         self.stop = threading.Event()
         self.scheduler = BackgroundScheduler(
             timezone="UTC",
@@ -56,7 +56,7 @@ class EmbeddedScheduler:
         try:
             pipeline.plan(self.db, self.settings, recent=self.recent)
             report = pipeline.deliver(
-                self.db, self.settings, stop=self.stop, edition_cache=self.editions
+                self.db, self.settings, stop=self.stop, edition_caches=self.editions
             )
             if report.sent or report.retry or report.failed:
                 log.info(

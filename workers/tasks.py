@@ -59,7 +59,7 @@ def database() -> Database:
 class _Shared(NamedTuple):
     db: Database
     recent: RecentPapers
-    editions: pipeline.EditionCache
+    editions: pipeline.EditionCaches
 
 
 _shared: _Shared | None = None
@@ -70,7 +70,7 @@ def shared() -> _Shared:
     global _shared
     db = database()
     if _shared is None or _shared.db is not db:
-        _shared = _Shared(db, RecentPapers(db, db.settings), pipeline.EditionCache())
+        _shared = _Shared(db, RecentPapers(db, db.settings), pipeline.EditionCaches())
     return _shared
 
 
@@ -130,7 +130,7 @@ def deliver_batch(delivery_ids: list[int]) -> dict[str, int]:
     """Claim and send these digests over one SMTP connection; rows already claimed are skipped."""
     try:
         report = pipeline.deliver(
-            database(), worker_settings(), ids=delivery_ids, edition_cache=shared().editions
+            database(), worker_settings(), ids=delivery_ids, edition_caches=shared().editions
         )
     except SoftTimeLimitExceeded:
         # The pipeline has given the unsent rows back to the ledger; queue them again.

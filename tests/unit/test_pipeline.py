@@ -45,21 +45,23 @@ def test_a_delivery_run_without_an_owner_leaves_nothing_behind(db, settings, pla
 
 
 def test_the_owner_s_cache_serves_its_later_runs_and_no_one_else(db, settings, planned):
-    cache = pipeline.EditionCache()
-    assert pipeline.deliver(db, settings, ids=planned[:1], edition_cache=cache).sent == 1
+    cache = pipeline.EditionCaches()
+    assert pipeline.deliver(db, settings, ids=planned[:1], edition_caches=cache).sent == 1
     (edition,) = {key[1] for key in cache._editions}
     renderer = cache.edition(settings, edition).renderer
-    assert pipeline.deliver(db, settings, ids=planned[1:], edition_cache=cache).sent == 1
+    assert pipeline.deliver(db, settings, ids=planned[1:], edition_caches=cache).sent == 1
     assert cache.edition(settings, edition).renderer is renderer
-    assert pipeline.EditionCache().edition(settings, edition).renderer is not renderer
+    assert pipeline.EditionCaches().edition(settings, edition).renderer is not renderer
 
 
 def test_each_delivering_thread_renders_with_its_owner_s_cache(db, settings, planned):
-    caches = [pipeline.EditionCache(), pipeline.EditionCache()]
+    caches = [pipeline.EditionCaches(), pipeline.EditionCaches()]
     reports = [None, None]
 
     def run(n: int) -> None:
-        reports[n] = pipeline.deliver(db, settings, ids=planned[n : n + 1], edition_cache=caches[n])
+        reports[n] = pipeline.deliver(
+            db, settings, ids=planned[n : n + 1], edition_caches=caches[n]
+        )
 
     threads = [threading.Thread(target=run, args=(n,)) for n in (0, 1)]
     for thread in threads:
@@ -74,7 +76,7 @@ def test_each_delivering_thread_renders_with_its_owner_s_cache(db, settings, pla
 def test_an_expired_edition_is_made_again(settings):
     from datetime import date
 
-    cache = pipeline.EditionCache(seconds=0.0)
+    cache = pipeline.EditionCaches(seconds=0.0)
     first = cache.edition(settings, date(2026, 6, 12)).renderer
     assert cache.edition(settings, date(2026, 6, 12)).renderer is not first
     assert len(cache._editions) == 1  # the expired one is dropped, not kept beside it
