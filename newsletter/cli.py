@@ -392,7 +392,7 @@ def _distributed_status(config: Settings) -> None:
     from kombu.exceptions import OperationalError
     from redis.exceptions import RedisError
 
-    from workers.status import queue_lengths, workers_seen
+    from newsletter.queues import queue_lengths, workers_seen
 
     try:
         lengths = queue_lengths(config)
@@ -447,23 +447,35 @@ def rank(
     ],
     papers_file: Annotated[
         Path | None,
-        typer.Option("--papers", help="Paper JSONL to rank; default: papers collected today."),
+        typer.Option(
+            "--papers",
+            help="Paper JSONL to rank; default: the collected papers a digest planned now ranks.",
+        ),
     ] = None,
-    top: Annotated[int, typer.Option("--top", min=1, help="How many papers to show.")] = 10,
+    top: Annotated[
+        int | None,
+        typer.Option("--top", min=1, help="How many papers to show; default: the digest size."),
+    ] = None,
     fmt: Annotated[
         str | None,
         typer.Option("--format", help="table or json (default: json unless on a terminal)."),
     ] = None,
 ) -> None:
-    """Rank papers for one keyword profile and show why each one matched."""
+    """Rank papers for one keyword profile as the digests do, and show why each one matched.
+
+    The settings apply as they do to the digests: NEWSLETTER_MIN_SCORE,
+    NEWSLETTER_POPULARITY_WEIGHT, NEWSLETTER_DIGEST_SIZE and NEWSLETTER_PAPER_WINDOW_DAYS.
+    """
     import json
 
     from rich.markup import escape
     from rich.text import Text
 
+    from newsletter import storage
     from newsletter.paper import read_jsonl
     from newsletter.profile import ProfileError, parse_profile
-    from newsletter.ranking import format_rank_json, marked_parts, rank_papers
+    from newsletter.ranker import PaperWindow, RankingPolicy, RecentPapers, rank_profile
+    from newsletter.ranking import format_rank_json, marked_parts
 
     output = fmt or ("table" if sys.stdout.isatty() else "json")
     if output not in ("table", "json"):
@@ -472,11 +484,11 @@ def rank(
         profile = parse_profile(keywords)
     except ProfileError as exc:
         raise fail(f"bad keywords: {exc}") from None
+    config = settings()
+    now = storage.utcnow()
     if papers_file is None:
-        from newsletter import storage
-
-        with database() as db, db.session() as session:
-            found = storage.recent_papers(session, days=1)
+        with database() as db:
+            window = RecentPapers(db, config).exact(now)
     else:
         try:
             found = read_jsonl(papers_file.read_text(encoding="utf-8"))
@@ -484,12 +496,13 @@ def rank(
             raise fail(f"cannot read {papers_file}: {exc.strerror}") from None
         except ValueError as exc:
             raise fail(f"bad paper JSONL in {papers_file}: {exc}") from None
-    matches = rank_papers(found, profile, top_k=top)
-    by_id = {p.id: p for p in found}
+        window = PaperWindow.of(RankingPolicy.from_settings(config), found, now)
+    matches = rank_profile(window, profile, top_k=top)
+    by_id = window.papers
     if output == "json":
         sys.stdout.write(json.dumps(format_rank_json(by_id, matches), ensure_ascii=False) + "\n")
         return
-    table = Table("score", "paper", "why", title=f"{len(matches)} of {len(found)} papers")
+    table = Table("score", "paper", "why", title=f"{len(matches)} of {len(window)} papers")
     for m in matches:
         why = ", ".join(f"{label} ({'/'.join(m.where[label])})" for label in m.matched)
         parts = marked_parts(m.snippet_html)

@@ -28,8 +28,8 @@ from newsletter.mailer import (
 )
 from newsletter.models import PLANNED, SKIPPED
 from newsletter.paper import Paper
-from newsletter.profile import ProfileError, parse_profile
-from newsletter.ranking import PaperIndex, snippet_text
+from newsletter.ranker import RankingPolicy, RecentPapers, rank_subscribers
+from newsletter.ranking import snippet_text
 from newsletter.render import DigestItem, EditionRenderer
 from newsletter.sources import SOURCES, SourceError, arxiv, hf_daily
 from newsletter.sources.http import SourceClient
@@ -246,6 +246,7 @@ def plan(
     edition: date | None = None,
     write: bool = True,
     progress: Progress | None = None,
+    recent: RecentPapers | None = None,
 ) -> PlanReport:
     """Rank the recent papers for every subscriber whose send time has come; write the ledger.
 
@@ -253,6 +254,7 @@ def plan(
     Concurrent planners are safe: the (subscriber, edition) key keeps the first row.
     With `write=False` nothing is stored and the rows are returned in the report (dry run).
     `progress` is called after each committed chunk of rows, so their delivery can start.
+    `recent` is the caller's index of the recent papers, reused when no paper changed since.
     """
     now = now or storage.utcnow()
     with db.session() as session:
@@ -260,7 +262,7 @@ def plan(
     report = PlanReport(due=len(due))
     if not due:
         return report
-    ranker = _Ranker(db, settings, now, report)
+    ranker = _Ranker(db, settings, now, report, recent)
     for start in range(0, len(due), PLAN_CHUNK):
         rows = ranker.rows(due[start : start + PLAN_CHUNK])
         planned = sum(row["state"] == PLANNED for row in rows)
@@ -284,45 +286,43 @@ def rank_for(
     *,
     now: datetime,
     report: PlanReport | None = None,
+    recent: RecentPapers | None = None,
 ) -> list[dict[str, Any]]:
     """Ledger rows (subscriber_id, edition, state, items) ranking the recent papers for `due`."""
-    return _Ranker(db, settings, now, report or PlanReport()).rows(due)
+    return _Ranker(db, settings, now, report or PlanReport(), recent).rows(due)
 
 
 class _Ranker:
-    """The recent papers indexed once, ranking any number of chunks of due subscribers."""
+    """One window of recent papers, ranking any number of chunks of due subscribers."""
 
-    def __init__(self, db: Database, settings: Settings, now: datetime, report: PlanReport) -> None:
-        self.db, self.settings, self.report = db, settings, report
-        with db.session() as session:
-            papers = storage.recent_papers(session, days=settings.paper_window_days, now=now)
-        report.papers = len(papers)
-        # A paper collected since `since` can only be in a digest planned since then.
-        self.since = now - timedelta(days=settings.paper_window_days)
-        self.index = PaperIndex(papers, now=now, popularity_weight=settings.popularity_weight)
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        now: datetime,
+        report: PlanReport,
+        recent: RecentPapers | None = None,
+    ) -> None:
+        self.db, self.settings, self.now, self.report = db, settings, now, report
+        recent = recent or RecentPapers(db, settings)
+        if recent.policy != RankingPolicy.from_settings(settings):
+            raise ValueError("the recent papers were indexed with other ranking settings")
+        self.window = recent.exact(now)
+        report.papers = len(self.window)
 
     def rows(self, due: Sequence[storage.DueSubscriber]) -> list[dict[str, Any]]:
         """Ledger rows (subscriber_id, edition, state, items) for these subscribers."""
-        profiles, ready = [], []
-        for subscriber in due:
-            try:
-                profiles.append(parse_profile(subscriber.keywords))
-            except ProfileError as exc:
-                log.warning("plan: subscriber %d has an invalid profile: %s", subscriber.id, exc)
-                self.report.invalid_profiles.append(subscriber.id)
-                continue
-            ready.append(subscriber)
         with self.db.session() as session:
-            sent = storage.reserved_paper_ids(session, [s.id for s in ready], self.since)
-        results = self.index.rank_many(
-            profiles,
-            top_k=[s.digest_size for s in ready],
-            min_score=self.settings.min_score,
-            exclude_ids=[frozenset(sent.get(s.id, ())) for s in ready],
-        )
+            ranked = rank_subscribers(self.window, session, due, now=self.now)
         send_empty = self.settings.send_empty_note
         rows = []
-        for subscriber, matches in zip(ready, results, strict=True):
+        for one in ranked:
+            if one.error is not None:
+                log.warning(
+                    "plan: subscriber %d has an invalid profile: %s", one.subscriber.id, one.error
+                )
+                self.report.invalid_profiles.append(one.subscriber.id)
+                continue
             items = [
                 {
                     "id": m.paper_id,
@@ -330,12 +330,12 @@ class _Ranker:
                     "matched": list(m.matched),
                     "snippet_html": m.snippet_html,
                 }
-                for m in matches
+                for m in one.matches
             ]
             rows.append(
                 {
-                    "subscriber_id": subscriber.id,
-                    "edition": subscriber.edition,
+                    "subscriber_id": one.subscriber.id,
+                    "edition": one.subscriber.edition,
                     "state": PLANNED if items or send_empty else SKIPPED,
                     "items": items,
                 }
@@ -357,8 +357,8 @@ class DeliverReport:
 
 # A worker delivers an edition in many small batches. What they share outlives one deliver()
 # call: the renderer (each paper card costs a CSS-inlining pass the first time only), the papers
-# the digests show and the trending list. Kept per thread (a renderer is not thread-safe) and for
-# a few minutes, so a paper updated since shows its new figures.
+# the digests show and the trending list. Kept for a few minutes, so a paper updated since shows
+# its new figures.
 _EDITION_SECONDS = 600.0
 
 
@@ -370,26 +370,39 @@ class _EditionCache:
     trending: list[Paper] | None = None
 
 
-_editions: dict[tuple[Settings, date, int], _EditionCache] = {}
+class EditionCaches:
+    """What the digests of an edition share across deliver() calls: renderer, papers, trending.
 
+    Owned by whoever delivers (the embedded scheduler, a worker process, a command) and passed
+    to deliver(); used by one thread at a time, as a renderer is not thread-safe. Without one,
+    deliver() keeps its own for the call.
+    """
 
-def _edition_cache(settings: Settings, edition: date) -> _EditionCache:
+    def __init__(self, seconds: float = _EDITION_SECONDS) -> None:
+        self.seconds = seconds
+        self._editions: dict[tuple[Settings, date], _EditionCache] = {}
 
-    key = (settings, edition, threading.get_ident())
-    clock = time.monotonic()
-    cache = _editions.get(key)
-    if cache is None or clock - cache.made > _EDITION_SECONDS:
-        for old in [k for k, c in _editions.items() if clock - c.made > _EDITION_SECONDS]:
-            _editions.pop(old, None)
-        cache = _editions[key] = _EditionCache(EditionRenderer(settings, edition), clock)
-    return cache
+    def edition(self, settings: Settings, edition: date) -> _EditionCache:
+        """This edition's shared parts, made again once older than `seconds`."""
+        key = (settings, edition)
+        clock = time.monotonic()
+        cache = self._editions.get(key)
+        if cache is None or clock - cache.made > self.seconds:
+            for old in [k for k, c in self._editions.items() if clock - c.made > self.seconds]:
+                self._editions.pop(old, None)
+            cache = self._editions[key] = _EditionCache(EditionRenderer(settings, edition), clock)
+        return cache
 
 
 def _load_editions(
-    session: Any, settings: Settings, rows: Sequence[storage.ClaimedDelivery], now: datetime
+    session: Any,
+    settings: Settings,
+    rows: Sequence[storage.ClaimedDelivery],
+    now: datetime,
+    caches: EditionCaches,
 ) -> dict[date, _EditionCache]:
     """The edition caches of these rows, holding every paper they show (read only if new)."""
-    editions = {row.edition: _edition_cache(settings, row.edition) for row in rows}
+    editions = {row.edition: caches.edition(settings, row.edition) for row in rows}
     for edition, cache in editions.items():
         wanted = {i for r in rows if r.edition == edition for i in _paper_ids(r.items)}
         missing = wanted - cache.papers.keys()
@@ -416,12 +429,13 @@ class RenderError(Exception):
 class _Digests:
     """Renders the claimed deliveries of one run, one EditionRenderer per edition."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, caches: EditionCaches) -> None:
         self.settings = settings
+        self.caches = caches
         self.domain = sender_domain(settings.from_address)
 
     def renderer(self, edition: date) -> EditionRenderer:
-        return _edition_cache(self.settings, edition).renderer
+        return self.caches.edition(self.settings, edition).renderer
 
     def message(
         self, row: storage.ClaimedDelivery, papers: dict[str, Paper], trending: list[Paper]
@@ -483,12 +497,14 @@ def deliver(
     ids: Sequence[int] | None = None,
     stop: threading.Event | None = None,
     progress: Progress | None = None,
+    edition_caches: EditionCaches | None = None,
 ) -> DeliverReport:
     """Send every due digest (or just `ids`), in batches over one connection per batch.
 
     Each row is claimed with a lease before sending and marked the moment the server accepts
     it, so a crash resends at most the message in flight, and never a delivered one.
     On `stop`, the rest of the claimed batch goes back to the ledger untouched.
+    `edition_caches` is the caller's, kept between calls; without it the renderers last one call.
     """
 
     now = now or storage.utcnow()
@@ -496,7 +512,8 @@ def deliver(
     if ids is None:
         with db.session() as session:
             ids = storage.due_delivery_ids(session, now)
-    digests = _Digests(settings)
+    caches = edition_caches or EditionCaches()
+    digests = _Digests(settings, caches)
     for start in range(0, len(ids), settings.batch_size):
         if stop is not None and stop.is_set():
             break
@@ -504,7 +521,7 @@ def deliver(
         with db.session() as session:
             claimed = storage.claim_deliveries(session, batch, now, settings.lease_seconds)
             rows = storage.load_claimed(session, claimed)
-            editions = _load_editions(session, settings, rows, now)
+            editions = _load_editions(session, settings, rows, now, caches)
         if rows:
             _send_batch(db, settings, digests, rows, editions, report, stop, progress)
     return report
@@ -630,7 +647,12 @@ def _describe(exc: Exception) -> str:
 
 
 def render_planned(
-    db: Database, settings: Settings, rows: Sequence[dict[str, Any]], *, now: datetime
+    db: Database,
+    settings: Settings,
+    rows: Sequence[dict[str, Any]],
+    *,
+    now: datetime,
+    edition_caches: EditionCaches | None = None,
 ) -> list[EmailMessage]:
     """Render ledger rows that were ranked but not stored (a dry run or a preview)."""
     with db.session() as session:
@@ -639,7 +661,7 @@ def render_planned(
         trending = storage.trending_papers(
             session, settings.paper_window_days, settings.trending_size + 50, now
         )
-    digests = _Digests(settings)
+    digests = _Digests(settings, edition_caches or EditionCaches())
     messages = []
     for row in rows:
         subscriber = subscribers[row["subscriber_id"]]
@@ -659,7 +681,12 @@ def render_planned(
 
 
 def preview(
-    db: Database, settings: Settings, email: str, *, now: datetime | None = None
+    db: Database,
+    settings: Settings,
+    email: str,
+    *,
+    now: datetime | None = None,
+    recent: RecentPapers | None = None,
 ) -> EmailMessage:
     """The digest `email` would get if their edition were planned now; nothing is stored."""
 
@@ -672,5 +699,5 @@ def preview(
         due = storage.DueSubscriber(
             subscriber.id, subscriber.keywords, subscriber.digest_size, local.date()
         )
-    rows = rank_for(db, settings, [due], now=now)
+    rows = rank_for(db, settings, [due], now=now, recent=recent)
     return render_planned(db, settings, rows, now=now)[0]

@@ -15,6 +15,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from newsletter import pipeline, schedule
 from newsletter.config import Settings
 from newsletter.db import Database
+from newsletter.ranker import RecentPapers
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,19 @@ class EmbeddedScheduler:
     One run of each job at a time (max_instances=1, coalesce), so a slow collect never
     overlaps itself and missed runs after a sleep are run once, not many times. Planning and
     sweeping both end in a delivery here (there are no queues to hand rows to); one lock keeps
-    two deliveries from running side by side, and a sweep that finds one running leaves it
-    the work.
+    two deliveries from running side by side (an edition's renderer serves one at a time),
+    and a sweep that finds one running leaves it the work. The scheduler owns what its runs
+    share: the index of the recent papers (with the web pages, when given) and the edition
+    renderers.
     """
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(
+        self, db: Database, settings: Settings, recent: RecentPapers | None = None
+    ) -> None:
         self.db = db
         self.settings = settings
+        self.recent = recent or RecentPapers(db, settings)
+        self.editions = pipeline.EditionCaches()
         self.stop = threading.Event()
         self._delivering = threading.Lock()
         self.scheduler = BackgroundScheduler(
@@ -73,7 +80,7 @@ class EmbeddedScheduler:
         if self.stop.is_set():
             return
         try:
-            pipeline.plan(self.db, self.settings)
+            pipeline.plan(self.db, self.settings, recent=self.recent)
         except Exception:
             log.exception("plan failed")
         self._deliver(wait=True)
@@ -86,7 +93,9 @@ class EmbeddedScheduler:
         if self.stop.is_set() or not self._delivering.acquire(blocking=wait):
             return
         try:
-            report = pipeline.deliver(self.db, self.settings, stop=self.stop)
+            report = pipeline.deliver(
+                self.db, self.settings, stop=self.stop, edition_caches=self.editions
+            )
             if report.sent or report.retry or report.failed:
                 log.info(
                     "deliver: %d sent, %d to retry, %d failed",
@@ -125,10 +134,12 @@ def serve(settings: Settings, *, scheduler: bool = True, demo: bool = False) -> 
     if demo:
         path = run_demo(db, settings)
         log.info("demo digest written to %s", path)
-    jobs = EmbeddedScheduler(db, settings) if scheduler else None
+    # One index of the recent papers for the pages and the planner of this process.
+    recent = RecentPapers(db, settings)
+    jobs = EmbeddedScheduler(db, settings, recent) if scheduler else None
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, db=db),
+            create_app(settings, db=db, recent=recent),
             host=settings.host,
             port=settings.port,
             log_level="info",

@@ -123,6 +123,19 @@ def recent_papers(session: Session, days: float = 1, now: datetime | None = None
     return [row_to_paper(row) for row in rows]
 
 
+def recent_paper_versions(
+    session: Session, days: float = 1, now: datetime | None = None
+) -> tuple[tuple[str, datetime], ...]:
+    """(id, updated_at) of the papers recent_papers() would return: what tells them apart."""
+    since = (now or utcnow()) - timedelta(days=days)
+    rows = session.execute(
+        select(PaperRow.id, PaperRow.updated_at)
+        .where(PaperRow.first_seen_at >= since)
+        .order_by(PaperRow.id)
+    )
+    return tuple((paper_id, updated_at) for paper_id, updated_at in rows)
+
+
 def trending_papers(
     session: Session, days: float, limit: int, now: datetime | None = None
 ) -> list[Paper]:

@@ -9,9 +9,9 @@ from celery import Celery
 from kombu import Queue
 
 from newsletter.config import ConfigError, Settings, load_settings
+from newsletter.queues import QUEUES
 from workers.schedule import beat_schedule
 
-QUEUES = ("collect", "plan", "mail")
 ROUTES = {
     "workers.tasks.collect_source": {"queue": "collect"},
     "workers.tasks.plan_editions": {"queue": "plan"},

@@ -1,45 +1,8 @@
-"""What the distributed mode looks like right now: queue lengths and the workers that answer."""
+"""The distributed mode's status, for tools that look for it beside the workers."""
 
 from __future__ import annotations
 
-from newsletter.config import Settings
+# It lives in the core, which `newsletter status` uses without importing the workers.
+from newsletter.queues import queue_lengths, workers_seen
 
-# kombu keeps a queue's prioritised messages in sibling lists: "mail", "mail\x06\x163", ...
-PRIORITY_SEPARATOR = "\x06\x16"
-PRIORITY_STEPS = (0, 3, 6, 9)
-
-
-def queue_lengths(settings: Settings) -> dict[str, int]:
-    """Messages waiting in each queue (Redis LLEN, priorities summed); unacked ones excluded."""
-    import redis
-
-    from workers.celery_app import QUEUES
-
-    assert settings.redis_url is not None
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3)
-    try:
-        lengths = {}
-        for queue in QUEUES:
-            keys = [
-                queue if step == 0 else f"{queue}{PRIORITY_SEPARATOR}{step}"
-                for step in PRIORITY_STEPS
-            ]
-            pipe = client.pipeline(transaction=False)
-            for key in keys:
-                pipe.llen(key)
-            lengths[queue] = sum(int(n) for n in pipe.execute())
-        return lengths
-    finally:
-        client.close()
-
-
-def workers_seen(settings: Settings, timeout: float = 1.0) -> list[str]:
-    """Names of the workers that answered a ping within `timeout` seconds, sorted."""
-    from workers.celery_app import make_app
-
-    app = make_app(settings)
-    try:
-        replies = app.control.ping(timeout=timeout) or []
-    finally:
-        app.close()
-    return sorted(name for reply in replies for name in reply)
+__all__ = ["queue_lengths", "workers_seen"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import kombu.exceptions
 import redis.exceptions
@@ -14,6 +14,7 @@ from celery.signals import worker_process_init
 
 from newsletter import pipeline, storage
 from newsletter.db import Database
+from newsletter.ranker import RecentPapers
 from workers.celery_app import RETRY_BACKOFF_MAX, app, worker_settings
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,28 @@ def database() -> Database:
     return _db
 
 
+class _Shared(NamedTuple):
+    db: Database
+    recent: RecentPapers
+    editions: pipeline.EditionCaches
+
+
+_shared: _Shared | None = None
+
+
+def shared() -> _Shared:
+    """What this process's tasks share: the recent papers' index and the edition renderers."""
+    global _shared
+    db = database()
+    if _shared is None or _shared.db is not db:
+        _shared = _Shared(db, RecentPapers(db, db.settings), pipeline.EditionCaches())
+    return _shared
+
+
 @worker_process_init.connect
 def _forget_parent_database(**_: Any) -> None:
-    global _db
-    _db = None
+    global _db, _shared
+    _db = _shared = None
 
 
 @app.task(**RETRYING)
@@ -92,7 +111,7 @@ def plan_editions() -> dict[str, int]:
         if due:
             last[0] = max(last[0], due[-1])  # ordered by id
 
-    report = pipeline.plan(database(), worker_settings(), progress=fan_out)
+    report = pipeline.plan(database(), worker_settings(), progress=fan_out, recent=shared().recent)
     fan_out(everything=True)
     return {
         "due": report.due,
@@ -110,7 +129,9 @@ def plan_editions() -> dict[str, int]:
 def deliver_batch(delivery_ids: list[int]) -> dict[str, int]:
     """Claim and send these digests over one SMTP connection; rows already claimed are skipped."""
     try:
-        report = pipeline.deliver(database(), worker_settings(), ids=delivery_ids)
+        report = pipeline.deliver(
+            database(), worker_settings(), ids=delivery_ids, edition_caches=shared().editions
+        )
     except SoftTimeLimitExceeded:
         # The pipeline has given the unsent rows back to the ledger; queue them again.
         log.warning("deliver_batch: out of time; queueing the batch again")

@@ -10,6 +10,7 @@ from starlette.staticfiles import StaticFiles
 
 from newsletter.config import Settings
 from newsletter.db import Database
+from newsletter.ranker import RecentPapers
 from newsletter.web import confirm, errors, health, manage, preview, signup, unsubscribe
 from newsletter.web.context import Web
 from newsletter.web.pages import STATIC_DIR, Pages
@@ -18,9 +19,12 @@ from newsletter.web.ratelimit import make_rate_limiter
 from newsletter.web.security import BodySizeLimitMiddleware, SecurityHeadersMiddleware
 
 
-def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, db: Database | None = None, recent: RecentPapers | None = None
+) -> FastAPI:
     """The web app. Without `db` it opens (and at shutdown closes) its own; either way the
-    caller has applied the migrations."""
+    caller has applied the migrations. `recent` is the process's index of the recent papers,
+    shared with its planner; without it the app keeps its own."""
     database = db or Database(settings)
 
     @asynccontextmanager
@@ -38,7 +42,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         db=database,
         pages=Pages(settings),
         limiter=make_rate_limiter(settings),
-        papers=PreviewIndex(database, settings),
+        papers=PreviewIndex(recent or RecentPapers(database, settings)),
     )
     for module in (signup, confirm, manage, unsubscribe, preview, health):
         app.include_router(module.router)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -11,7 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from newsletter import storage, subscriptions
+from newsletter import subscriptions
 from newsletter.models import Subscriber
 from newsletter.web.context import FormDep, Web, WebDep, require_csrf
 from newsletter.web.forms import FormResult, Preferences, parse_preferences, preference_values
@@ -92,12 +91,7 @@ def _done(web: Web, token: str, what: str) -> RedirectResponse:
 
 def digest_preview(web: Web, session: Session, subscriber: Subscriber) -> Preview:
     """What the subscriber's digest would hold if it were planned now (nothing is stored)."""
-    now = web.clock()
-    since = now - timedelta(days=web.settings.paper_window_days)
-    sent = storage.reserved_paper_ids(session, [subscriber.id], since).get(subscriber.id, set())
-    return web.papers.preview(
-        subscriber.keywords, now=now, top_k=subscriber.digest_size, exclude_ids=frozenset(sent)
-    )
+    return web.papers.digest(session, subscriber, now=web.clock())
 
 
 def _context(web: Web, session: Session, subscriber: Subscriber, token: str) -> dict[str, Any]:

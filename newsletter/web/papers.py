@@ -1,28 +1,23 @@
-"""The recently collected papers, indexed every few minutes, ranked for previews on the pages."""
+"""The previews on the pages: the recent papers ranked for typed keywords or a subscriber."""
 
 from __future__ import annotations
 
-import logging
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from markupsafe import Markup
+from sqlalchemy.orm import Session
 
-from newsletter import storage
-from newsletter.config import Settings
-from newsletter.db import Database
-from newsletter.paper import Paper
+from newsletter.models import Subscriber
 from newsletter.profile import Profile, ProfileError, parse_profile
-from newsletter.ranking import PaperIndex
+from newsletter.ranker import PaperWindow, RecentPapers, rank_profile, rank_subscriber
+from newsletter.ranking import Match
 from newsletter.render import PaperView, paper_view
+from newsletter.storage import DueSubscriber
 
-log = logging.getLogger(__name__)
-
-INDEX_TTL_SECONDS = 300.0
-STALE_REBUILD_NOW = 10  # TTLs: an index older than this is rebuilt before answering
 MAX_KEYWORDS_CHARS = 5000
 
 
@@ -59,77 +54,36 @@ def keywords_problem(text: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class _Built:
-    at: float  # time.monotonic() when built
-    now: datetime  # the time the papers were selected for
-    index: PaperIndex
-    papers: dict[str, Paper]
-
-
 class PreviewIndex:
-    """A PaperIndex of the papers collected within `paper_window_days`, kept a few minutes.
+    """The pages' view of the shared recent papers: previews ranked as the digests are.
 
-    Previews run on every keystroke; indexing a day of papers takes seconds, ranking one
-    profile milliseconds. So the index is reused, and once stale it is rebuilt in a
-    background thread while the old one keeps answering; only an index far too old (or
-    none) is rebuilt while the request waits. Ranking is serialized: the index fills
-    caches as it goes.
+    Previews run on every keystroke; indexing the papers takes seconds, ranking one profile
+    milliseconds. So the pages rank the index the process shares (RecentPapers), which is at
+    most a TTL old and rebuilt in the background once stale.
     """
 
-    def __init__(self, db: Database, settings: Settings, ttl: float = INDEX_TTL_SECONDS) -> None:
-        self.db = db
-        self.settings = settings
-        self.ttl = ttl
-        self._ranking = threading.Lock()
-        self._building = threading.Lock()
-        self._built: _Built | None = None
-        self.refreshing: threading.Thread | None = None
+    def __init__(self, recent: RecentPapers) -> None:
+        self.recent = recent
+
+    @property
+    def ttl(self) -> float:
+        return self.recent.ttl
+
+    @property
+    def refreshing(self) -> threading.Thread | None:
+        """The background rebuild last started, if any."""
+        return self.recent.refreshing
+
+    @property
+    def _built(self) -> PaperWindow | None:
+        return self.recent.built
 
     def invalidate(self) -> None:
         """Forget the index: the next preview reads the papers again."""
-        self._built = None
-
-    def _build(self, now: datetime) -> _Built:
-        with self.db.session() as session:
-            recent = storage.recent_papers(session, days=self.settings.paper_window_days, now=now)
-        index = PaperIndex(recent, now=now, popularity_weight=self.settings.popularity_weight)
-        return _Built(time.monotonic(), now, index, {p.id: p for p in recent})
-
-    def _staleness(self, built: _Built, now: datetime) -> float:
-        """How many TTLs old the index is, by the wall clock or by the `now` asked for."""
-        drift = abs((now - built.now).total_seconds())
-        return max(time.monotonic() - built.at, drift) / self.ttl
-
-    def _current(self, now: datetime) -> _Built:
-        built = self._built
-        if built is not None and self._staleness(built, now) < STALE_REBUILD_NOW:
-            if self._staleness(built, now) >= 1:
-                self._refresh_in_background(now)
-            return built
-        with self._building:
-            built = self._built  # another request may have built it meanwhile
-            if built is None or self._staleness(built, now) >= STALE_REBUILD_NOW:
-                built = self._built = self._build(now)
-            return built
-
-    def _refresh_in_background(self, now: datetime) -> None:
-        if not self._building.acquire(blocking=False):
-            return  # a build is already running
-
-        def refresh() -> None:
-            try:
-                self._built = self._build(now)
-            except Exception:  # the old index keeps serving; the next request tries again
-                log.exception("preview index: rebuild failed")
-            finally:
-                self._building.release()
-
-        self.refreshing = threading.Thread(target=refresh, name="preview-index", daemon=True)
-        self.refreshing.start()
+        self.recent.invalidate()
 
     def paper_ids(self, now: datetime) -> list[str]:
-        return list(self._current(now).papers)
+        return list(self.recent.current(now).papers)
 
     def rank(
         self,
@@ -140,24 +94,9 @@ class PreviewIndex:
         exclude_ids: frozenset[str] = frozenset(),
     ) -> tuple[list[PreviewItem], int]:
         """The best `top_k` recent papers scoring at least min_score, and how many were ranked."""
-        built = self._current(now)
-        index, papers = built.index, built.papers
-        with self._ranking:
-            matches = index.rank(
-                profile, top_k=top_k, min_score=self.settings.min_score, exclude_ids=exclude_ids
-            )
-        items = [
-            PreviewItem(
-                paper=paper_view(papers[m.paper_id]),
-                score=m.score,
-                matched=m.matched,
-                where=m.where,
-                # The ranker escapes the abstract and adds only <mark> around the matches.
-                snippet_html=Markup(m.snippet_html),
-            )
-            for m in matches
-        ]
-        return items, len(index)
+        window = self.recent.current(now)
+        matches = rank_profile(window, profile, top_k=top_k, exclude_ids=exclude_ids)
+        return _items(window, matches), len(window)
 
     def preview(
         self,
@@ -178,3 +117,29 @@ class PreviewIndex:
             parse_profile(keywords), now=now, top_k=top_k, exclude_ids=exclude_ids
         )
         return Preview(keywords, items, considered, shown=True)
+
+    def digest(self, session: Session, subscriber: Subscriber, *, now: datetime) -> Preview:
+        """What the subscriber's digest would hold if it were planned now (nothing is stored)."""
+        local = now.replace(tzinfo=UTC).astimezone(ZoneInfo(subscriber.timezone))
+        size = subscriber.digest_size
+        due = DueSubscriber(subscriber.id, subscriber.keywords, size, local.date())
+        window = self.recent.current(now)
+        ranked = rank_subscriber(window, session, due, now=now)
+        if ranked.error is not None:
+            return Preview(subscriber.keywords, error=ranked.error, shown=True)
+        items = _items(window, ranked.matches)
+        return Preview(subscriber.keywords, items, len(window), shown=True)
+
+
+def _items(window: PaperWindow, matches: Sequence[Match]) -> list[PreviewItem]:
+    return [
+        PreviewItem(
+            paper=paper_view(window.papers[m.paper_id]),
+            score=m.score,
+            matched=m.matched,
+            where=m.where,
+            # The ranker escapes the abstract and adds only <mark> around the matches.
+            snippet_html=Markup(m.snippet_html),
+        )
+        for m in matches
+    ]

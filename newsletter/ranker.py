@@ -1,0 +1,253 @@
+"""How this service ranks: its policy, the recent papers' index, one subscriber or many.
+
+ranking.py scores papers for profiles and knows nothing of the service. This module decides
+what the service ranks with: which papers (those collected within the window), the minimum
+score, the weight of popularity, the digest size, and the papers a subscriber already had.
+The planner, `newsletter preview`, `newsletter rank`, the preview page and the manage page
+all rank through it, so none of them can list a paper a digest would not hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from newsletter import storage
+from newsletter.config import Settings
+from newsletter.db import Database
+from newsletter.paper import Paper
+from newsletter.profile import Profile, ProfileError, parse_profile
+from newsletter.ranking import Match, PaperIndex
+
+log = logging.getLogger(__name__)
+
+INDEX_TTL_SECONDS = 300.0
+STALE_REBUILD_NOW = 10  # TTLs: an index older than this is rebuilt before a page is answered
+
+
+@dataclass(frozen=True)
+class RankingPolicy:
+    """What the settings say about ranking, the same wherever the service ranks."""
+
+    min_score: float
+    popularity_weight: float
+    digest_size: int  # papers to list when nobody said how many
+    window_days: float  # how recently a paper must have been collected
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RankingPolicy:
+        """The policy of this deployment (NEWSLETTER_MIN_SCORE, _POPULARITY_WEIGHT, ...)."""
+        return cls(
+            min_score=settings.min_score,
+            popularity_weight=settings.popularity_weight,
+            digest_size=settings.digest_size,
+            window_days=settings.paper_window_days,
+        )
+
+    def since(self, now: datetime) -> datetime:
+        """The earliest a paper can have been collected to be ranked at `now`."""
+        return now - timedelta(days=self.window_days)
+
+
+@dataclass(frozen=True, eq=False)
+class PaperWindow:
+    """The papers that can be ranked at one time, indexed once; ranked by one caller at a time."""
+
+    policy: RankingPolicy
+    now: datetime  # the time the papers were selected for
+    index: PaperIndex
+    papers: dict[str, Paper]
+    # (id, updated_at) of the stored papers it holds; None when they came from elsewhere.
+    versions: tuple[tuple[str, datetime], ...] | None = None
+    built_at: float = field(default_factory=time.monotonic)
+    # The index fills caches as it ranks: one caller at a time.
+    _ranking: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def of(
+        cls,
+        policy: RankingPolicy,
+        papers: Sequence[Paper],
+        now: datetime,
+        versions: tuple[tuple[str, datetime], ...] | None = None,
+    ) -> PaperWindow:
+        """Index `papers` as the policy says (popularity weight; freshness as of `now`)."""
+        index = PaperIndex(papers, now=now, popularity_weight=policy.popularity_weight)
+        # The index's papers: of duplicate ids, the one it ranks.
+        return cls(policy, now, index, {p.id: p for p in index.papers}, versions)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def rank(
+        self,
+        profiles: Sequence[Profile],
+        *,
+        top_k: Sequence[int],
+        exclude_ids: Sequence[frozenset[str]],
+    ) -> list[list[Match]]:
+        """Each profile's best papers scoring at least the policy's minimum, best first."""
+        with self._ranking:
+            return self.index.rank_many(
+                profiles, top_k=top_k, min_score=self.policy.min_score, exclude_ids=exclude_ids
+            )
+
+    def holds(self, versions: tuple[tuple[str, datetime], ...], now: datetime) -> bool:
+        """Would an index of these stored papers, built at `now`, rank exactly as this one?"""
+        # PaperIndex counts freshness in whole days from now.date(): within one day, the same
+        # papers in the same versions rank the same (tests/unit/test_ranker.py checks it).
+        return self.versions == versions and self.now.date() == now.date()
+
+
+class RecentPapers:
+    """The index of the recently collected papers, built once and shared by whoever ranks.
+
+    One per process, made by its owner (the embedded service, a worker process, the web app,
+    a command) and handed to the planner and the pages. The planner asks for `exact()`: the
+    papers as stored right now, reusing the index when none changed. Pages, ranking on every
+    keystroke, ask for `current()`: an index at most a TTL old, rebuilt in a background thread
+    once stale while the old one keeps answering; only one far too old (or none) is rebuilt
+    while the request waits.
+    """
+
+    def __init__(self, db: Database, settings: Settings, *, ttl: float = INDEX_TTL_SECONDS) -> None:
+        self.db = db
+        self.policy = RankingPolicy.from_settings(settings)
+        self.ttl = ttl
+        self._building = threading.Lock()
+        self._built: PaperWindow | None = None
+        self.refreshing: threading.Thread | None = None
+
+    @property
+    def built(self) -> PaperWindow | None:
+        """The window last built, if any."""
+        return self._built
+
+    def invalidate(self) -> None:
+        """Forget the index: the next ranking reads the papers again."""
+        self._built = None
+
+    def exact(self, now: datetime) -> PaperWindow:
+        """The papers collected within the window at `now`, exactly as stored at this moment."""
+        with self._building:
+            with self.db.session() as session:
+                versions = self._versions(session, now)
+            built = self._built
+            if built is None or not built.holds(versions, now):
+                built = self._built = self._build(now)
+            return built
+
+    def current(self, now: datetime) -> PaperWindow:
+        """A window for `now` at most a TTL old, or a little older while a new one is built."""
+        built = self._built
+        if built is not None and self._staleness(built, now) < STALE_REBUILD_NOW:
+            if self._staleness(built, now) >= 1:
+                self._refresh_in_background(now)
+            return built
+        with self._building:
+            built = self._built  # another caller may have built it meanwhile
+            if built is None or self._staleness(built, now) >= STALE_REBUILD_NOW:
+                built = self._built = self._build(now)
+            return built
+
+    def _versions(self, session: Session, now: datetime) -> tuple[tuple[str, datetime], ...]:
+        days = self.policy.window_days
+        return storage.recent_paper_versions(session, days=days, now=now)
+
+    def _build(self, now: datetime) -> PaperWindow:
+        with self.db.session() as session:
+            # Versions first: a paper stored between the two reads makes the next exact() build
+            # again, instead of reusing an index that lacks it.
+            versions = self._versions(session, now)
+            papers = storage.recent_papers(session, days=self.policy.window_days, now=now)
+        return PaperWindow.of(self.policy, papers, now, versions)
+
+    def _staleness(self, built: PaperWindow, now: datetime) -> float:
+        """How many TTLs old the index is, by the wall clock or by the `now` asked for."""
+        drift = abs((now - built.now).total_seconds())
+        return max(time.monotonic() - built.built_at, drift) / self.ttl
+
+    def _refresh_in_background(self, now: datetime) -> None:
+        if not self._building.acquire(blocking=False):
+            return  # a build is already running
+
+        def refresh() -> None:
+            try:
+                self._built = self._build(now)
+            except Exception:  # the old index keeps serving; the next request tries again
+                log.exception("recent papers: rebuilding the index failed")
+            finally:
+                self._building.release()
+
+        self.refreshing = threading.Thread(target=refresh, name="recent-papers", daemon=True)
+        self.refreshing.start()
+
+
+# Ranking ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One subscriber's papers for now, best first, or why their profile cannot be ranked."""
+
+    subscriber: storage.DueSubscriber
+    matches: list[Match]
+    error: str | None = None
+
+
+def rank_subscribers(
+    window: PaperWindow,
+    session: Session,
+    due: Sequence[storage.DueSubscriber],
+    *,
+    now: datetime,
+) -> list[Ranked]:
+    """Rank the window for each subscriber: their profile, their digest size, and never a paper
+    one of their digests already holds. Equal profiles are ranked once."""
+    ranked: list[Ranked | None] = [None] * len(due)
+    ready: list[int] = []
+    profiles: list[Profile] = []
+    for position, subscriber in enumerate(due):
+        try:
+            profiles.append(parse_profile(subscriber.keywords))
+        except ProfileError as exc:
+            ranked[position] = Ranked(subscriber, [], str(exc))
+            continue
+        ready.append(position)
+    # A paper collected since `since` can only be in a digest planned since then.
+    since = window.policy.since(now)
+    sent = storage.reserved_paper_ids(session, [due[p].id for p in ready], since)
+    results = window.rank(
+        profiles,
+        top_k=[due[p].digest_size for p in ready],
+        exclude_ids=[frozenset(sent.get(due[p].id, ())) for p in ready],
+    )
+    for position, matches in zip(ready, results, strict=True):
+        ranked[position] = Ranked(due[position], matches)
+    return [r for r in ranked if r is not None]
+
+
+def rank_subscriber(
+    window: PaperWindow, session: Session, subscriber: storage.DueSubscriber, *, now: datetime
+) -> Ranked:
+    """One subscriber's papers, exactly as the planner would choose them at `now`."""
+    return rank_subscribers(window, session, [subscriber], now=now)[0]
+
+
+def rank_profile(
+    window: PaperWindow,
+    profile: Profile,
+    *,
+    top_k: int | None = None,
+    exclude_ids: frozenset[str] = frozenset(),
+) -> list[Match]:
+    """The window ranked for a profile that is no subscriber's (typed on a page, given to the
+    CLI); `top_k` defaults to the digest size."""
+    k = window.policy.digest_size if top_k is None else top_k
+    return window.rank([profile], top_k=[k], exclude_ids=[exclude_ids])[0]
