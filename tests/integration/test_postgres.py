@@ -210,9 +210,9 @@ def test_sent_marks_commit_at_once_without_leaking_their_setting(backend_db):
     """Marks go through their own autocommit connections; the ordinary ones stay durable."""
     ids = add_planned(backend_db, 2)
     with backend_db.session() as session:
-        storage.claim_deliveries(session, ids, NOW, 60)
+        storage.claim_deliveries(session, ids, NOW, 60, "h" * 32)
     with backend_db.quick_commits() as ledger:
-        assert storage.mark_sent(ledger, ids[0], "<m@x>", NOW)
+        assert storage.mark_sent(ledger, ids[0], "<m@x>", NOW, "h" * 32)
         if backend_db.engine.dialect.name == "postgresql":
             assert ledger.exec_driver_sql(SYNCHRONOUS_COMMIT).one() == ("off", "client")
         # Committed already: another connection sees it before this one is closed.
