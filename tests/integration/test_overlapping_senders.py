@@ -11,15 +11,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from newsletter import pipeline, storage
 from newsletter.db import Database
-from newsletter.models import ACTIVE, PLANNED, SENT, Delivery
+from newsletter.models import ACTIVE, PLANNED, SENDING, SENT, Delivery
 
 pytestmark = pytest.mark.integration
 
@@ -144,3 +144,29 @@ def test_a_second_sender_beside_a_run_older_than_its_lease_sends_nothing_twice(
         states = Counter(session.scalars(select(Delivery.state)))
         attempts = set(session.scalars(select(Delivery.attempts)))
     assert states == {SENT: count} and attempts == {1}
+
+
+def test_a_sender_whose_rows_were_taken_over_stops_sending_them(backend_db, slow_relay, caplog):
+    """Another sender takes the batch over after the first message (as after a stall longer
+    than the lease): the next mark finds the row gone, and the rest of the batch is left alone."""
+    slow_relay.delay = 0.0
+    settings = backend_db.settings.model_copy(update={"smtp_url": slow_relay.url, "batch_size": 10})
+    ids = plan_readers(backend_db, 10)
+    other = storage.new_claim_token()
+
+    def take_over(_done: int) -> None:
+        if slow_relay.count() != 1:
+            return
+        with backend_db.session() as session:
+            session.execute(update(Delivery).values(lease_until=datetime(2000, 1, 1)))
+            assert storage.claim_deliveries(session, ids, storage.utcnow(), 60, other) == ids[1:]
+
+    report = pipeline.deliver(backend_db, settings, progress=take_over)
+    # The message that found out was already on its way; nothing after it was sent.
+    assert slow_relay.count() == 2 and report.released == 0
+    assert "no longer this sender's claim" in caplog.text
+    with backend_db.session() as session:
+        rows = {row.id: row for row in session.scalars(select(Delivery))}
+    assert rows[ids[0]].state == SENT
+    assert {rows[i].state for i in ids[1:]} == {SENDING}
+    assert {rows[i].claim_token for i in ids[1:]} == {other}
