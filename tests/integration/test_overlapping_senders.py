@@ -152,14 +152,14 @@ def test_a_sender_whose_rows_were_taken_over_stops_sending_them(backend_db, slow
     slow_relay.delay = 0.0
     settings = backend_db.settings.model_copy(update={"smtp_url": slow_relay.url, "batch_size": 10})
     ids = plan_readers(backend_db, 10)
-    other = storage.new_claim_token()
 
     def take_over(_done: int) -> None:
         if slow_relay.count() != 1:
             return
         with backend_db.session() as session:
             session.execute(update(Delivery).values(lease_until=datetime(2000, 1, 1)))
-            assert storage.claim_deliveries(session, ids, storage.utcnow(), 60, other) == ids[1:]
+            # A claim of its own (a new holder token): the first row is sent already.
+            assert storage.claim_deliveries(session, ids, storage.utcnow(), 60) == ids[1:]
 
     report = pipeline.deliver(backend_db, settings, progress=take_over)
     # The message that found out was already on its way; nothing after it was sent.
@@ -169,4 +169,3 @@ def test_a_sender_whose_rows_were_taken_over_stops_sending_them(backend_db, slow
         rows = {row.id: row for row in session.scalars(select(Delivery))}
     assert rows[ids[0]].state == SENT
     assert {rows[i].state for i in ids[1:]} == {SENDING}
-    assert {rows[i].claim_token for i in ids[1:]} == {other}
