@@ -342,24 +342,29 @@ def test_the_run_completes_after_redis_restarts(stack_for, postgres_url, redis_s
 
 
 @pytest.mark.postgres
-def test_a_batch_out_of_time_is_queued_again_and_sends_each_digest_once(stack_for, postgres_url):
-    """Two workers, batches longer than their time: each stops, hands back the rest, requeues.
+def test_batches_longer_than_their_lease_and_their_time_send_each_digest_once(
+    stack_for, postgres_url
+):
+    """Two workers, a beat sweeping expired leases every 5 s, each batch queued twice.
 
-    The relay is slow in DATA and keeps a message whose client gave up, so a batch interrupted
+    Each batch sends for 12 s on a slow relay, past its 10 s lease (so only its renewals keep
+    the sweeper and the duplicate task off its rows), then stops, hands back the rest and
+    queues it again. The relay keeps a message whose client gave up, so a batch interrupted
     in the middle of a message (what Celery's soft time limit does) would send it twice.
     """
-    count = 140
+    count, batch = 140, 70
     stack = stack_for(
-        postgres_url, data_delay=0.12, batch_size=70, lease_seconds=10, batch_seconds=2
+        postgres_url, data_delay=0.2, batch_size=batch, lease_seconds=10, batch_seconds=12
     )
     pipeline.load_demo_day(stack.db)
     stack.subscribe(count)
     assert pipeline.plan(stack.db, stack.settings).planned == count
     with stack.db.session() as session:
         ids = storage.due_delivery_ids(session, storage.utcnow())
-    stack.start(workers=2, beats=0)
-    for start in range(0, count, 70):
-        stack.send("deliver_batch", ids[start : start + 70])
+    stack.start(workers=2, beats=1)
+    for start in range(0, count, batch):
+        for _ in range(2):  # a redelivered task: its copy must find the rows held
+            stack.send("deliver_batch", ids[start : start + batch])
     stack.wait_all_sent(timeout=90, count=count)
     time.sleep(0.5)  # a message sent twice would have arrived by now
     stack.assert_one_digest_each(count)
