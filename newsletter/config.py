@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(600, ge=10)
     bounce_threshold: int = Field(3, ge=1)
     batch_size: int = Field(200, ge=1, le=5000)
+    # How long one distributed deliver_batch task sends before it hands the rest of its batch
+    # back and queues it again (a worker is not held by one slow relay for ever).
+    batch_seconds: float = Field(300.0, gt=0)
     dkim_selector: str | None = None
     dkim_domain: str | None = None
     dkim_private_key_file: Path | None = None

@@ -145,6 +145,9 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # Who holds the claim: a random token set by each claim. Every mark, renewal and release
+    # names it, so a sender whose lease was taken over can no longer write the row.
+    claim_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
     message_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     top_score: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -489,6 +489,58 @@ def _retry_delay(settings: Settings, attempts: int) -> timedelta:
     return timedelta(seconds=base * random.uniform(0.8, 1.2))
 
 
+class _Claim:
+    """One batch's claim: its holder token, and a lease kept alive while the batch sends.
+
+    The lease is taken from the clock at the claim and renewed whenever a third of it has
+    passed, so each message starts with at least two thirds of a lease ahead of it.
+    """
+
+    def __init__(self, settings: Settings, clock: Callable[[], datetime]) -> None:
+        self.holder = storage.new_claim_token()
+        self.clock = clock
+        self.seconds = settings.lease_seconds
+        self.renewed = time.monotonic()
+
+    def claim(self, session: Any, ids: Sequence[int]) -> list[storage.ClaimedDelivery]:
+        """Claim `ids` for this holder; returns the rows it got."""
+        # Read the clocks before the UPDATE: the lease is then never later than it seems.
+        self.renewed, now = time.monotonic(), self.clock()
+        claimed = storage.claim_deliveries(session, ids, now, self.seconds, self.holder)
+        return storage.load_claimed(session, claimed, self.holder)
+
+    def keep(
+        self, ledger: Any, pending: list[storage.ClaimedDelivery]
+    ) -> list[storage.ClaimedDelivery]:
+        """The rows of `pending` this claim still holds, their lease renewed when it is due."""
+        if not pending or time.monotonic() - self.renewed < self.seconds / 3:
+            return pending
+        self.renewed, now = time.monotonic(), self.clock()
+        until = now + timedelta(seconds=self.seconds)
+        held = storage.renew_leases(ledger, [row.id for row in pending], self.holder, until)
+        if len(held) < len(pending):
+            # Only a lease that ran out (a stalled sender) lets another sender take a row.
+            log.warning(
+                "deliver: %d digests of this batch were taken over by another sender; "
+                "leaving them to it",
+                len(pending) - len(held),
+            )
+        return [row for row in pending if row.id in held]
+
+    def lost(self, row: storage.ClaimedDelivery) -> None:
+        """A mark found `row` held by another sender: check the rest before the next send."""
+        log.warning("deliver %d to %s: no longer this sender's claim", row.id, row.email)
+        self.renewed = float("-inf")
+
+
+def _clock_from(start: datetime | None) -> Callable[[], datetime]:
+    """The time now; for a run told it starts at `start`, `start` plus the time since then."""
+    if start is None:
+        return storage.utcnow
+    began = time.monotonic()
+    return lambda: start + timedelta(seconds=time.monotonic() - began)
+
+
 def deliver(
     db: Database,
     settings: Settings,
@@ -502,12 +554,15 @@ def deliver(
     """Send every due digest (or just `ids`), in batches over one connection per batch.
 
     Each row is claimed with a lease before sending and marked the moment the server accepts
-    it, so a crash resends at most the message in flight, and never a delivered one.
+    it, so a crash resends at most the message in flight, and never a delivered one. Each
+    batch's lease runs from its own claim and is renewed while it sends; a row another sender
+    took over (after a stall longer than the lease) is left to it.
     On `stop`, the rest of the claimed batch goes back to the ledger untouched.
     `edition_caches` is the caller's, kept between calls; without it the renderers last one call.
     """
 
-    now = now or storage.utcnow()
+    clock = _clock_from(now)
+    now = clock()
     report = DeliverReport()
     if ids is None:
         with db.session() as session:
@@ -518,12 +573,12 @@ def deliver(
         if stop is not None and stop.is_set():
             break
         batch = ids[start : start + settings.batch_size]
+        claim = _Claim(settings, clock)
         with db.session() as session:
-            claimed = storage.claim_deliveries(session, batch, now, settings.lease_seconds)
-            rows = storage.load_claimed(session, claimed)
+            rows = claim.claim(session, batch)
             editions = _load_editions(session, settings, rows, now, caches)
         if rows:
-            _send_batch(db, settings, digests, rows, editions, report, stop, progress)
+            _send_batch(db, settings, digests, rows, editions, report, stop, progress, claim)
     return report
 
 
@@ -536,6 +591,7 @@ def _send_batch(
     report: DeliverReport,
     stop: threading.Event | None,
     progress: Progress | None,
+    claim: _Claim,
 ) -> None:
 
     pending = list(rows)
@@ -548,6 +604,9 @@ def _send_batch(
             while pending:
                 if stop is not None and stop.is_set():
                     break
+                pending = claim.keep(ledger, pending)
+                if not pending:
+                    break
                 row = pending[0]
                 edition = editions[row.edition]
                 try:
@@ -556,9 +615,11 @@ def _send_batch(
                 except Exception as exc:  # whatever went wrong, it went wrong for this row only
                     _record_failure(db, settings, row, exc, report)
                 else:
-                    storage.mark_sent(ledger, row.id, message["Message-ID"], storage.utcnow())
+                    mid, at = message["Message-ID"], storage.utcnow()
+                    if not storage.mark_sent(ledger, row.id, mid, at, row.claim_token):
+                        claim.lost(row)
                     # Only a subscriber with failures on record needs the reset UPDATE.
-                    if row.hard_failures:
+                    elif row.hard_failures:
                         storage.record_send_outcome(
                             ledger,
                             row.subscriber_id,
@@ -580,8 +641,8 @@ def _send_batch(
     finally:
         if pending:
             with db.session() as session:
-                storage.release_deliveries(session, [row.id for row in pending])
-            report.released += len(pending)
+                ids = [row.id for row in pending]
+                report.released += storage.release_deliveries(session, ids, claim.holder)
 
 
 def _record_failure(
@@ -604,7 +665,7 @@ def _record_failure(
     bounced = isinstance(exc, PermanentSendError) and exc.stage == "rcpt"
     with db.session() as session:
         if permanent or row.attempts >= settings.max_attempts:
-            storage.mark_failed(session, row.id, error)
+            storage.mark_failed(session, row.id, error, row.claim_token)
             report.failed += 1
             outcome = "failed"
             if bounced:
@@ -616,7 +677,7 @@ def _record_failure(
                 )
         else:
             retry_at = storage.utcnow() + _retry_delay(settings, row.attempts)
-            storage.mark_retry(session, row.id, error, retry_at)
+            storage.mark_retry(session, row.id, error, retry_at, row.claim_token)
             report.retry += 1
             outcome = "will retry"
     # One line with the row's context; a traceback only at debug level, or 100,000 rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -418,10 +419,24 @@ def stale_delivery_ids(session: Session, now: datetime, limit: int | None = None
     return list(session.scalars(query))
 
 
+def new_claim_token() -> str:
+    """A random holder token for one claim: only its holder can mark, renew or release it."""
+    return secrets.token_hex(16)
+
+
 def claim_deliveries(
-    session: Session, ids: Sequence[int], now: datetime, lease_seconds: int
+    session: Session,
+    ids: Sequence[int],
+    now: datetime,
+    lease_seconds: float,
+    holder: str | None = None,
 ) -> list[int]:
-    """Claim rows with one conditional UPDATE; returns only the ids this caller now owns."""
+    """Claim rows with one conditional UPDATE; returns only the ids this caller now owns.
+
+    `now` is the moment of the claim: the lease runs `lease_seconds` from it. The rows get
+    `holder` (a new_claim_token(); a fresh one if left out) as their claim token, which every
+    later write of this claim must name.
+    """
     if not ids:
         return []
     statement = (
@@ -430,6 +445,7 @@ def claim_deliveries(
         .values(
             state=SENDING,
             lease_until=now + timedelta(seconds=lease_seconds),
+            claim_token=holder or new_claim_token(),
             attempts=Delivery.attempts + 1,
         )
         .returning(Delivery.id)
@@ -449,9 +465,11 @@ class ClaimedDelivery:
     show_trending: bool
     link_key: str
     hard_failures: int = 0
+    claim_token: str = ""  # the holder token its marks must name
 
 
-def load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedDelivery]:
+def load_claimed(session: Session, ids: Sequence[int], holder: str) -> list[ClaimedDelivery]:
+    """The rows of `ids` that `holder` holds, with what rendering their digests needs."""
     rows = session.execute(
         select(
             Delivery.id,
@@ -464,23 +482,29 @@ def load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedDelivery]:
             Subscriber.show_trending,
             Subscriber.link_key,
             Subscriber.hard_failures,
+            Delivery.claim_token,
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(Delivery.id.in_(list(ids)))
+        .where(_held(Delivery.id.in_(list(ids)), holder))
         .order_by(Delivery.id)
     )
     return [ClaimedDelivery(*row) for row in rows]
 
 
-def _owned(delivery_id: int) -> Any:
-    return and_(Delivery.id == delivery_id, Delivery.state == SENDING)
+def _held(rows: Any, holder: str) -> Any:
+    """`rows` that are still in the claim `holder` made (not expired and taken over since)."""
+    return and_(rows, Delivery.state == SENDING, Delivery.claim_token == holder)
 
 
 # Built once: marking a row sent runs once per message, so it skips the ORM and the statement's
 # construction, and the compiled form comes from SQLAlchemy's cache.
 _MARK_SENT = (
     update(Delivery)
-    .where(Delivery.id == bindparam("row"), Delivery.state == SENDING)
+    .where(
+        Delivery.id == bindparam("row"),
+        Delivery.state == SENDING,
+        Delivery.claim_token == bindparam("holder"),
+    )
     .values(
         state=SENT,
         sent_at=bindparam("at"),
@@ -492,43 +516,80 @@ _MARK_SENT = (
 
 
 def mark_sent(
-    connection: Session | Connection, delivery_id: int, message_id: str, now: datetime
+    connection: Session | Connection,
+    delivery_id: int,
+    message_id: str,
+    now: datetime,
+    holder: str,
 ) -> bool:
-    """Record an accepted message; False if the row was no longer this sender's claim.
+    """Record an accepted message; False if `holder` no longer holds the row's claim.
 
     Pass a Connection in autocommit mode (Database.quick_commits) to make it one round trip.
     """
-    params = {"row": delivery_id, "at": now, "mid": message_id}
+    params = {"row": delivery_id, "at": now, "mid": message_id, "holder": holder}
     if isinstance(connection, Session):
         connection = connection.connection()
     result = connection.execute(_MARK_SENT, params)
     return bool(result.rowcount)
 
 
-def mark_retry(session: Session, delivery_id: int, error: str, next_attempt_at: datetime) -> None:
-    session.execute(
+def mark_retry(
+    session: Session | Connection,
+    delivery_id: int,
+    error: str,
+    next_attempt_at: datetime,
+    holder: str,
+) -> bool:
+    """Put a held row back for a later try; False if `holder` no longer holds it."""
+    result = session.execute(
         update(Delivery)
-        .where(_owned(delivery_id))
+        .where(_held(Delivery.id == delivery_id, holder))
         .values(state=RETRY, error=error, next_attempt_at=next_attempt_at, lease_until=None)
     )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def mark_failed(session: Session, delivery_id: int, error: str) -> None:
-    session.execute(
+def mark_failed(session: Session | Connection, delivery_id: int, error: str, holder: str) -> bool:
+    """Give up on a held row for good; False if `holder` no longer holds it."""
+    result = session.execute(
         update(Delivery)
-        .where(_owned(delivery_id))
+        .where(_held(Delivery.id == delivery_id, holder))
         .values(state=FAILED, error=error, lease_until=None)
     )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def release_deliveries(session: Session, ids: Sequence[int]) -> None:
-    """Hand claimed rows back untouched (a clean shutdown): they are sent on the next run."""
-    if ids:
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(list(ids)), Delivery.state == SENDING)
-            .values(state=PLANNED, lease_until=None, attempts=Delivery.attempts - 1)
-        )
+def renew_leases(
+    connection: Session | Connection, ids: Sequence[int], holder: str, lease_until: datetime
+) -> set[int]:
+    """Extend the lease of the rows of `ids` that `holder` still holds; returns those ids.
+
+    One UPDATE: a row another sender has taken over since is neither extended nor returned.
+    """
+    if not ids:
+        return set()
+    statement = (
+        update(Delivery)
+        .where(_held(Delivery.id.in_(list(ids)), holder))
+        .values(lease_until=lease_until)
+        .returning(Delivery.id)
+    )
+    return set(connection.scalars(statement, execution_options={"synchronize_session": False}))
+
+
+def release_deliveries(session: Session | Connection, ids: Sequence[int], holder: str) -> int:
+    """Hand held rows back untouched (a clean shutdown): they are sent on the next run.
+
+    Rows `holder` no longer holds are left to their new holder. Returns how many went back.
+    """
+    if not ids:
+        return 0
+    result = session.execute(
+        update(Delivery)
+        .where(_held(Delivery.id.in_(list(ids)), holder))
+        .values(state=PLANNED, lease_until=None, claim_token=None, attempts=Delivery.attempts - 1)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def cancel_for_subscriber(session: Session, subscriber_id: int) -> None:

@@ -309,12 +309,7 @@ class PostgresServer:
         )
 
     def start(self) -> None:
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-            "-c max_connections=300 -c shared_buffers=128MB"
-        )
-        if not self.durable:  # durability is not under test; fsync off keeps the suite fast
-            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        """A new cluster (initdb), then the server on it."""
         self._run(
             str(self.bin_dir / "initdb"),
             "-D",
@@ -327,6 +322,16 @@ class PostgresServer:
             "UTF8",
             "--no-locale",
         )
+        self.restart()
+
+    def restart(self) -> None:
+        """Start the server on the existing cluster (after kill(): crash recovery runs)."""
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            "-c max_connections=300 -c shared_buffers=128MB"
+        )
+        if not self.durable:  # durability is not under test; fsync off keeps the suite fast
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             str(self.bin_dir / "pg_ctl"),
             "-D",
@@ -339,10 +344,19 @@ class PostgresServer:
             "start",
         )
 
-    def stop(self) -> None:
-        import shutil
-
+    def kill(self) -> None:
+        """Stop at once, as a crash or a power cut would (`pg_ctl stop -m immediate`): no
+        checkpoint, and only what reached the write-ahead log on disk survives (when durable)."""
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+
+    def stop(self) -> None:
+        """Stop the server if it runs, and delete the cluster."""
+        import contextlib
+        import shutil
+        import subprocess
+
+        with contextlib.suppress(subprocess.CalledProcessError):  # a test killed it already
+            self.kill()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def pid(self) -> int:
@@ -371,6 +385,18 @@ def postgres_server():
     if bin_dir is None:
         require_system("PostgreSQL", "apt-get install postgresql")
     server = PostgresServer(bin_dir)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def durable_postgres():
+    """A cluster of this test's own with fsync and synchronous commit on, for crash tests."""
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    server = PostgresServer(bin_dir, durable=True)
     server.start()
     yield server
     server.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -37,11 +38,12 @@ RETRYING: dict[str, Any] = {
     "retry_jitter": True,
     "max_retries": 8,
 }
-# A batch must end well before its lease does, or a sweeper could hand its rows to another
-# worker while this one still sends them. The soft limit stops the batch and gives its unsent
-# rows back; the hard limit kills a worker that ignored it, before the lease expires.
-BATCH_SOFT_LIMIT = worker_settings().lease_seconds * 0.75
-BATCH_HARD_LIMIT = worker_settings().lease_seconds * 0.9
+# A batch stops itself between two messages once it has sent for settings.batch_seconds, gives
+# its unsent rows back and queues them again. Celery's limits are only a backstop for a batch
+# stuck inside one message: an exception there could interrupt a message the relay then
+# delivers, so they sit well past the batch's own deadline (the SMTP timeout is 30 s).
+BATCH_SOFT_LIMIT = worker_settings().batch_seconds + 60
+BATCH_HARD_LIMIT = BATCH_SOFT_LIMIT + 30
 
 _db: Database | None = None
 
@@ -127,17 +129,42 @@ def plan_editions() -> dict[str, int]:
     time_limit=BATCH_HARD_LIMIT,
 )
 def deliver_batch(delivery_ids: list[int]) -> dict[str, int]:
-    """Claim and send these digests over one SMTP connection; rows already claimed are skipped."""
+    """Claim and send these digests over one SMTP connection; rows already claimed are skipped.
+
+    After settings.batch_seconds the batch stops between two messages, gives the rest back to
+    the ledger and queues itself again; the rows it sent are skipped by the next run.
+    """
+    settings = worker_settings()
+    out_of_time = threading.Event()
+    timer = threading.Timer(settings.batch_seconds, out_of_time.set)
+    timer.daemon = True
+    timer.start()
     try:
         report = pipeline.deliver(
-            database(), worker_settings(), ids=delivery_ids, edition_caches=shared().editions
+            database(),
+            settings,
+            ids=delivery_ids,
+            stop=out_of_time,
+            edition_caches=shared().editions,
         )
     except SoftTimeLimitExceeded:
-        # The pipeline has given the unsent rows back to the ledger; queue them again.
-        log.warning("deliver_batch: out of time; queueing the batch again")
+        # Stuck inside one message past the deadline: the pipeline has given the unsent rows
+        # back to the ledger; queue them again.
+        log.warning("deliver_batch: stuck past its time limit; queueing the batch again")
         deliver_batch.apply_async(args=(delivery_ids,))
         return {"sent": 0, "requeued": len(delivery_ids)}
-    return {"sent": report.sent, "retry": report.retry, "failed": report.failed}
+    finally:
+        timer.cancel()
+    result = {"sent": report.sent, "retry": report.retry, "failed": report.failed}
+    if out_of_time.is_set():
+        log.info(
+            "deliver_batch: %d sent in %.0f s; queueing the rest again",
+            report.sent,
+            settings.batch_seconds,
+        )
+        deliver_batch.apply_async(args=(delivery_ids,))
+        result["requeued"] = report.released
+    return result
 
 
 @app.task(**RETRYING)

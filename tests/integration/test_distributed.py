@@ -39,8 +39,11 @@ SUBSCRIBERS = 500
 class SlowSink:
     """An aiosmtpd handler that is slow on purpose and can hold senders at RCPT on demand."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, data_delay: float = 0.0) -> None:
         self.delay = delay
+        # Seconds to take over DATA; the message is kept even if its client left meanwhile,
+        # as a relay that already had it all may still deliver it.
+        self.data_delay = data_delay
         self.hold = False
         self.held: set[int] = set()  # client ports of sessions waiting at RCPT
         self.dropped = 0  # sessions that said RCPT and vanished before DATA
@@ -63,6 +66,8 @@ class SlowSink:
         import email
         import email.policy
 
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
             for recipient in envelope.rcpt_tos:
@@ -152,24 +157,24 @@ class Stack:
                 raise AssertionError(f"timed out waiting for {what}\n{logs}")
             time.sleep(0.2)
 
-    def wait_all_sent(self, timeout: float = 90) -> None:
-        self.wait_until(lambda: self.sent() == SUBSCRIBERS, timeout, "every digest to be sent")
+    def wait_all_sent(self, timeout: float = 90, count: int = SUBSCRIBERS) -> None:
+        self.wait_until(lambda: self.sent() == count, timeout, "every digest to be sent")
 
     @property
     def processes(self) -> list[Any]:
         return self.workers + self.beats
 
-    def assert_one_digest_each(self) -> None:
+    def assert_one_digest_each(self, count: int = SUBSCRIBERS) -> None:
         with self.sink.lock:
             received = list(self.sink.received)
         per_recipient = Counter(recipient for recipient, _ in received)
-        expected = {f"reader{n}@example.org" for n in range(SUBSCRIBERS)}
-        assert set(per_recipient) == expected, "someone got no digest"
+        expected = {f"reader{n}@example.org" for n in range(count)}
         assert set(per_recipient.values()) == {1}, per_recipient.most_common(3)
-        assert len({message_id for _, message_id in received}) == SUBSCRIBERS
+        assert set(per_recipient) == expected, "someone got no digest"
+        assert len({message_id for _, message_id in received}) == count
         with self.db.session() as session:
             states = Counter(session.scalars(select(Delivery.state)))
-        assert states == {SENT: SUBSCRIBERS}
+        assert states == {SENT: count}
 
     def launch_env(self) -> dict[str, str]:
         """The environment the processes get: only NEWSLETTER_* from these settings."""
@@ -189,8 +194,10 @@ def stack_for(tmp_path, redis_url, hf_server, celery_processes) -> Iterator[Any]
 
     made: list[tuple[Stack, Any]] = []
 
-    def build(database_url: str, smtp_delay: float = 0.0) -> Stack:
-        sink = SlowSink(smtp_delay)
+    def build(
+        database_url: str, smtp_delay: float = 0.0, data_delay: float = 0.0, **overrides: Any
+    ) -> Stack:
+        sink = SlowSink(smtp_delay, data_delay)
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
@@ -207,6 +214,7 @@ def stack_for(tmp_path, redis_url, hf_server, celery_processes) -> Iterator[Any]
             "http_retries": 0,
             "lease_seconds": 10,  # a lost batch comes back within seconds
             "batch_size": 25,
+            **overrides,
         }
         stack = Stack(values, celery_processes, sink)
         made.append((stack, controller))
@@ -331,3 +339,35 @@ def test_the_run_completes_after_redis_restarts(stack_for, postgres_url, redis_s
         beat = stack.launch("beat", "beat2", stack.values)
     beat.wait_for("beat: Acquired lock", timeout=40)
     beat.wait_for("Sending due task sweep-leases", timeout=15)
+
+
+@pytest.mark.postgres
+def test_batches_longer_than_their_lease_and_their_time_send_each_digest_once(
+    stack_for, postgres_url
+):
+    """Two workers, a beat sweeping expired leases every 5 s, each batch queued twice.
+
+    Each batch sends for 12 s on a slow relay, past its 10 s lease (so only its renewals keep
+    the sweeper and the duplicate task off its rows), then stops, hands back the rest and
+    queues it again. The relay keeps a message whose client gave up, so a batch interrupted
+    in the middle of a message (what Celery's soft time limit does) would send it twice.
+    """
+    count, batch = 140, 70
+    stack = stack_for(
+        postgres_url, data_delay=0.2, batch_size=batch, lease_seconds=10, batch_seconds=12
+    )
+    pipeline.load_demo_day(stack.db)
+    stack.subscribe(count)
+    assert pipeline.plan(stack.db, stack.settings).planned == count
+    with stack.db.session() as session:
+        ids = storage.due_delivery_ids(session, storage.utcnow())
+    stack.start(workers=2, beats=1)
+    for start in range(0, count, batch):
+        for _ in range(2):  # a redelivered task: its copy must find the rows held
+            stack.send("deliver_batch", ids[start : start + batch])
+    stack.wait_all_sent(timeout=90, count=count)
+    time.sleep(0.5)  # a message sent twice would have arrived by now
+    stack.assert_one_digest_each(count)
+    logs = "".join(worker.log() for worker in stack.workers)
+    assert logs.count("queueing the rest again") >= 2, logs[-3000:]
+    assert "Traceback" not in logs, logs[-3000:]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import random
 import threading
+import time
 from collections import Counter
 from datetime import date, datetime, timedelta
 
@@ -13,7 +15,7 @@ from sqlalchemy import inspect, select, text
 from newsletter import pipeline, storage, subscriptions
 from newsletter.config import load_settings
 from newsletter.db import Database
-from newsletter.models import ACTIVE, PLANNED, SENDING, SENT, Delivery
+from newsletter.models import ACTIVE, PLANNED, SENDING, SENT, Delivery, Subscriber
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +58,18 @@ def test_migrations_run_on_postgresql(postgres_url, tmp_path):
     try:
         db.upgrade()
         db.upgrade()  # a second run finds nothing to do
+        from alembic import command
+
+        from newsletter.db import alembic_config
+
+        config = alembic_config(settings)
+        with db.engine.begin() as connection:  # the latest migration goes down and up again
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0002")
+            assert "claim_token" not in {
+                c["name"] for c in inspect(connection).get_columns("deliveries")
+            }
+            command.upgrade(config, "head")
         tables = set(inspect(db.engine).get_table_names())
         with db.session() as session:
             versions = session.execute(text("SELECT version_num FROM alembic_version")).all()
@@ -210,9 +224,9 @@ def test_sent_marks_commit_at_once_without_leaking_their_setting(backend_db):
     """Marks go through their own autocommit connections; the ordinary ones stay durable."""
     ids = add_planned(backend_db, 2)
     with backend_db.session() as session:
-        storage.claim_deliveries(session, ids, NOW, 60)
+        storage.claim_deliveries(session, ids, NOW, 60, "h" * 32)
     with backend_db.quick_commits() as ledger:
-        assert storage.mark_sent(ledger, ids[0], "<m@x>", NOW)
+        assert storage.mark_sent(ledger, ids[0], "<m@x>", NOW, "h" * 32)
         if backend_db.engine.dialect.name == "postgresql":
             assert ledger.exec_driver_sql(SYNCHRONOUS_COMMIT).one() == ("off", "client")
         # Committed already: another connection sees it before this one is closed.
@@ -222,3 +236,79 @@ def test_sent_marks_commit_at_once_without_leaking_their_setting(backend_db):
         for _ in range(6):  # every pooled connection of the main engine: the server's setting
             with backend_db.session() as session:
                 assert session.execute(text(SYNCHRONOUS_COMMIT)).one()[1] != "client"
+
+
+@pytest.mark.postgres
+def test_sent_marks_survive_a_database_crash_and_resends_are_recognisable(
+    durable_postgres, faulty_smtp_server, tmp_path
+):
+    """A durable cluster killed mid-delivery (`pg_ctl stop -m immediate`), restarted, resumed.
+
+    A mark committed before the kill survives it; one lost with the server's last instant of
+    asynchronous commits only causes a resend with the same Message-ID; every row ends sent.
+    """
+    count, lease = 120, 10
+    settings = load_settings(
+        var_dir=tmp_path / "var",
+        secret_key="test-secret",
+        database_url=durable_postgres.create_database(),
+        smtp_url=faulty_smtp_server.url,
+        batch_size=20,
+        lease_seconds=lease,
+    )
+    db = Database(settings)
+    db.upgrade()
+    add_planned(db, count)
+    faulty_smtp_server.delay = 0.03
+    errors: list[BaseException] = []
+
+    def sender() -> None:
+        try:
+            pipeline.deliver(db, settings)
+        except BaseException as exc:  # noqa: BLE001 - the crash is expected to surface here
+            errors.append(exc)
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    while len(faulty_smtp_server.messages) < 40:
+        assert thread.is_alive(), errors
+        time.sleep(0.01)
+    with db.session() as session:
+        committed = set(session.scalars(select(Delivery.id).where(Delivery.state == SENT)))
+    # PostgreSQL writes an asynchronous commit to disk within 3 x wal_writer_delay (0.6 s).
+    time.sleep(1.0)
+    durable_postgres.kill()
+    thread.join(timeout=30)
+    db.dispose()
+    assert errors and not thread.is_alive(), "the sender did not notice the crash"
+    assert 40 <= len(faulty_smtp_server.messages) < count
+
+    durable_postgres.restart()
+    db = Database(settings)
+    try:
+        with db.session() as session:
+            survived = set(session.scalars(select(Delivery.id).where(Delivery.state == SENT)))
+        assert committed and committed <= survived, "a committed sent mark was lost"
+        # Resume once the dead run's leases have run out, as the next scheduled run would.
+        resumed = storage.utcnow() + timedelta(seconds=lease + 1)
+        pipeline.deliver(db, settings, now=resumed)
+        with db.session() as session:
+            ledger = session.execute(
+                select(Subscriber.email, Delivery.id, Delivery.state, Delivery.message_id).join(
+                    Subscriber, Subscriber.id == Delivery.subscriber_id
+                )
+            ).all()
+    finally:
+        db.dispose()
+    copies: dict[str, list[str]] = {}
+    for message in faulty_smtp_server.messages:
+        copies.setdefault(str(message["To"]), []).append(str(message["Message-ID"]))
+    assert set(copies) == {f"s{n}@example.org" for n in range(count)}, "a digest was lost"
+    resent = {to: ids for to, ids in copies.items() if len(ids) > 1}
+    assert all(len(set(ids)) == 1 for ids in resent.values()), resent
+    row_of = {email: row for email, row, _, _ in ledger}
+    assert not {row_of[to] for to in resent} & survived, "a row marked sent was sent again"
+    # At most the message in flight and the marks of the server's last 0.6 s.
+    assert len(resent) <= 1 + math.ceil(0.6 / faulty_smtp_server.delay), resent
+    assert {state for _, _, state, _ in ledger} == {SENT}
+    assert {email: mid for email, _, _, mid in ledger} == {to: ids[0] for to, ids in copies.items()}

@@ -105,35 +105,80 @@ def planned(db):
 
 def test_a_claim_is_exclusive_until_its_lease_expires(db, planned):
     with db.session() as session:
-        assert storage.claim_deliveries(session, planned, NOW, 60) == planned
+        assert storage.claim_deliveries(session, planned, NOW, 60, "a" * 32) == planned
     with db.session() as session:
         assert storage.claim_deliveries(session, planned, NOW + timedelta(seconds=30), 60) == []
         assert storage.due_delivery_ids(session, NOW) == []
     later = NOW + timedelta(seconds=61)
     with db.session() as session:
-        assert storage.claim_deliveries(session, planned[:1], later, 60) == planned[:1]
-        assert session.get(Delivery, planned[0]).attempts == 2
+        assert storage.claim_deliveries(session, planned[:1], later, 60, "b" * 32) == planned[:1]
+        row = session.get(Delivery, planned[0])
+        assert row.attempts == 2 and row.claim_token == "b" * 32
+
+
+def test_the_lease_runs_from_the_moment_of_each_claim(db, planned):
+    first, second, _ = planned
+    with db.session() as session:
+        storage.claim_deliveries(session, [first], NOW, 60)
+        storage.claim_deliveries(session, [second], NOW + timedelta(seconds=100), 60)
+    with db.session() as session:
+        assert session.get(Delivery, first).lease_until == NOW + timedelta(seconds=60)
+        assert session.get(Delivery, second).lease_until == NOW + timedelta(seconds=160)
+        # At NOW+100 s the first lease has run out, the second has not.
+        assert storage.stale_delivery_ids(session, NOW + timedelta(seconds=100)) == [first]
 
 
 def test_sent_retry_failed_and_release(db, planned):
     first, second, third = planned
+    holder = storage.new_claim_token()
     with db.session() as session:
-        storage.claim_deliveries(session, planned, NOW, 60)
-        assert storage.mark_sent(session, first, "<m1@x>", NOW)
-        assert not storage.mark_sent(session, first, "<m1@x>", NOW)  # no longer ours
-        storage.mark_retry(session, second, "451 busy", NOW + timedelta(minutes=5))
-        storage.release_deliveries(session, [third])
+        storage.claim_deliveries(session, planned, NOW, 60, holder)
+        assert storage.mark_sent(session, first, "<m1@x>", NOW, holder)
+        assert not storage.mark_sent(session, first, "<m1@x>", NOW, holder)  # no longer ours
+        assert storage.mark_retry(session, second, "451 busy", NOW + timedelta(minutes=5), holder)
+        assert storage.release_deliveries(session, [third], holder) == 1
     with db.session() as session:
         states = {i: session.get(Delivery, i) for i in planned}
         assert states[first].state == SENT and states[first].message_id == "<m1@x>"
         assert states[second].state == RETRY
         assert states[third].state == PLANNED and states[third].attempts == 0
+        assert states[third].claim_token is None
         assert storage.due_delivery_ids(session, NOW) == [third]
         assert storage.due_delivery_ids(session, NOW + timedelta(minutes=6)) == [second, third]
-        storage.claim_deliveries(session, [second], NOW + timedelta(minutes=6), 60)
-        storage.mark_failed(session, second, "550 no such user")
+        storage.claim_deliveries(session, [second], NOW + timedelta(minutes=6), 60, holder)
+        assert storage.mark_failed(session, second, "550 no such user", holder)
     with db.session() as session:
         assert session.get(Delivery, second).state == FAILED
+
+
+def test_a_sender_that_lost_its_claim_can_write_nothing(db, planned):
+    """A stalled sender's lease ran out and another took the rows: its writes change nothing."""
+    stalled, current = storage.new_claim_token(), storage.new_claim_token()
+    later = NOW + timedelta(seconds=61)
+    with db.session() as session:
+        assert storage.claim_deliveries(session, planned, NOW, 60, stalled) == planned
+    with db.session() as session:
+        assert storage.claim_deliveries(session, planned, later, 60, current) == planned
+    with db.session() as session:
+        before = {i: _columns(session.get(Delivery, i)) for i in planned}
+    first, second, third = planned
+    with db.session() as session:
+        assert not storage.mark_sent(session, first, "<stale@x>", later, stalled)
+        assert not storage.mark_retry(session, second, "451", later, stalled)
+        assert not storage.mark_failed(session, third, "550", stalled)
+        assert storage.release_deliveries(session, planned, stalled) == 0
+        assert storage.renew_leases(session, planned, stalled, later + timedelta(hours=1)) == set()
+    with db.session() as session:
+        assert {i: _columns(session.get(Delivery, i)) for i in planned} == before
+        assert storage.renew_leases(session, planned, current, later + timedelta(hours=1)) == set(
+            planned
+        )
+        assert session.get(Delivery, first).lease_until == later + timedelta(hours=1)
+        assert storage.mark_sent(session, first, "<m@x>", later, current)
+
+
+def _columns(row: Delivery) -> dict:
+    return {c.name: getattr(row, c.name) for c in Delivery.__table__.columns}
 
 
 def test_consecutive_hard_failures_mark_bouncing(db):
@@ -153,8 +198,8 @@ def test_consecutive_hard_failures_mark_bouncing(db):
 
 def test_cancel_for_subscriber_leaves_sent_rows(db, planned):
     with db.session() as session:
-        storage.claim_deliveries(session, planned[:1], NOW, 60)
-        storage.mark_sent(session, planned[0], "<m@x>", NOW)
+        storage.claim_deliveries(session, planned[:1], NOW, 60, "h" * 32)
+        assert storage.mark_sent(session, planned[0], "<m@x>", NOW, "h" * 32)
         owner = session.get(Delivery, planned[0]).subscriber_id
         storage.cancel_for_subscriber(session, owner)
         storage.cancel_for_subscriber(session, session.get(Delivery, planned[1]).subscriber_id)
