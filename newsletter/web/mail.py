@@ -7,7 +7,7 @@ from email.utils import make_msgid
 
 from newsletter import storage, tokens
 from newsletter.config import Settings
-from newsletter.mailer import build_message, open_transport, sender_domain
+from newsletter.mail import build_message, open_transport, sender_domain
 from newsletter.models import Subscriber
 from newsletter.render import render_confirmation
 
