@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from newsletter import storage
 from newsletter.config import Settings
 from newsletter.db import Database
-from newsletter.mailer import (
+from newsletter.mail import (
     PermanentSendError,
     SendError,
     TransientSendError,

@@ -81,6 +81,7 @@ RECENCY_DAYS = 30.0
 SNIPPET_WORDS = 45  # about 300 characters of abstract
 FEATURE_CACHE = 100_000
 CODE_ENTRIES = 12  # positive entries whose match pattern fits one 64-bit integer
+# Dense is faster, sparse smaller. Benchmark: tests/perf/bench_ranking.py, "rank_many", "peak RSS".
 DENSE_LIMIT = 50_000_000  # features x papers cells kept dense while ranking (200 MB)
 _FIELD_NAMES = {
     mask: tuple(
@@ -104,6 +105,8 @@ class _Snippet:
     Ranking 100,000 subscribers chooses a million papers; their excerpts are built only when
     someone reads them, once per (paper, matched entries), and then kept.
     """
+
+    # Benchmark: tests/perf/bench_ranking.py, "rank_many" (builds none) and "read all snippets".
 
     def __init__(self, part: int) -> None:
         self.part = part  # 0: HTML, 1: text
@@ -130,6 +133,7 @@ class Match:
     """One paper chosen for a profile, with why: the entries that matched and where."""
 
     # Slots keep a million matches small; the snippets live in private slots behind _Snippet.
+    # Benchmark: tests/perf/bench_ranking.py, "peak RSS" after rank_many (target <= 1024 MiB).
     __slots__ = ("paper_id", "score", "matched", "where", "_snippet_html", "_snippet_text")
 
     paper_id: str
@@ -150,6 +154,7 @@ class Match:
 
 
 _MATCH_FIELDS = ("paper_id", "score", "matched", "where", "snippet_html", "snippet_text")
+# A Match built by hand (_Explainer.matches). Benchmark: tests/perf/bench_ranking.py, "rank_many".
 _NEW = object.__new__
 _SET_SLOTS = tuple(
     getattr(Match, name).__set__
@@ -160,6 +165,7 @@ _SET_SLOTS = tuple(
 class _LazySnippet:
     """The (html, text) excerpt of one paper for one set of matched entries, built once."""
 
+    # One per (paper, matched entries). Benchmark: tests/perf/bench_ranking.py, "peak RSS".
     __slots__ = ("_explainer", "_paper", "_columns", "_value")
 
     def __init__(self, explainer: _Explainer, paper: int, columns: tuple[int, ...]) -> None:
@@ -176,6 +182,7 @@ class _LazySnippet:
         return value[part]
 
 
+# Slots: up to FEATURE_CACHE of these an index. Benchmark: tests/perf/bench_ranking.py, "peak RSS".
 @dataclass(frozen=True, slots=True)
 class _Feature:
     """What one entry matches: papers (sorted), what each match is worth (0, 1], field bits."""
@@ -413,6 +420,7 @@ class PaperIndex:
     # Features --------------------------------------------------------------------------------
     def feature(self, entry: Entry) -> _Feature:
         """What an entry matches in this index (cached: many profiles share entries)."""
+        # Benchmark: tests/perf/bench_ranking.py, "rank_many".
         key = self._feature_key(entry)
         found = self._features.get(key)
         if found is None:
@@ -521,6 +529,7 @@ def _paused_gc() -> Iterator[None]:
     they are promoted to the oldest generation first (freeze + unfreeze only moves lists):
     any real garbage cycle among them is still found by the next full collection.
     """
+    # Benchmark: tests/perf/bench_ranking.py, "build index" and "rank_many" (wall and CPU seconds).
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -808,6 +817,7 @@ class _Why(NamedTuple):
 class _Compiled:
     """A profile as its subscriber wrote it: labels and feature columns of positive entries."""
 
+    # Slots: one per distinct written profile. Benchmark: tests/perf/bench_ranking.py, "peak RSS".
     __slots__ = ("labels", "columns", "masks", "coded", "why", "made", "shared")
 
     def __init__(
@@ -878,6 +888,7 @@ class _Explainer:
             if lazy is None:
                 lazy = lazies[place] = _LazySnippet(self, paper, self._highlight_sets[highlight])
             # Match(...) by hand: a million per 100,000 subscribers; __init__ costs 3x more.
+            # Benchmark: tests/perf/bench_ranking.py, "rank_many".
             match = new(Match)
             set_id(match, ids[paper])
             set_score(match, score)
@@ -946,6 +957,7 @@ class _Pieces:
     same "of the " recurs across a thousand abstracts.
     """
 
+    # Slots, interned pieces. Benchmark: tests/perf/bench_ranking.py, "peak RSS" (all snippets).
     __slots__ = ("positions", "text", "html", "text_cut", "html_cut")
 
     def __init__(self, abstract: str, tokens: Mapping[str, list[Token]]) -> None:
@@ -975,6 +987,7 @@ class _Pieces:
         """(html, text): about SNIPPET_WORDS words around most marks (word ranges), marked."""
         begin, end = _window(marks, len(self.text), SNIPPET_WORDS)
         # ASCII ellipses: one non-ASCII character would double a stored excerpt's memory.
+        # Benchmark: tests/perf/bench_ranking.py, "peak RSS" (with every snippet built).
         html_parts = ["&hellip;"] if begin else []
         text_parts = ["..."] if begin else []
         cursor = begin

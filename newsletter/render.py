@@ -505,7 +505,7 @@ def _preheader(
 def html_ascii(html: str) -> str:
     """HTML with every non-ASCII character as a character reference (the same document).
 
-    Pure ASCII HTML can be mailed without a transfer encoding (see mailer); converting the
+    Pure ASCII HTML can be mailed without a transfer encoding (see newsletter.mail); converting the
     cached fragments once spares converting each whole digest.
     """
     return html if html.isascii() else html.encode("ascii", "xmlcharrefreplace").decode("ascii")

@@ -7,7 +7,7 @@ from email.utils import make_msgid
 
 from newsletter import storage, tokens
 from newsletter.config import Settings
-from newsletter.mailer import build_message, open_transport, sender_domain
+from newsletter.mail import build_message, open_transport, sender_domain
 from newsletter.models import Subscriber
 from newsletter.render import render_confirmation
 
@@ -17,7 +17,7 @@ def send_confirmation(
 ) -> None:
     """Render and send the double opt-in mail, then stamp `confirm_sent_at`.
 
-    The link is valid for `confirm_hours`. Raises newsletter.mailer.SendError if the mail was
+    The link is valid for `confirm_hours`. Raises newsletter.mail.SendError if the mail was
     not accepted; the stamp is then left as it was. The caller commits the stamp.
     """
     confirm_url = tokens.link(settings, "confirm", subscriber.id, subscriber.link_key)

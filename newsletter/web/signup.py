@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 
 from newsletter import storage, subscriptions
-from newsletter.mailer import SendError
+from newsletter.mail import SendError
 from newsletter.models import Subscriber
 from newsletter.web.context import (
     FormDep,

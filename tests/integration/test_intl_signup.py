@@ -13,7 +13,7 @@ import pytest
 from newsletter import storage, subscriptions
 from newsletter.config import load_settings
 from newsletter.db import Database
-from newsletter.mailer import PermanentSendError
+from newsletter.mail import PermanentSendError
 from newsletter.web.mail import send_confirmation
 
 pytestmark = pytest.mark.integration

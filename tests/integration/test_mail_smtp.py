@@ -15,7 +15,7 @@ import pytest
 from bs4 import BeautifulSoup
 
 from newsletter.config import Settings
-from newsletter.mailer import (
+from newsletter.mail import (
     DkimSigner,
     PermanentSendError,
     SMTPTransport,

@@ -29,7 +29,7 @@ from pathlib import Path
 from markupsafe import Markup, escape
 
 from newsletter.config import Settings
-from newsletter.mailer import SMTPTransport, build_message, message_id_for, serialize
+from newsletter.mail import SMTPTransport, build_message, message_id_for, serialize
 from newsletter.paper import Paper
 from newsletter.render import (
     PREHEADER_PADDING,

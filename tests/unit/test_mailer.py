@@ -13,7 +13,7 @@ import dkim
 import pytest
 
 from newsletter.config import Settings
-from newsletter.mailer import (
+from newsletter.mail import (
     SIGNED_HEADERS,
     DkimSigner,
     OutboxTransport,
@@ -134,7 +134,7 @@ def test_html_with_a_very_long_line_falls_back_to_quoted_printable():
 
 
 def test_html_containing_the_boundary_falls_back_to_quoted_printable():
-    from newsletter.mailer import BOUNDARY
+    from newsletter.mail.message import BOUNDARY
 
     tricky = f"<p>\n--{BOUNDARY}\n</p>\n"
     parsed = parse(serialize(message(email=Email(subject="s", text="t\n", html=tricky))))

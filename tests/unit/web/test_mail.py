@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from newsletter import storage, tokens
-from newsletter.mailer import SendError
+from newsletter.mail import SendError
 from newsletter.web.mail import send_confirmation
 
 

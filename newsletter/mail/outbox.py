@@ -1,0 +1,64 @@
+"""The outbox: each message an .eml file named by its Message-ID (embedded mode, no SMTP)."""
+
+from __future__ import annotations
+
+import os
+import re
+from email.message import EmailMessage
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from newsletter.mail.addresses import envelope, needs_smtputf8
+from newsletter.mail.errors import TransientSendError
+from newsletter.mail.message import serialize
+from newsletter.mail.signing import DkimSigner
+
+
+class OutboxTransport:
+    """Writes each message to `<dir>/<message-id>.eml` (the embedded mode without SMTP).
+
+    The file is written under a temporary name and renamed, so a reader never sees half a
+    message; the name comes from the Message-ID, so a resend replaces instead of duplicating.
+    """
+
+    def __init__(self, directory: Path, *, signer: DkimSigner | None = None) -> None:
+        self.directory = Path(directory)
+        self.signer = signer
+
+    def __enter__(self) -> Self:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            problem = f"cannot create {self.directory}: {exc}"
+            raise TransientSendError(None, problem, stage="connect") from exc
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        return None
+
+    def path_for(self, message: EmailMessage) -> Path:
+        """Where a message is written: its Message-ID made safe as a file name."""
+        raw = [str(v) for name, v in message.raw_items() if name.lower() == "message-id"]
+        message_id = raw[0].strip("<> ") if raw else ""
+        if not message_id:
+            raise ValueError("an outbox message needs a Message-ID")
+        return self.directory / (re.sub(r"[^A-Za-z0-9._@+-]", "_", message_id) + ".eml")
+
+    def send(self, message: EmailMessage) -> str:
+        """Write the message atomically and return its path."""
+        utf8 = needs_smtputf8(*envelope(message))
+        path = self.path_for(message)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            temporary.write_bytes(serialize(message, self.signer, utf8=utf8))
+            os.replace(temporary, path)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            raise TransientSendError(None, f"cannot write {path}: {exc}", stage="write") from exc
+        return str(path)
