@@ -594,3 +594,12 @@ def release_confirmation(
 def database_ok(session: Session) -> bool:
     """A round trip to the database (raises if it is unreachable)."""
     return session.scalar(select(1)) == 1
+
+
+def core_tables_readable(session: Session) -> None:
+    """Read a row of each core table: raises if a table is gone or the file is not a database.
+
+    `SELECT 1` never touches the file, so it answers even when the data is lost.
+    """
+    for table in (Subscriber, Delivery, PaperRow):
+        session.execute(select(table.__table__.c.id).limit(1)).all()

@@ -1,4 +1,4 @@
-"""Security headers, the body size limit, error pages and the health check."""
+"""Security headers, the body size limit and error pages (the health check: test_health.py)."""
 
 from __future__ import annotations
 
@@ -93,25 +93,3 @@ def test_files_cannot_be_uploaded(w):
         "/", data={"csrf_token": token}, files={"keywords": ("a.txt", b"diffusion")}
     )
     assert response.status_code in (400, 403)
-
-
-def test_health_check(w):
-    response = w.client.get("/healthz")
-    assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok"}
-
-
-def test_health_check_without_a_database(w, settings, tmp_path):
-    from newsletter.db import Database
-    from newsletter.web.app import create_app
-
-    # A directory is not a database file: every connection attempt fails.
-    broken = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path}"})
-    database = Database(broken)
-    try:
-        with type(w.client)(create_app(broken, database)) as client:
-            response = client.get("/healthz")
-    finally:
-        database.dispose()
-    assert response.status_code == 503
-    assert response.json() == {"status": "error", "database": "unreachable"}
