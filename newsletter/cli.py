@@ -52,8 +52,15 @@ def settings() -> Settings:
 
 @contextmanager
 def database() -> Iterator[Database]:
+    from sqlalchemy.exc import OperationalError
+
     db = Database(settings())
-    db.upgrade()
+    try:
+        db.upgrade()
+    except OperationalError as exc:
+        db.dispose()
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise fail(f"cannot open the database {_safe_url(db.settings.db_url)}: {reason}") from None
     try:
         yield db
     finally:
