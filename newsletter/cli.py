@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -68,15 +67,9 @@ def database() -> Iterator[Database]:
 
 
 def _logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Retries and scheduler bookkeeping are for --verbose; a source that stays down is still
-    # reported, once, by the pipeline.
-    quiet = ("httpx", "httpcore", "apscheduler", "alembic.runtime", "newsletter.sources")
-    for noisy in quiet:
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    from newsletter import logs
+
+    logs.configure(verbose)
 
 
 @contextmanager

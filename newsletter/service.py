@@ -77,7 +77,12 @@ def serve(settings: Settings, *, scheduler: bool = True, demo: bool = False) -> 
     """Run the whole embedded service in this process until SIGINT/SIGTERM."""
     import uvicorn
 
+    from newsletter import logs
     from newsletter.web.app import create_app
+
+    if not logging.getLogger().handlers:  # not started by the CLI, which configured them
+        logs.configure()
+    logs.install_redaction()
 
     db = Database(settings)
     db.upgrade()
@@ -91,6 +96,9 @@ def serve(settings: Settings, *, scheduler: bool = True, demo: bool = False) -> 
             host=settings.host,
             port=settings.port,
             log_level="info",
+            # uvicorn's loggers go to ours: one format, and the access log's paths, which
+            # carry signed tokens, pass through the redaction like every other line.
+            log_config=None,
             proxy_headers=True,
         )
     )

@@ -173,7 +173,7 @@ def test_the_access_log_never_records_a_working_link(tmp_path):
         assert token not in log
         assert token.split(".")[0] not in log  # not even the payload part
     for purpose in links:
-        assert f'"GET /{purpose}/… HTTP/1.1" 200' in log, log
+        assert f'"GET /{purpose}/…?from=mail HTTP/1.1" 200' in log, log
     assert '"POST /unsubscribe/… HTTP/1.1" 200' in log
 
 
