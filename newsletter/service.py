@@ -79,6 +79,7 @@ def serve(settings: Settings, *, scheduler: bool = True, demo: bool = False) -> 
 
     from newsletter import logs
     from newsletter.web.app import create_app
+    from newsletter.web.protocol import OneLineH11Protocol
 
     if not logging.getLogger().handlers:  # not started by the CLI, which configured them
         logs.configure()
@@ -99,6 +100,7 @@ def serve(settings: Settings, *, scheduler: bool = True, demo: bool = False) -> 
             # uvicorn's loggers go to ours: one format, and the access log's paths, which
             # carry signed tokens, pass through the redaction like every other line.
             log_config=None,
+            http=OneLineH11Protocol,
             proxy_headers=True,
         )
     )
