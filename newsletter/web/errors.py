@@ -12,7 +12,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from newsletter.web.context import RateLimited, get_web
-from newsletter.web.csrf import CsrfError
+from newsletter.web.csrf import CsrfError, ForeignOrigin
 from newsletter.web.links import LinkError
 from newsletter.web.protocol import MALFORMED_BODY
 
@@ -44,6 +44,14 @@ async def link_error(request: Request, exc: Exception) -> Response:
 
 
 async def csrf_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, ForeignOrigin):
+        return _page(
+            request,
+            403,
+            "This form was sent from another site",
+            "Nothing was changed. To change your subscription, open the page on this site "
+            "(the link in your email) and send the form from there.",
+        )
     return _page(
         request,
         403,

@@ -9,7 +9,8 @@ from starlette.requests import Request
 from newsletter import subscriptions
 from newsletter.models import UNSUBSCRIBED
 from newsletter.web.confirm import subscribed_context
-from newsletter.web.context import WebDep, require_csrf
+from newsletter.web import csrf
+from newsletter.web.context import FormDep, WebDep, require_csrf
 from newsletter.web.links import subscriber_for
 
 router = APIRouter()
@@ -26,9 +27,13 @@ def unsubscribe_page(request: Request, token: str, web: WebDep) -> HTMLResponse:
 
 
 @router.post("/unsubscribe/{token}", response_class=HTMLResponse)
-def unsubscribe(request: Request, token: str, web: WebDep) -> HTMLResponse:
+def unsubscribe(request: Request, token: str, web: WebDep, form: FormDep) -> HTMLResponse:
     """Unsubscribe at once, 200. No cookie or CSRF token: a mail client's one-click POST
     (body `List-Unsubscribe=One-Click`) has neither, and the signed link is the proof."""
+    if form.get("List-Unsubscribe") != "One-Click":
+        # The page's button, sent by a browser: it must come from this site. The one-click
+        # POST is a mail client's, made without any Origin of ours.
+        csrf.check_origin(request, web.settings)
     with web.db.session() as session:
         subscriber = subscriber_for(session, web.settings, "unsubscribe", token)
         subscriptions.unsubscribe(session, subscriber, web.clock())
