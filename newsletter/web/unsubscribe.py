@@ -8,8 +8,8 @@ from starlette.requests import Request
 
 from newsletter import subscriptions
 from newsletter.models import UNSUBSCRIBED
-from newsletter.web.confirm import subscribed_context
 from newsletter.web import csrf
+from newsletter.web.confirm import subscribed_context
 from newsletter.web.context import FormDep, WebDep, require_csrf
 from newsletter.web.links import subscriber_for
 
