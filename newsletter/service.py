@@ -11,11 +11,15 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from newsletter import pipeline
+from newsletter import pipeline, storage
 from newsletter.config import Settings
 from newsletter.db import Database
 
 log = logging.getLogger(__name__)
+
+# Pending sign-ups are deleted once their confirmation link has expired, hourly at this minute
+# (the same as the distributed beat's, workers/schedule.py).
+EXPIRE_PENDING_MINUTE = 20
 
 
 class EmbeddedScheduler:
@@ -36,12 +40,27 @@ class EmbeddedScheduler:
         hours = ",".join(settings.collect_hours)
         self.scheduler.add_job(self.collect, CronTrigger(hour=hours, minute=5), id="collect")
         self.scheduler.add_job(self.send, IntervalTrigger(minutes=5), id="send", next_run_time=None)
+        self.scheduler.add_job(
+            self.expire_pending, CronTrigger(minute=EXPIRE_PENDING_MINUTE), id="expire-pending"
+        )
 
     def collect(self) -> None:
         try:
             pipeline.collect(self.db, self.settings)
         except Exception:  # the service stays up; the next run tries again
             log.exception("collect failed")
+
+    def expire_pending(self) -> None:
+        """Delete the sign-ups whose confirmation link has expired (hourly)."""
+        try:
+            with self.db.session() as session:
+                deleted = storage.delete_expired_pending(
+                    session, storage.utcnow(), self.settings.confirm_hours
+                )
+            if deleted:
+                log.info("expired %d unconfirmed sign-ups", deleted)
+        except Exception:
+            log.exception("expire pending sign-ups failed")
 
     def send(self) -> None:
         if self.stop.is_set():

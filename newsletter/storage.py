@@ -30,6 +30,7 @@ from newsletter.models import (
     ACTIVE,
     BOUNCING,
     FAILED,
+    PENDING,
     PLANNED,
     RETRY,
     SENDING,
@@ -559,6 +560,22 @@ def delivery_ids_for(session: Session, subscriber_id: int, edition: date) -> lis
 
 def subscriber_by_id(session: Session, subscriber_id: int) -> Subscriber | None:
     return session.get(Subscriber, subscriber_id)
+
+
+def delete_expired_pending(session: Session, now: datetime, hours: float) -> int:
+    """Delete the sign-ups never confirmed whose last confirmation link expired `hours` ago.
+
+    Only pending rows: an unsubscribed address that signed up again keeps its history, and
+    active ones are never touched. The clock starts at the last confirmation mail, so someone
+    who asked for a new link keeps the full window. Returns how many rows were deleted.
+    """
+    last_link = func.coalesce(Subscriber.confirm_sent_at, Subscriber.created_at)
+    result = session.execute(
+        delete(Subscriber)
+        .where(Subscriber.state == PENDING, last_link < now - timedelta(hours=hours))
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def claim_confirmation(

@@ -17,6 +17,8 @@ ARXIV_ANNOUNCEMENTS = crontab(minute="5,35", hour="0,1", day_of_week="mon-fri")
 CATCH_UP = crontab(minute=50)
 # Subscribers' send hours are local hours; zones are offset by 15-minute steps at the finest.
 PLAN_EVERY = crontab(minute="*/15")
+# Unconfirmed sign-ups whose link has expired: hourly, like the embedded scheduler.
+EXPIRE_PENDING = crontab(minute=20)
 
 
 def collect_times(source: str, settings: Settings) -> crontab:
@@ -53,6 +55,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "task": "workers.tasks.plan_editions",
         "schedule": PLAN_EVERY,
         "options": {"queue": "plan", "expires": 14 * 60},
+    }
+    schedule["expire-pending"] = {
+        "task": "workers.tasks.expire_pending",
+        "schedule": EXPIRE_PENDING,
+        "options": {"queue": "plan", "expires": 50 * 60},
     }
     interval = sweep_interval(settings)
     schedule["sweep-leases"] = {
