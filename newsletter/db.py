@@ -127,13 +127,6 @@ def alembic_config(settings: Settings) -> Any:
     return config
 
 
-def migration_heads(settings: Settings) -> set[str]:
-    """The revisions `alembic upgrade head` leads to (read from the migration scripts)."""
-    from alembic.script import ScriptDirectory
-
-    return set(ScriptDirectory.from_config(alembic_config(settings)).get_heads())
-
-
 def schema_revisions(connection: Connection) -> set[str]:
     """The revisions the database is at (empty when it was never migrated)."""
     from alembic.runtime.migration import MigrationContext

@@ -40,9 +40,16 @@ def healthz(web: WebDep) -> JSONResponse:
 
 
 @cache
-def _heads(settings: Settings) -> frozenset[str]:
-    # The scripts do not change while the process runs; reading them per probe would be waste.
-    return frozenset(database.migration_heads(settings))
+def _heads(settings: Settings) -> tuple[frozenset[str], frozenset[str]]:
+    """The head revisions and every revision the migration scripts know.
+
+    The scripts do not change while the process runs; reading them per probe would be waste.
+    """
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(database.alembic_config(settings))
+    known = frozenset(script.revision for script in scripts.walk_revisions())
+    return frozenset(scripts.get_heads()), known
 
 
 @cache
@@ -68,12 +75,16 @@ def _check_database(web: Web, report: dict[str, Any]) -> str | None:
         report.update(database="unreachable", migrations="unknown")
         return f"database: {_first_line(exc)}"
     report["database"] = "ok"
-    heads = _heads(web.settings)
+    heads, known = _heads(web.settings)
     if current != heads:
+        at = ", ".join(sorted(current)) or "no revision"
+        if current - known:  # a newer version migrated it: this code must not write to it
+            report["migrations"] = "ahead"
+            return f"migrations: the database is at {at}, which this version does not know"
         report["migrations"] = "behind"
         return (
-            f"migrations: the database is at {', '.join(sorted(current)) or 'none'}, "
-            f"the code needs {', '.join(sorted(heads))} (run `newsletter db upgrade`)"
+            f"migrations: the database is at {at}, this version needs "
+            f"{', '.join(sorted(heads))} (run `newsletter db upgrade`)"
         )
     report["migrations"] = "ok"
     return None

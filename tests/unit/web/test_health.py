@@ -96,3 +96,11 @@ def test_no_database_at_all_is_unhealthy(w, settings, tmp_path):
     finally:
         database.dispose()
     assert status == 503 and body["database"] == "unreachable"
+
+
+def test_a_database_migrated_by_a_newer_version_is_unhealthy(w, db):
+    with db.engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    status, body = health(w.client)
+    assert status == 503
+    assert body["migrations"] == "ahead" and "9999" in body["reason"]
