@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,16 +38,28 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def settings() -> Settings:
+    from newsletter.files import secure_var_dir
+
     try:
-        return load_settings()
+        config = load_settings()
     except ConfigError as exc:
         raise fail(f"bad configuration: {exc}") from None
+    if config.var_dir.exists():  # tighten what an older version or a loose umask left
+        secure_var_dir(config.var_dir)
+    return config
 
 
 @contextmanager
 def database() -> Iterator[Database]:
+    from sqlalchemy.exc import OperationalError
+
     db = Database(settings())
-    db.upgrade()
+    try:
+        db.upgrade()
+    except OperationalError as exc:
+        db.dispose()
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise fail(f"cannot open the database {_safe_url(db.settings.db_url)}: {reason}") from None
     try:
         yield db
     finally:
@@ -55,15 +67,9 @@ def database() -> Iterator[Database]:
 
 
 def _logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Retries and scheduler bookkeeping are for --verbose; a source that stays down is still
-    # reported, once, by the pipeline.
-    quiet = ("httpx", "httpcore", "apscheduler", "alembic.runtime", "newsletter.sources")
-    for noisy in quiet:
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    from newsletter import logs
+
+    logs.configure(verbose)
 
 
 @contextmanager
@@ -82,6 +88,9 @@ def progress_bar(label: str, total: int | None) -> Iterator[Callable[[int], None
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
+    from newsletter.files import private_process
+
+    private_process()
     _logging(verbose)
 
 
@@ -96,7 +105,9 @@ def run(
 
     config = settings()
     if demo:
-        config.var_dir.mkdir(parents=True, exist_ok=True)
+        from newsletter.files import private_dir
+
+        private_dir(config.var_dir)
     serve(config, demo=demo)
 
 
@@ -252,8 +263,12 @@ def preview(
         path = output or db.settings.var_dir / "previews" / f"{message['To']}.html"
     html = message.get_body(("html",))
     assert html is not None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html.get_content(), encoding="utf-8")
+    # The page holds the subscriber's working links: private, like everything in var/.
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a page written before, by an older version
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(html.get_content())
     console.print(str(path))
 
 

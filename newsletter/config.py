@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +29,24 @@ def _split_list(value: Any) -> Any:
 
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
+
+# scheme://user:password@ - up to the last "@" before any query, so that a password with an
+# unescaped "@" or "/" in it is hidden whole.
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*):[^?#]*@")
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pass|pwd)=)[^&#]*", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password replaced by *** (in the user part or a password= parameter)."""
+    return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1:***@", url))
+
+
+def _port_ok(value: str) -> bool:
+    try:
+        urlsplit(value).port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return False
+    return True
 
 
 class Settings(BaseSettings):
@@ -131,12 +150,11 @@ class Settings(BaseSettings):
         if not value:
             return None
         parts = urlsplit(value)
+        shown = redact_url(value)  # the message is printed and logged: never the password
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise ValueError(f"{value!r} is not smtp://host:port or smtps://host:port")
-        try:
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError:
-            raise ValueError(f"{value!r} has a bad port") from None
+            raise ValueError(f"{shown!r} is not smtp://host:port or smtps://host:port")
+        if not _port_ok(value):
+            raise ValueError(f"{shown!r} has a bad port")
         return value
 
     @field_validator("redis_url")
@@ -145,14 +163,26 @@ class Settings(BaseSettings):
         if not value:
             return None
         if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"{value!r} is not a redis:// URL")
+            raise ValueError(f"{redact_url(value)!r} is not a redis:// URL")
+        if not _port_ok(value):
+            raise ValueError(f"{redact_url(value)!r} has a bad port")
         return value
 
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
-        if value and not value.split(":", 1)[0].startswith(("sqlite", "postgresql")):
-            raise ValueError(f"{value!r}: use sqlite:///path or postgresql+psycopg://...")
+        if not value:
+            return value
+        shown = redact_url(value)
+        if not value.split(":", 1)[0].startswith(("sqlite", "postgresql")):
+            raise ValueError(f"{shown!r}: use sqlite:///path or postgresql+psycopg://...")
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value).port  # noqa: B018 - the port is parsed when read
+        except (ArgumentError, ValueError):
+            raise ValueError(f"{shown!r} is not a database URL (check the port)") from None
         return value
 
     @model_validator(mode="after")
@@ -194,7 +224,9 @@ def _secret_key(var_dir: Path) -> str:
     path = var_dir / "secret_key"
     if path.exists():
         return path.read_text().strip()
-    var_dir.mkdir(parents=True, exist_ok=True)
+    from newsletter.files import private_dir
+
+    private_dir(var_dir)
     key = secrets.token_urlsafe(48)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:

@@ -9,23 +9,38 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from newsletter.config import Settings
+from newsletter.files import private_dir
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def make_engine(settings: Settings, *, quick_commits: bool = False) -> Engine:
+def make_engine(
+    settings: Settings, *, quick_commits: bool = False, unpooled: bool = False
+) -> Engine:
     """Create the engine; SQLite gets WAL, a busy timeout and foreign keys.
 
     `quick_commits` makes a PostgreSQL engine whose statements each commit on their own
-    (autocommit) without waiting for the disk (synchronous_commit=off).
+    (autocommit) without waiting for the disk (synchronous_commit=off). `unpooled` opens a
+    new connection each time (see `sqlite_file`).
     """
     url = settings.db_url
     if url.startswith("sqlite"):
-        if url.startswith("sqlite:///") and ":memory:" not in url:
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        path = sqlite_file(settings)
+        if path is not None:
+            if path.parent == settings.var_dir:
+                private_dir(path.parent)
+            else:  # the operator's own directory: create it private, but leave it as it is
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if path.exists():  # SQLite gives -wal and -shm the mode of the database file
+                path.chmod(0o600)
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            **({"poolclass": NullPool} if unpooled else {}),
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if quick_commits:
@@ -37,6 +52,19 @@ def make_engine(settings: Settings, *, quick_commits: bool = False) -> Engine:
             connect_args={"options": "-c synchronous_commit=off"},
         )
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def sqlite_file(settings: Settings) -> Path | None:
+    """The SQLite database file, or None for PostgreSQL and in-memory databases.
+
+    A pooled SQLite connection trusts its page cache while the WAL index is unchanged, so it
+    goes on answering from memory after the file was overwritten; only a new connection reads
+    the file again.
+    """
+    url = settings.db_url
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+    return None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -97,6 +125,13 @@ def alembic_config(settings: Settings) -> Any:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", settings.db_url.replace("%", "%%"))
     return config
+
+
+def schema_revisions(connection: Connection) -> set[str]:
+    """The revisions the database is at (empty when it was never migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
+    return set(MigrationContext.configure(connection).get_current_heads())
 
 
 def upgrade(settings: Settings, engine: Engine | None = None) -> None:

@@ -12,7 +12,7 @@ from typing import Literal
 
 from newsletter.config import Settings
 
-Step = Literal["collect", "plan", "sweep"]
+Step = Literal["collect", "plan", "sweep", "expire_pending"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,8 @@ CATCH_UP = Cron(minute="50")
 # Send hours are local hours in zones offset by 15-minute steps at the finest; every five
 # minutes also gets a subscriber who just confirmed their first digest soon.
 PLAN_EVERY = Cron(minute="*/5")
+# Unconfirmed sign-ups whose confirmation link has expired are deleted hourly.
+EXPIRE_PENDING = Cron(minute="20")
 
 
 def collect_times(source: str, settings: Settings) -> Cron:
@@ -79,6 +81,7 @@ def jobs(settings: Settings) -> list[Job]:
         )
         schedule.append(Job(f"collect-{source}-catch-up", "collect", CATCH_UP, 50 * 60, (source,)))
     schedule.append(Job("plan-editions", "plan", PLAN_EVERY, 4 * 60))
+    schedule.append(Job("expire-pending", "expire_pending", EXPIRE_PENDING, 50 * 60))
     interval = sweep_interval(settings)
     schedule.append(Job("sweep-leases", "sweep", Every(interval), interval))
     return schedule

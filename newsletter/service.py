@@ -12,7 +12,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from newsletter import pipeline, schedule
+from newsletter import pipeline, schedule, storage
 from newsletter.config import Settings
 from newsletter.db import Database
 from newsletter.ranker import RecentPapers
@@ -59,6 +59,7 @@ class EmbeddedScheduler:
             "collect": self.collect,
             "plan": self.send,
             "sweep": self.sweep,
+            "expire_pending": self.expire_pending,
         }
         for job in schedule.jobs(settings):
             self.scheduler.add_job(
@@ -74,6 +75,18 @@ class EmbeddedScheduler:
             pipeline.collect(self.db, self.settings, sources=[source] if source else None)
         except Exception:  # the service stays up; the next run tries again
             log.exception("collect failed")
+
+    def expire_pending(self) -> None:
+        """Delete the sign-ups whose confirmation link has expired (hourly)."""
+        try:
+            with self.db.session() as session:
+                deleted = storage.delete_expired_pending(
+                    session, storage.utcnow(), self.settings.confirm_hours
+                )
+            if deleted:
+                log.info("expired %d unconfirmed sign-ups", deleted)
+        except Exception:
+            log.exception("expire pending sign-ups failed")
 
     def send(self) -> None:
         """Plan whoever is due, then deliver every ready digest."""
@@ -127,7 +140,13 @@ def serve(settings: Settings, *, scheduler: bool = True, demo: bool = False) -> 
     """Run the whole embedded service in this process until SIGINT/SIGTERM."""
     import uvicorn
 
+    from newsletter import logs
     from newsletter.web.app import create_app
+    from newsletter.web.protocol import OneLineH11Protocol
+
+    if not logging.getLogger().handlers:  # not started by the CLI, which configured them
+        logs.configure()
+    logs.install_redaction()
 
     db = Database(settings)
     db.upgrade()
@@ -143,6 +162,10 @@ def serve(settings: Settings, *, scheduler: bool = True, demo: bool = False) -> 
             host=settings.host,
             port=settings.port,
             log_level="info",
+            # uvicorn's loggers go to ours: one format, and the access log's paths, which
+            # carry signed tokens, pass through the redaction like every other line.
+            log_config=None,
+            http=OneLineH11Protocol,
             proxy_headers=True,
         )
     )

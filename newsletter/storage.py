@@ -31,6 +31,7 @@ from newsletter.models import (
     ACTIVE,
     BOUNCING,
     FAILED,
+    PENDING,
     PLANNED,
     RETRY,
     SENDING,
@@ -646,6 +647,22 @@ def subscriber_by_id(session: Session, subscriber_id: int) -> Subscriber | None:
     return session.get(Subscriber, subscriber_id)
 
 
+def delete_expired_pending(session: Session, now: datetime, hours: float) -> int:
+    """Delete the sign-ups never confirmed whose last confirmation link expired `hours` ago.
+
+    Only pending rows: an unsubscribed address that signed up again keeps its history, and
+    active ones are never touched. The clock starts at the last confirmation mail, so someone
+    who asked for a new link keeps the full window. Returns how many rows were deleted.
+    """
+    last_link = func.coalesce(Subscriber.confirm_sent_at, Subscriber.created_at)
+    result = session.execute(
+        delete(Subscriber)
+        .where(Subscriber.state == PENDING, last_link < now - timedelta(hours=hours))
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 def claim_confirmation(
     session: Session, subscriber_id: int, previous: datetime | None, now: datetime
 ) -> bool:
@@ -679,3 +696,12 @@ def release_confirmation(
 def database_ok(session: Session) -> bool:
     """A round trip to the database (raises if it is unreachable)."""
     return session.scalar(select(1)) == 1
+
+
+def core_tables_readable(session: Session) -> None:
+    """Read a row of each core table: raises if a table is gone or the file is not a database.
+
+    `SELECT 1` never touches the file, so it answers even when the data is lost.
+    """
+    for table in (Subscriber, Delivery, PaperRow):
+        session.execute(select(table.__table__.c.id).limit(1)).all()

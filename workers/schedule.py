@@ -15,6 +15,7 @@ TASKS = {
     "collect": ("workers.tasks.collect_source", "collect"),
     "plan": ("workers.tasks.plan_editions", "plan"),
     "sweep": ("workers.tasks.sweep_leases", "plan"),
+    "expire_pending": ("workers.tasks.expire_pending", "plan"),
 }
 
 

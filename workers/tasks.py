@@ -175,6 +175,16 @@ def sweep_leases() -> dict[str, int]:
     return {"queued": len(ids), "batches": enqueue_deliveries(ids)}
 
 
+@app.task(**RETRYING)
+def expire_pending() -> dict[str, int]:
+    """Delete the sign-ups never confirmed whose confirmation link has expired."""
+    with database().session() as session:
+        deleted = storage.delete_expired_pending(
+            session, storage.utcnow(), worker_settings().confirm_hours
+        )
+    return {"deleted": deleted}
+
+
 def enqueue_deliveries(ids: Sequence[int]) -> int:
     """Queue deliver_batch tasks over `ids`, settings.batch_size at a time; returns how many."""
     size = worker_settings().batch_size

@@ -28,7 +28,8 @@ class OutboxTransport:
 
     def __enter__(self) -> Self:
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            # Each message holds working unsubscribe and manage links: this user's eyes only.
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             problem = f"cannot create {self.directory}: {exc}"
             raise TransientSendError(None, problem, stage="connect") from exc
@@ -56,7 +57,9 @@ class OutboxTransport:
         path = self.path_for(message)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            temporary.write_bytes(serialize(message, self.signer, utf8=utf8))
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(serialize(message, self.signer, utf8=utf8))
             os.replace(temporary, path)
         except OSError as exc:
             temporary.unlink(missing_ok=True)

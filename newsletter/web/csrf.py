@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
+from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
@@ -19,6 +20,37 @@ _COOKIE_VALUE = re.compile(r"[A-Za-z0-9_-]{32,64}")
 
 class CsrfError(Exception):
     """A state-changing form came without a valid token: forged, stale, or cookies are off."""
+
+
+class ForeignOrigin(CsrfError):
+    """A state-changing form was sent from a page of another site."""
+
+
+def _origin(url: str) -> str | None:
+    """scheme://host[:port] of a URL, lower-case; None if it has none."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def check_origin(request: Request, settings: Settings) -> None:
+    """Raise ForeignOrigin unless the form was sent from this site, by Origin, else Referer.
+
+    Browsers send Origin with every form POST (as "null" from sandboxed frames and opaque
+    pages, refused here). A request with neither header comes from an old browser or a
+    privacy setting that strips them; it is let through to the CSRF token check, which a
+    page of another site cannot pass, so refusing it would only lock those people out.
+    """
+    claimed = request.headers.get("origin")
+    if claimed is None:
+        referer = request.headers.get("referer")
+        if referer is None:
+            return
+        claimed = _origin(referer) or "null"
+    ours = {_origin(settings.base_url), _origin(str(request.base_url))}
+    if claimed.strip().lower() not in ours:
+        raise ForeignOrigin(claimed[:100])
 
 
 def cookie_name(settings: Settings) -> str:
@@ -46,7 +78,9 @@ def form_token(request: Request, settings: Settings) -> str:
 
 
 def check(request: Request, settings: Settings, submitted: object) -> None:
-    """Raise CsrfError unless `submitted` is a fresh signed copy of this browser's cookie."""
+    """Raise CsrfError unless the form came from this site (check_origin) and `submitted` is
+    a fresh signed copy of this browser's cookie."""
+    check_origin(request, settings)
     cookie = _cookie(request, settings)
     if cookie is None or not isinstance(submitted, str) or not submitted:
         raise CsrfError("missing")

@@ -8,12 +8,13 @@ from http import HTTPStatus
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from newsletter.web.context import RateLimited, get_web
-from newsletter.web.csrf import CsrfError
+from newsletter.web.csrf import CsrfError, ForeignOrigin
 from newsletter.web.links import LinkError
+from newsletter.web.protocol import MALFORMED_BODY
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,14 @@ async def link_error(request: Request, exc: Exception) -> Response:
 
 
 async def csrf_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, ForeignOrigin):
+        return _page(
+            request,
+            403,
+            "This form was sent from another site",
+            "Nothing was changed. To change your subscription, open the page on this site "
+            "(the link in your email) and send the form from there.",
+        )
     return _page(
         request,
         403,
@@ -74,6 +83,20 @@ async def validation_error(request: Request, exc: Exception) -> Response:
     return _page(request, 422, "Unprocessable request", "The request could not be understood.")
 
 
+async def client_gone(request: Request, exc: Exception) -> Response:
+    """The client hung up (or broke the protocol) before its whole body arrived: one line.
+
+    The answer goes nowhere; logging a traceback for it would let anyone flood the log.
+    """
+    if not request.scope.get(MALFORMED_BODY):  # else the server has logged it already
+        log.info(
+            "client left before sending the whole request: %s %s",
+            request.method,
+            request.url.path,
+        )
+    return Response(status_code=400)
+
+
 async def server_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _page(
@@ -86,6 +109,7 @@ async def server_error(request: Request, exc: Exception) -> Response:
 
 def install(app: FastAPI) -> None:
     """Register the error pages on the app."""
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(LinkError, link_error)
     app.add_exception_handler(CsrfError, csrf_error)
     app.add_exception_handler(RateLimited, rate_limited)

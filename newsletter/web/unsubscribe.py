@@ -11,6 +11,7 @@ from starlette.requests import Request
 
 from newsletter import subscriptions
 from newsletter.models import UNSUBSCRIBED, Subscriber
+from newsletter.web import csrf
 from newsletter.web.confirm import subscribed_context
 from newsletter.web.context import Web, WebDep, require_csrf
 from newsletter.web.links import revoked, subscriber_for, token_for
@@ -49,6 +50,10 @@ def unsubscribe(request: Request, token: str, web: WebDep, one_click: OneClick) 
     resubscribe link made with the new key; the one-click answer goes to a mail client, not to
     a person, and carries none.
     """
+    if not one_click:
+        # The page's button, sent by a browser: it must come from this site. The one-click
+        # POST is a mail client's, made without any Origin of ours.
+        csrf.check_origin(request, web.settings)
     with web.db.session() as session:
         subscriber = subscriber_for(session, web.settings, "unsubscribe", token)
         subscriptions.unsubscribe(session, subscriber, web.clock())

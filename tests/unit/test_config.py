@@ -76,3 +76,66 @@ def test_distributed_mode_requires_a_shared_secret_key(tmp_path, monkeypatch):
         load_settings(var_dir=tmp_path)
     assert not (tmp_path / "secret_key").exists()
     assert load_settings(var_dir=tmp_path, secret_key="shared").distributed
+
+
+PASSWORD = "pa55-w0rd-SECRET"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "shown"),
+    [
+        (
+            "NEWSLETTER_SMTP_URL",
+            f"smtp://mailer:{PASSWORD}@mail.example.org:25x",
+            "smtp://mailer:***@mail.example.org:25x",
+        ),
+        (
+            "NEWSLETTER_SMTP_URL",
+            f"http://mailer:{PASSWORD}@mail.example.org",
+            "http://mailer:***@mail.example.org",
+        ),
+        (
+            "NEWSLETTER_DATABASE_URL",
+            f"mysql://app:{PASSWORD}@db.example.org/news",
+            "mysql://app:***@db.example.org/news",
+        ),
+        (
+            "NEWSLETTER_DATABASE_URL",
+            f"postgresql+psycopg://app:{PASSWORD}@db.example.org:54x2/news",
+            "postgresql+psycopg://app:***@db.example.org:54x2/news",
+        ),
+        (
+            "NEWSLETTER_REDIS_URL",
+            f"http://:{PASSWORD}@redis.example.org:6379/0",
+            "http://:***@redis.example.org:6379/0",
+        ),
+        (
+            "NEWSLETTER_REDIS_URL",
+            f"redis://default:{PASSWORD}@redis.example.org:63z9/0",
+            "redis://default:***@redis.example.org:63z9/0",
+        ),
+        # A password with an unescaped "@" or "/" in it is hidden whole, not in part.
+        (
+            "NEWSLETTER_SMTP_URL",
+            f"smtp://mailer:{PASSWORD}/x@y@mail.example.org:x",
+            "smtp://mailer:***@mail.example.org:x",
+        ),
+    ],
+)
+def test_a_bad_url_is_shown_with_its_password_hidden(tmp_path, monkeypatch, variable, value, shown):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings(var_dir=tmp_path / "var")
+    message = str(info.value)
+    assert variable in message and shown in message
+    assert PASSWORD not in message and "x@y" not in message
+    assert not (tmp_path / "var").exists()
+
+
+def test_redact_url_leaves_urls_without_a_password_alone():
+    from newsletter.config import redact_url
+
+    assert redact_url("smtp://mail.example.org:25") == "smtp://mail.example.org:25"
+    assert redact_url("redis://user@host/0") == "redis://user@host/0"
+    assert redact_url("redis://host/0?password=abc&db=1") == "redis://host/0?password=***&db=1"
+    assert redact_url("sqlite:///var/a@b.db") == "sqlite:///var/a@b.db"
