@@ -19,8 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from newsletter import tokens
+from newsletter import storage, tokens
 from newsletter.config import load_settings
+from newsletter.db import Database
 
 NEWSLETTER = [sys.executable, "-m", "newsletter"]
 SECRET = "at-rest-secret"
@@ -154,7 +155,13 @@ def test_the_access_log_never_records_a_working_link(tmp_path):
     added = newsletter(tmp_path, "subscribe", "ada@example.org", "--keywords", "diffusion")
     assert added.returncode == 0, added.stderr
     settings = load_settings(var_dir=tmp_path / "var", secret_key=SECRET)
-    links = {purpose: tokens.make_token(settings, purpose, 1, 1) for purpose in tokens_used()}
+    database = Database(settings)
+    with database.session() as session:
+        ada = storage.subscriber_by_email(session, "ada@example.org")
+        assert ada is not None
+        ada_id, key = ada.id, ada.link_key
+    database.dispose()
+    links = {p: tokens.make_token(settings, p, ada_id, key) for p in tokens_used()}
     with Server(tmp_path).running() as server:
         for purpose, token in links.items():
             response = httpx.get(f"{server.url}/{purpose}/{token}?from=mail")
