@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -73,10 +74,25 @@ class EmbeddedScheduler:
         self.scheduler.shutdown(wait=True)
 
 
-def serve(settings: Settings, *, scheduler: bool = True, demo: bool = False) -> None:
-    """Run the whole embedded service in this process until SIGINT/SIGTERM."""
+def web_server(settings: Settings, app: Any, *, log_level: str = "info") -> Any:
+    """The uvicorn server for the web app, listening where the settings say."""
     import uvicorn
 
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=log_level,
+            # The app reads X-Forwarded-For itself, from NEWSLETTER_TRUSTED_PROXIES only:
+            # uvicorn's default would believe any value sent from loopback.
+            proxy_headers=False,
+        )
+    )
+
+
+def serve(settings: Settings, *, scheduler: bool = True, demo: bool = False) -> None:
+    """Run the whole embedded service in this process until SIGINT/SIGTERM."""
     from newsletter.web.app import create_app
 
     db = Database(settings)
@@ -85,15 +101,7 @@ def serve(settings: Settings, *, scheduler: bool = True, demo: bool = False) -> 
         path = run_demo(db, settings)
         log.info("demo digest written to %s", path)
     jobs = EmbeddedScheduler(db, settings) if scheduler else None
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, db=db),
-            host=settings.host,
-            port=settings.port,
-            log_level="info",
-            proxy_headers=True,
-        )
-    )
+    server = web_server(settings, create_app(settings, db=db))
     if jobs:
         jobs.start()
     log.info("serving on http://%s:%d/", settings.host, settings.port)

@@ -17,7 +17,7 @@ from newsletter.db import Database
 from newsletter.web import csrf
 from newsletter.web.pages import Pages
 from newsletter.web.papers import PreviewIndex
-from newsletter.web.ratelimit import RateLimiter
+from newsletter.web.ratelimit import RateLimiter, client_address
 
 MAX_FORM_FIELDS = 32
 
@@ -65,9 +65,10 @@ async def require_csrf(request: Request) -> None:
 
 
 def client_ip(request: Request) -> str:
-    # uvicorn's proxy_headers (trusting only the configured proxies) has already put the
-    # real client address here when the app runs behind a reverse proxy.
-    return request.client.host if request.client else "unknown"
+    """The client's address: the peer, or what a trusted proxy says (NEWSLETTER_TRUSTED_PROXIES)."""
+    peer = request.client.host if request.client else "unknown"
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+    return client_address(peer, forwarded, get_web(request).settings.trusted_networks)
 
 
 def limit(web: Web, key: str, allowed: int, window: int, message: str) -> None:
