@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends
 from starlette.datastructures import FormData
@@ -18,6 +18,9 @@ from newsletter.web import csrf
 from newsletter.web.pages import Pages
 from newsletter.web.papers import PreviewIndex
 from newsletter.web.ratelimit import RateLimiter, client_address
+
+if TYPE_CHECKING:
+    from newsletter.confirmations import ConfirmationQueue
 
 MAX_FORM_FIELDS = 32
 
@@ -32,6 +35,7 @@ class Web:
     limiter: RateLimiter
     papers: PreviewIndex
     clock: Callable[[], datetime] = field(default=storage.utcnow)
+    confirmations: ConfirmationQueue | None = None  # where sign-ups queue their mail
 
 
 class RateLimited(Exception):

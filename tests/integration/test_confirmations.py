@@ -1,0 +1,101 @@
+"""Confirmation mails leave the request: a slow relay never slows the site, none is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.integration]
+
+SIGNUPS = 50  # more than the request thread pool (40): in-request sends would fill it
+
+
+class SlowRelay:
+    """An aiosmtpd handler that takes `delay` seconds to accept each message."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.received: list[str] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        await asyncio.sleep(self.delay)
+        with self.lock:
+            self.received.extend(envelope.rcpt_tos)
+        return "250 Message accepted for delivery"
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.received)
+
+
+@pytest.fixture
+def slow_relay():
+    """A relay taking 2 s per message, on a free loopback port; `.url`."""
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    relay = SlowRelay(2.0)
+    controller = Controller(relay, hostname="127.0.0.1", port=port)
+    controller.start()
+    relay.url = f"smtp://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    yield relay
+    controller.stop()
+
+
+def _sign_up(base_url: str, number: int) -> int:
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/").text).group(1)
+        form = {
+            "csrf_token": token,
+            "email": f"reader{number}@example.org",
+            "keywords": "diffusion",
+            "send_hour": "7",
+            "timezone": "UTC",
+            "digest_size": "10",
+        }
+        return client.post("/", data=form).status_code
+
+
+def test_a_slow_relay_does_not_stall_the_site_and_every_mail_arrives_once(
+    settings, db, live_site, slow_relay
+):
+    site = settings.model_copy(
+        update={
+            "smtp_url": slow_relay.url,
+            "signup_rate_per_hour": 10_000,
+            "confirm_mail_senders": 10,
+        }
+    )
+    base_url = live_site(site, db)
+    with ThreadPoolExecutor(SIGNUPS) as pool:
+        statuses = pool.map(_sign_up, [base_url] * SIGNUPS, range(SIGNUPS))
+        time.sleep(0.5)  # the sign-ups are in (or waiting on) the relay now
+        slowest = 0.0
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            for _ in range(5):
+                start = time.perf_counter()
+                assert client.get("/healthz").status_code == 200
+                slowest = max(slowest, time.perf_counter() - start)
+                time.sleep(0.1)
+        assert list(statuses) == [200] * SIGNUPS
+    assert slowest < 0.5, f"/healthz took {slowest:.2f} s"
+    deadline = time.monotonic() + 60
+    while slow_relay.count() < SIGNUPS:
+        assert time.monotonic() < deadline, f"only {slow_relay.count()} mails arrived"
+        time.sleep(0.2)
+    time.sleep(2.5)  # long enough for a duplicate to arrive
+    counts = Counter(slow_relay.received)
+    assert set(counts) == {f"reader{n}@example.org" for n in range(SIGNUPS)}
+    assert set(counts.values()) == {1}
