@@ -15,6 +15,9 @@ from newsletter.config import Settings
 ARXIV_ANNOUNCEMENTS = crontab(minute="5,35", hour="0,1", day_of_week="mon-fri")
 # Every source once an hour as well: a missed run, an outage or a late listing is caught up.
 CATCH_UP = crontab(minute=50)
+# Confirmation mails that failed are retried when due; a sign-up whose task was lost waits
+# no longer than this.
+CONFIRMATION_SWEEP_SECONDS = 10.0
 # Subscribers' send hours are local hours; zones are offset by 15-minute steps at the finest.
 PLAN_EVERY = crontab(minute="*/15")
 
@@ -59,5 +62,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "task": "workers.tasks.sweep_leases",
         "schedule": timedelta(seconds=interval),
         "options": {"queue": "plan", "expires": interval},
+    }
+    schedule["sweep-confirmations"] = {
+        "task": "workers.tasks.sweep_confirmations",
+        "schedule": timedelta(seconds=CONFIRMATION_SWEEP_SECONDS),
+        "options": {"queue": "plan", "expires": CONFIRMATION_SWEEP_SECONDS},
     }
     return schedule

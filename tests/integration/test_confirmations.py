@@ -99,3 +99,69 @@ def test_a_slow_relay_does_not_stall_the_site_and_every_mail_arrives_once(
     counts = Counter(slow_relay.received)
     assert set(counts) == {f"reader{n}@example.org" for n in range(SIGNUPS)}
     assert set(counts.values()) == {1}
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_a_celery_worker_sends_each_confirmation_once_and_retries_a_failed_one(
+    tmp_path, redis_url, postgres_url, faulty_smtp_server, celery_processes, live_site
+):
+    """Distributed: the page queues a task on `mail` after its commit; a worker sends it."""
+    from newsletter import storage
+    from newsletter.config import load_settings
+    from newsletter.db import Database
+    from workers.celery_app import make_app
+
+    values = {
+        "var_dir": tmp_path / "var",
+        "database_url": postgres_url,
+        "redis_url": redis_url,
+        "smtp_url": faulty_smtp_server.url,
+        "secret_key": "test-secret",
+        "sources": "hf_daily",
+        "retry_base_seconds": 1,
+    }
+    settings = load_settings(**values)
+    db = Database(settings)
+    db.upgrade()
+    worker = celery_processes("worker", "w1", values)
+    worker.wait_for("ready.")
+    faulty_smtp_server.reply_for["ada@example.org"] = "451 4.3.0 Try again later"
+    try:
+        base_url = live_site(settings, db)
+        with httpx.Client(base_url=base_url, timeout=10) as browser:
+            for address in ("ada@example.org", "bob@example.org"):
+                page = browser.get("/").text
+                token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+                form = {"csrf_token": token, "email": address, "keywords": "diffusion"}
+                form.update(send_hour="7", timezone="UTC", digest_size="10")
+                assert browser.post("/", data=form).status_code == 200
+
+        def wait_for(address: str) -> None:
+            deadline = time.monotonic() + 30
+            while not faulty_smtp_server.to(address):
+                assert time.monotonic() < deadline, f"no mail to {address}\n{worker.log()[-3000:]}"
+                time.sleep(0.1)
+
+        wait_for("bob@example.org")
+        with db.session() as session:
+            [waiting] = storage.confirmation_requests(session)
+            assert waiting.email == "ada@example.org" and waiting.state == "retry"
+            assert storage.subscriber_by_email(session, "ada@example.org").confirm_sent_at is None
+        # The relay recovers; the periodic sweep hands the due retry back to the workers.
+        del faulty_smtp_server.reply_for["ada@example.org"]
+        time.sleep(1.5)
+        broker = make_app(settings)
+        broker.send_task("workers.tasks.sweep_confirmations")
+        wait_for("ada@example.org")
+        broker.send_task("workers.tasks.sweep_confirmations")  # nothing is left to send
+        time.sleep(1.0)
+        broker.close()
+        assert len(faulty_smtp_server.to("ada@example.org")) == 1
+        assert len(faulty_smtp_server.to("bob@example.org")) == 1
+        with db.session() as session:
+            assert storage.confirmation_requests(session) == []
+            ada = storage.subscriber_by_email(session, "ada@example.org")
+            assert ada.confirm_sent_at is not None
+    finally:
+        db.dispose()

@@ -76,3 +76,13 @@ def test_distributed_mode_requires_a_shared_secret_key(tmp_path, monkeypatch):
         load_settings(var_dir=tmp_path)
     assert not (tmp_path / "secret_key").exists()
     assert load_settings(var_dir=tmp_path, secret_key="shared").distributed
+
+
+def test_trusted_proxies_are_addresses_or_networks(tmp_path):
+    settings = load_settings(var_dir=tmp_path, secret_key="k", trusted_proxies="10.0.0.0/8, ::1")
+    assert [str(n) for n in settings.trusted_networks] == ["10.0.0.0/8", "::1/128"]
+    assert load_settings(var_dir=tmp_path, secret_key="k").trusted_networks == ()
+    with pytest.raises(ConfigError, match="NEWSLETTER_TRUSTED_PROXIES: 'proxy' is not an IP"):
+        load_settings(var_dir=tmp_path, secret_key="k", trusted_proxies="10.0.0.1,proxy")
+    with pytest.raises(ConfigError, match="NEWSLETTER_CONFIRM_MAILS_PER_HOUR"):
+        load_settings(var_dir=tmp_path, secret_key="k", confirm_mails_per_hour=0)
