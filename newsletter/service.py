@@ -23,7 +23,9 @@ class EmbeddedScheduler:
     """Collect on a schedule; plan and deliver every few minutes for whoever is due.
 
     One job of each kind at a time (max_instances=1, coalesce), so a slow collect never
-    overlaps itself and missed runs after a sleep are run once, not many times.
+    overlaps itself and missed runs after a sleep are run once, not many times. Confirmation
+    mails are not among these jobs: the web app's own sender thread sends them (see
+    newsletter.confirmations), so they go out wherever the app runs, `newsletter web` too.
     """
 
     def __init__(self, db: Database, settings: Settings) -> None:

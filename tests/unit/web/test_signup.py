@@ -7,6 +7,8 @@ import time
 from datetime import timedelta
 from html import unescape
 
+import pytest
+
 from newsletter import tokens
 from newsletter.models import ACTIVE, PENDING, UNSUBSCRIBED
 from newsletter.web.signup import ADDRESS_SIGNUPS_PER_HOUR
@@ -204,14 +206,55 @@ def test_a_failed_send_is_retried_until_the_relay_takes_it(w, web, faulty_smtp_s
     assert w.client.get(w.confirm_path(message)).status_code == 200
 
 
-def test_trying_again_after_a_failed_send_gets_a_mail(w, web, faulty_smtp_server):
+@pytest.mark.parametrize("stage", ["rcpt", "data", "mail", "dropped", "down"])
+def test_trying_again_after_a_failed_send_gets_a_mail(w, web, faulty_smtp_server, stage):
     _via_smtp(w, web, faulty_smtp_server)
-    faulty_smtp_server.reply_for["ada@example.org"] = "451 4.3.0 Try again later"
+    sink = faulty_smtp_server
+    if stage == "rcpt":
+        sink.reply_for["ada@example.org"] = "451 4.3.0 Try again later"
+    elif stage == "data":
+        sink.data_reply_for["ada@example.org"] = "451 4.3.0 Try again later"
+    elif stage == "mail":
+        sink.mail_replies.extend(["421 4.3.2 Shutting down"] * 5)  # also on a reconnect
+    elif stage == "dropped":
+        sink.delay = 3.0  # the client gives up first (its timeout), so nothing is kept
+        web.settings = w.settings = w.settings.model_copy(
+            update={"smtp_url": f"{sink.url}?timeout=0.5"}
+        )
+    else:
+        web.settings = w.settings = w.settings.model_copy(update={"smtp_url": "smtp://127.0.0.1:9"})
     w.signup()
-    del faulty_smtp_server.reply_for["ada@example.org"]
+    assert sink.to("ada@example.org") == []
+    sink.reply_for.clear()
+    sink.data_reply_for.clear()
+    sink.mail_replies.clear()
+    sink.delay = 0
+    web.settings = w.settings = w.settings.model_copy(update={"smtp_url": sink.url})
     w.travel(timedelta(seconds=30))  # well within the two minutes between links
     w.signup()
-    assert len(faulty_smtp_server.to("ada@example.org")) == 1
+    assert len(sink.to("ada@example.org")) == 1
+
+
+def test_a_send_that_breaks_on_our_side_is_not_lost(w, web, smtp_server, tmp_path):
+    # Not an SMTP reply: the DKIM key cannot be read (a bad deploy), then it is put back.
+    missing = tmp_path / "dkim.pem"
+    _via_smtp(
+        w,
+        web,
+        smtp_server,
+        dkim_selector="s1",
+        dkim_domain="example.org",
+        dkim_private_key_file=missing,
+    )
+    assert w.signup().status_code == 200
+    assert smtp_server.to("ada@example.org") == []
+    assert w.by_email("ada@example.org").confirm_sent_at is None
+    web.settings = w.settings = w.settings.model_copy(
+        update={"dkim_selector": None, "dkim_domain": None, "dkim_private_key_file": None}
+    )
+    w.travel(timedelta(seconds=30))  # the owner tries again at once
+    w.signup()
+    assert len(smtp_server.to("ada@example.org")) == 1
 
 
 def test_a_refused_address_is_not_tried_again(w, web, faulty_smtp_server):
@@ -260,12 +303,13 @@ def test_the_page_and_its_timing_do_not_tell_whether_an_address_is_known(w, web,
         return elapsed
 
     fresh, recent = [], []
-    for number in range(15):
+    for number in range(21):
         w.signup(f"entered{number}@example.org")  # entered a moment ago: no new mail is due
         recent.append(timed(f"entered{number}@example.org"))
         fresh.append(timed(f"fresh{number}@example.org"))
-    difference = abs(statistics.median(fresh) - statistics.median(recent))
-    assert difference < 0.004, (statistics.median(fresh), statistics.median(recent))
+    medians = statistics.median(fresh), statistics.median(recent)
+    # Before, a fresh address paid for the mail inside the request: 33 ms against 3 ms.
+    assert abs(medians[0] - medians[1]) < max(0.004, 0.25 * max(medians)), medians
 
 
 def test_an_anonymous_sign_up_changes_nothing_stored_until_confirmed(w, outbox):
