@@ -291,7 +291,13 @@ class CeleryConfirmationQueue:
 
         self._app = Celery("newsletter-web", broker=settings.redis_url, set_as_current=False)
         self._app.conf.update(
-            broker_transport_options={"socket_timeout": 2, "socket_connect_timeout": 1},
+            # A Redis that is away costs a sign-up a moment, not seconds: no reconnect loop.
+            broker_transport_options={
+                "socket_timeout": 2,
+                "socket_connect_timeout": 1,
+                "max_retries": 0,
+                "interval_start": 0,
+            },
             broker_connection_retry_on_startup=False,
             task_serializer="json",
             accept_content=["json"],

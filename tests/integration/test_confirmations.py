@@ -165,3 +165,20 @@ def test_a_celery_worker_sends_each_confirmation_once_and_retries_a_failed_one(
             assert ada.confirm_sent_at is not None
     finally:
         db.dispose()
+
+
+def test_with_redis_away_a_sign_up_answers_at_once_and_its_mail_is_kept(
+    settings, db, live_site, caplog
+):
+    """The task cannot be queued: the request stays in the database for the workers' sweep."""
+    from newsletter import storage
+
+    away = settings.model_copy(update={"redis_url": "redis://127.0.0.1:9/0"})
+    base_url = live_site(away, db)
+    start = time.perf_counter()
+    assert _sign_up(base_url, 1) == 200
+    assert time.perf_counter() - start < 1.0
+    with db.session() as session:
+        [waiting] = storage.confirmation_requests(session)
+    assert waiting.email == "reader1@example.org" and waiting.state == "queued"
+    assert "not queued (the sweep will send it)" in caplog.text
