@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -101,8 +102,15 @@ class Settings(BaseSettings):
     unsubscribe_mailto: str | None = None
     confirm_hours: int = Field(48, ge=1)
     signup_rate_per_hour: int = Field(10, ge=1)
+    # Reverse proxies whose X-Forwarded-For is believed (IPs or CIDRs); none by default, so a
+    # client cannot pick its own address for the rate limits.
+    trusted_proxies: CommaList = ()
+    confirm_mails_per_hour: int = Field(500, ge=1)  # past it, confirmations wait for the next hour
+    confirm_mail_senders: int = Field(4, ge=1, le=64)  # mails sent at once (embedded mode)
 
-    @field_validator("sources", "arxiv_categories", "collect_hours", mode="before")
+    @field_validator(
+        "sources", "arxiv_categories", "collect_hours", "trusted_proxies", mode="before"
+    )
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
@@ -123,6 +131,16 @@ class Settings(BaseSettings):
         for hour in value:
             if not hour.isdigit() or not 0 <= int(hour) <= 23:
                 raise ValueError(f"{hour!r} is not an hour from 0 to 23")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
         return value
 
     @field_validator("timezone")
@@ -207,6 +225,10 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.var_dir / 'newsletter.db').as_posix()}"
+
+    @property
+    def trusted_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        return tuple(ip_network(entry, strict=False) for entry in self.trusted_proxies)
 
     @property
     def zone(self) -> ZoneInfo:

@@ -69,6 +69,39 @@ class Subscriber(Base):
     confirmed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     unsubscribed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     confirm_sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # What an unconfirmed sign-up of a known pending or unsubscribed address typed
+    # ({"keywords", "timezone", "send_hour", "digest_size"}): applied only when the owner
+    # confirms, so that nobody else can change the stored settings.
+    pending_preferences: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+# Confirmation requests: queued by the sign-up page, sent in the background.
+QUEUED = "queued"
+CONFIRMATION_STATES = (QUEUED, SENDING, RETRY, FAILED)
+
+
+class ConfirmationRequest(Base):
+    """A sign-up waiting for its confirmation mail, one row per address (the latest wins).
+
+    queued -> sending (claimed with a lease) -> deleted once handled | retry (next try) |
+    failed (refused for good, or out of tries). A new sign-up of the address queues it again.
+    """
+
+    __tablename__ = "confirmation_requests"
+    __table_args__ = (Index("ix_confirmation_requests_state_next", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    keywords: Mapped[str] = mapped_column(Text)
+    timezone: Mapped[str] = mapped_column(String(64))
+    send_hour: Mapped[int] = mapped_column(Integer)
+    digest_size: Mapped[int] = mapped_column(Integer)
+    requested_at: Mapped[datetime] = mapped_column(DateTime)
+    state: Mapped[str] = mapped_column(String(16), default=QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class PaperRow(Base):

@@ -12,7 +12,10 @@ from typing import Literal
 
 from newsletter.config import Settings
 
-Step = Literal["collect", "plan", "sweep", "expire_pending"]
+Step = Literal["collect", "plan", "sweep", "expire_pending", "confirmations"]
+# In embedded mode the web app's confirmation sender runs this step on its own thread, at the
+# job's interval, so that `newsletter web` alone sends confirmation mails too.
+RUN_BY_THE_WEB_APP: frozenset[Step] = frozenset({"confirmations"})
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ CATCH_UP = Cron(minute="50")
 # Send hours are local hours in zones offset by 15-minute steps at the finest; every five
 # minutes also gets a subscriber who just confirmed their first digest soon.
 PLAN_EVERY = Cron(minute="*/5")
+# Confirmation mails that failed are retried when due; a sign-up whose mail was never handed
+# to a sender (a lost task, a restart) waits no longer than this.
+CONFIRMATION_SWEEP = Every(10.0)
 # Unconfirmed sign-ups whose confirmation link has expired are deleted hourly.
 EXPIRE_PENDING = Cron(minute="20")
 
@@ -82,6 +88,7 @@ def jobs(settings: Settings) -> list[Job]:
         schedule.append(Job(f"collect-{source}-catch-up", "collect", CATCH_UP, 50 * 60, (source,)))
     schedule.append(Job("plan-editions", "plan", PLAN_EVERY, 4 * 60))
     schedule.append(Job("expire-pending", "expire_pending", EXPIRE_PENDING, 50 * 60))
+    schedule.append(Job("sweep-confirmations", "confirmations", CONFIRMATION_SWEEP, 10.0))
     interval = sweep_interval(settings)
     schedule.append(Job("sweep-leases", "sweep", Every(interval), interval))
     return schedule

@@ -7,6 +7,7 @@ import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -40,6 +41,9 @@ class EmbeddedScheduler:
     and a sweep that finds one running leaves it the work. The scheduler owns what its runs
     share: the index of the recent papers (with the web pages, when given) and the edition
     renderers.
+    The confirmation sweep is the one job this scheduler leaves out: the web app's own sender
+    thread runs it (newsletter.confirmations), so mails go out wherever the app runs,
+    `newsletter web` too.
     """
 
     def __init__(
@@ -62,6 +66,8 @@ class EmbeddedScheduler:
             "expire_pending": self.expire_pending,
         }
         for job in schedule.jobs(settings):
+            if job.step in schedule.RUN_BY_THE_WEB_APP:
+                continue
             self.scheduler.add_job(
                 steps[job.step],
                 trigger(job),
@@ -136,13 +142,33 @@ class EmbeddedScheduler:
         self.scheduler.shutdown(wait=True)
 
 
-def serve(settings: Settings, *, scheduler: bool = True, demo: bool = False) -> None:
-    """Run the whole embedded service in this process until SIGINT/SIGTERM."""
+def web_server(settings: Settings, app: Any, *, log_level: str = "info") -> Any:
+    """The uvicorn server for the web app, listening where the settings say."""
     import uvicorn
 
+    from newsletter.web.protocol import OneLineH11Protocol
+
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=log_level,
+            # uvicorn's loggers go to ours: one format, and the access log's paths, which
+            # carry signed tokens, pass through the redaction like every other line.
+            log_config=None,
+            http=OneLineH11Protocol,
+            # The app reads X-Forwarded-For itself, from NEWSLETTER_TRUSTED_PROXIES only:
+            # uvicorn's default would believe any value sent from loopback.
+            proxy_headers=False,
+        )
+    )
+
+
+def serve(settings: Settings, *, scheduler: bool = True, demo: bool = False) -> None:
+    """Run the whole embedded service in this process until SIGINT/SIGTERM."""
     from newsletter import logs
     from newsletter.web.app import create_app
-    from newsletter.web.protocol import OneLineH11Protocol
 
     if not logging.getLogger().handlers:  # not started by the CLI, which configured them
         logs.configure()
@@ -156,19 +182,7 @@ def serve(settings: Settings, *, scheduler: bool = True, demo: bool = False) -> 
     # One index of the recent papers for the pages and the planner of this process.
     recent = RecentPapers(db, settings)
     jobs = EmbeddedScheduler(db, settings, recent) if scheduler else None
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, db=db, recent=recent),
-            host=settings.host,
-            port=settings.port,
-            log_level="info",
-            # uvicorn's loggers go to ours: one format, and the access log's paths, which
-            # carry signed tokens, pass through the redaction like every other line.
-            log_config=None,
-            http=OneLineH11Protocol,
-            proxy_headers=True,
-        )
-    )
+    server = web_server(settings, create_app(settings, db=db, recent=recent))
     if jobs:
         jobs.start()
     log.info("serving on http://%s:%d/", settings.host, settings.port)

@@ -33,9 +33,11 @@ from newsletter.models import (
     FAILED,
     PENDING,
     PLANNED,
+    QUEUED,
     RETRY,
     SENDING,
     SENT,
+    ConfirmationRequest,
     Delivery,
     HttpValidator,
     PaperRow,
@@ -663,34 +665,182 @@ def delete_expired_pending(session: Session, now: datetime, hours: float) -> int
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def claim_confirmation(
-    session: Session, subscriber_id: int, previous: datetime | None, now: datetime
-) -> bool:
-    """Stamp confirm_sent_at=now if it still is `previous`; True if this caller may send.
+# Confirmation requests ---------------------------------------------------------------------
 
-    One conditional UPDATE, so of two sign-ups at the same moment only one sends a mail.
+
+def queue_confirmation(
+    session: Session,
+    *,
+    email: str,
+    keywords: str,
+    timezone: str,
+    send_hour: int,
+    digest_size: int,
+    now: datetime,
+) -> int:
+    """Queue the confirmation mail of a sign-up; returns the request's id.
+
+    One statement, the same whatever is known of the address: a new row, or the address's
+    row queued again with what was typed last (also while a sender holds it: its claim then
+    ends without removing the row, and the row is handled once more).
     """
-    stamp = Subscriber.confirm_sent_at
-    result = session.execute(
-        update(Subscriber)
-        .where(
-            Subscriber.id == subscriber_id,
-            stamp.is_(None) if previous is None else stamp == previous,
+    values = {
+        "keywords": keywords,
+        "timezone": timezone,
+        "send_hour": send_hour,
+        "digest_size": digest_size,
+        "requested_at": now,
+        "state": QUEUED,
+        "attempts": 0,
+        "next_attempt_at": None,
+        "error": None,
+    }
+    statement = (
+        _insert(session, ConfirmationRequest)
+        .values(email=email, **values)
+        .on_conflict_do_update(index_elements=["email"], set_=values)
+        .returning(ConfirmationRequest.id)
+    )
+    return int(session.execute(statement).scalar_one())
+
+
+def _confirmation_claimable(now: datetime) -> Any:
+    request = ConfirmationRequest
+    free = or_(request.lease_until.is_(None), request.lease_until < now)
+    due = or_(request.next_attempt_at.is_(None), request.next_attempt_at <= now)
+    # A row left `sending` by a sender that died is claimable once its lease is over.
+    return and_(free, or_(and_(request.state.in_((QUEUED, RETRY)), due), request.state == SENDING))
+
+
+def due_confirmation_ids(session: Session, now: datetime, limit: int = 1000) -> list[int]:
+    """Requests a sender may claim now: queued, a retry that is due, or a lapsed lease."""
+    query = (
+        select(ConfirmationRequest.id)
+        .where(_confirmation_claimable(now))
+        .order_by(ConfirmationRequest.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmationClaim:
+    """A request this sender holds until `lease_until`, with what was typed."""
+
+    id: int
+    lease_until: datetime
+    email: str
+    keywords: str
+    timezone: str
+    send_hour: int
+    digest_size: int
+    attempts: int
+
+
+def claim_confirmations(
+    session: Session,
+    now: datetime,
+    lease: timedelta,
+    *,
+    ids: Sequence[int] | None = None,
+    limit: int = 100,
+) -> list[ConfirmationClaim]:
+    """Claim due requests (all of them, or only `ids`) with one conditional UPDATE.
+
+    Returns only what this caller now holds: of two senders, one gets each row.
+    """
+    wanted = list(ids) if ids is not None else due_confirmation_ids(session, now, limit)
+    if not wanted:
+        return []
+    until = now + lease
+    request = ConfirmationRequest
+    rows = session.execute(
+        update(request)
+        .where(request.id.in_(wanted), _confirmation_claimable(now))
+        .values(state=SENDING, lease_until=until, attempts=request.attempts + 1)
+        .returning(
+            request.id,
+            request.email,
+            request.keywords,
+            request.timezone,
+            request.send_hour,
+            request.digest_size,
+            request.attempts,
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    claims = [
+        ConfirmationClaim(
+            row.id,
+            until,
+            row.email,
+            row.keywords,
+            row.timezone,
+            row.send_hour,
+            row.digest_size,
+            row.attempts,
         )
-        .values(confirm_sent_at=now)
+        for row in rows
+    ]
+    return sorted(claims, key=lambda claim: claim.id)
+
+
+def _confirmation_held(claim: ConfirmationClaim) -> Any:
+    return and_(
+        ConfirmationRequest.id == claim.id, ConfirmationRequest.lease_until == claim.lease_until
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def release_confirmation(
-    session: Session, subscriber_id: int, claimed_at: datetime, previous: datetime | None
-) -> None:
-    """Undo claim_confirmation() after the mail could not be sent, so a retry may send it."""
+def finish_confirmation(session: Session, claim: ConfirmationClaim) -> None:
+    """The request is handled: remove it, unless a sign-up queued it again meanwhile."""
     session.execute(
-        update(Subscriber)
-        .where(Subscriber.id == subscriber_id, Subscriber.confirm_sent_at == claimed_at)
-        .values(confirm_sent_at=previous)
+        delete(ConfirmationRequest).where(
+            _confirmation_held(claim), ConfirmationRequest.state == SENDING
+        )
     )
+    session.execute(
+        update(ConfirmationRequest).where(_confirmation_held(claim)).values(lease_until=None)
+    )
+
+
+def mark_confirmation_sent(
+    session: Session, claim: ConfirmationClaim, subscriber_id: int, now: datetime
+) -> None:
+    """The relay accepted the mail: stamp the subscriber and finish the request."""
+    session.execute(
+        update(Subscriber).where(Subscriber.id == subscriber_id).values(confirm_sent_at=now)
+    )
+    finish_confirmation(session, claim)
+
+
+def retry_confirmation(
+    session: Session,
+    claim: ConfirmationClaim,
+    *,
+    state: str,
+    next_attempt_at: datetime | None,
+    error: str | None,
+    attempts: int | None = None,
+) -> None:
+    """Give the request back: to try again at `next_attempt_at` (RETRY or QUEUED), or FAILED."""
+    values: dict[str, Any] = {"lease_until": None, "next_attempt_at": next_attempt_at}
+    if error is not None:
+        values["error"] = error
+    if attempts is not None:
+        values["attempts"] = attempts
+    request = ConfirmationRequest
+    # A sign-up that queued the row again meanwhile wins: it keeps its state and its values.
+    session.execute(
+        update(request)
+        .where(_confirmation_held(claim), request.state == SENDING)
+        .values(state=state, **values)
+    )
+    session.execute(update(request).where(_confirmation_held(claim)).values(lease_until=None))
+
+
+def confirmation_requests(session: Session) -> list[ConfirmationRequest]:
+    """Every queued, held, retrying or failed request, oldest first (status and tests)."""
+    return list(session.scalars(select(ConfirmationRequest).order_by(ConfirmationRequest.id)))
 
 
 def database_ok(session: Session) -> bool:

@@ -80,8 +80,10 @@ def subscribe(
 ) -> Subscriber:
     """Add a subscriber (pending until confirmed, or active when an operator adds them).
 
-    Every value is validated before anything is written. A known active, paused or bouncing
-    address is not changed by an unconfirmed sign-up: only its owner, through a signed link, can.
+    Every value is validated before anything is written. An unconfirmed sign-up never changes
+    what a known address has stored: for a pending or unsubscribed one, what was typed waits
+    in `pending_preferences` until its owner confirms (see confirm()); an active, paused or
+    bouncing one is changed only by its owner, through a signed link.
     """
     address = normalize_email(email)
     profile = validate_keywords(keywords)
@@ -101,11 +103,19 @@ def subscribe(
             digest_size=size,
             created_at=now,
         )
-    elif subscriber.state in (PENDING, UNSUBSCRIBED) or confirmed:
-        # Someone coming back after unsubscribing gets what they just typed once they confirm;
-        # an active subscriber's settings change only through their signed manage link.
+    elif confirmed:  # an operator's word is final
         subscriber.keywords, subscriber.timezone = profile, zone
         subscriber.send_hour, subscriber.digest_size = hour, size
+        subscriber.pending_preferences = None
+    elif subscriber.state in (PENDING, UNSUBSCRIBED):
+        # Someone coming back after unsubscribing gets what they just typed once they confirm;
+        # until then anybody could have typed it, so the stored settings stay as they are.
+        subscriber.pending_preferences = {
+            "keywords": profile,
+            "timezone": zone,
+            "send_hour": hour,
+            "digest_size": size,
+        }
     if confirmed:
         confirm(session, subscriber, now)
     return subscriber
@@ -120,11 +130,30 @@ def confirm(session: Session, subscriber: Subscriber, now: datetime) -> None:
     if subscriber.state not in (ACTIVE, PAUSED):
         if subscriber.state == UNSUBSCRIBED:
             subscriber.link_key = new_link_key()
+        _apply_pending_preferences(subscriber)
         subscriber.state = ACTIVE
         subscriber.confirmed_at = now
         subscriber.unsubscribed_at = None
         subscriber.hard_failures = 0
     session.flush()
+
+
+def _apply_pending_preferences(subscriber: Subscriber) -> None:
+    """What the last sign-up typed becomes the subscriber's settings, now that they confirm."""
+    pending = subscriber.pending_preferences
+    subscriber.pending_preferences = None
+    if not pending:
+        return
+    try:  # typed and checked at sign-up; checked again in case a time zone went away since
+        values = (
+            validate_keywords(str(pending["keywords"])),
+            validate_timezone(str(pending["timezone"])),
+            validate_send_hour(int(pending["send_hour"])),
+            validate_digest_size(int(pending["digest_size"])),
+        )
+    except (KeyError, TypeError, ValueError):
+        return  # keep what was stored, all of it: a confirmation never fails on these
+    subscriber.keywords, subscriber.timezone, subscriber.send_hour, subscriber.digest_size = values
 
 
 def unsubscribe(session: Session, subscriber: Subscriber, now: datetime) -> None:

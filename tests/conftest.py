@@ -826,3 +826,42 @@ def chromium():
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+# --- Abuse: the web app under a real uvicorn, as `newsletter run` serves it -----------------
+
+
+@pytest.fixture
+def live_site():
+    """Starts the app under uvicorn (service.web_server) in a thread: `start(settings, db)`.
+
+    The settings' port is replaced by a free one; returns the site's base URL. Every server
+    started is stopped at the end of the test.
+    """
+    import threading
+    import time
+
+    from newsletter.service import web_server
+    from newsletter.web.app import create_app
+
+    running: list[tuple] = []
+
+    def start(settings, db) -> str:
+        port = free_port()
+        settings = settings.model_copy(
+            update={"host": "127.0.0.1", "port": port, "base_url": f"http://127.0.0.1:{port}"}
+        )
+        server = web_server(settings, create_app(settings, db), log_level="warning")
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        running.append((server, thread))
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        return settings.base_url
+
+    yield start
+    for server, thread in running:
+        server.should_exit = True
+        thread.join(timeout=20)

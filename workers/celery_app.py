@@ -17,6 +17,8 @@ ROUTES = {
     "workers.tasks.plan_editions": {"queue": "plan"},
     "workers.tasks.sweep_leases": {"queue": "plan"},
     "workers.tasks.deliver_batch": {"queue": "mail"},
+    "workers.tasks.send_confirmation": {"queue": "mail"},
+    "workers.tasks.sweep_confirmations": {"queue": "plan"},
 }
 # The longest a task retry waits. Redis hands an unacknowledged message to another worker after
 # the visibility timeout, so it must exceed every retry delay (and every task's run time).

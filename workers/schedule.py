@@ -16,6 +16,7 @@ TASKS = {
     "plan": ("workers.tasks.plan_editions", "plan"),
     "sweep": ("workers.tasks.sweep_leases", "plan"),
     "expire_pending": ("workers.tasks.expire_pending", "plan"),
+    "confirmations": ("workers.tasks.sweep_confirmations", "plan"),
 }
 
 

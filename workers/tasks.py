@@ -13,9 +13,10 @@ import sqlalchemy.exc
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
-from newsletter import pipeline, storage
+from newsletter import confirmations, pipeline, storage
 from newsletter.db import Database
 from newsletter.ranker import RecentPapers
+from newsletter.web.ratelimit import RateLimiter, make_rate_limiter
 from workers.celery_app import RETRY_BACKOFF_MAX, app, worker_settings
 
 log = logging.getLogger(__name__)
@@ -76,10 +77,22 @@ def shared() -> _Shared:
     return _shared
 
 
+_limiter: tuple[Any, RateLimiter] | None = None
+
+
+def confirmation_limiter() -> RateLimiter:
+    """The hourly cap on confirmation mails, counted in Redis by every worker together."""
+    global _limiter
+    if _limiter is None or _limiter[0] is not worker_settings():
+        _limiter = (worker_settings(), make_rate_limiter(worker_settings()))
+    return _limiter[1]
+
+
 @worker_process_init.connect
 def _forget_parent_database(**_: Any) -> None:
-    global _db, _shared
+    global _db, _shared, _limiter
     _db = _shared = None
+    _limiter = None
 
 
 @app.task(**RETRYING)
@@ -192,3 +205,26 @@ def enqueue_deliveries(ids: Sequence[int]) -> int:
     for batch in batches:
         deliver_batch.apply_async(args=(batch,))
     return len(batches)
+
+
+@app.task(**RETRYING)
+def send_confirmation(request_id: int) -> dict[str, int]:
+    """Send the confirmation mail a sign-up queued, if one is due; a duplicate task is a no-op.
+
+    A failed send is recorded on the request (retry, with a backoff) and picked up again by
+    sweep_confirmations when it is due.
+    """
+    report = confirmations.send_confirmations(
+        database(), worker_settings(), confirmation_limiter(), ids=[request_id]
+    )
+    return report.as_dict()
+
+
+@app.task(**RETRYING)
+def sweep_confirmations() -> dict[str, int]:
+    """Queue the requests no task holds: retries now due, lost tasks and lapsed leases."""
+    with database().session() as session:
+        ids = storage.due_confirmation_ids(session, storage.utcnow())
+    for request_id in ids:
+        send_confirmation.apply_async(args=(request_id,))
+    return {"queued": len(ids)}

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from newsletter.config import Settings
+from newsletter.confirmations import make_confirmation_queue
 from newsletter.db import Database
 from newsletter.ranker import RecentPapers
 from newsletter.web import confirm, errors, health, manage, preview, signup, unsubscribe
@@ -29,21 +30,29 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        if db is None:
-            database.dispose()
+        confirmations.start()
+        try:
+            yield
+        finally:
+            confirmations.stop()
+            if db is None:
+                database.dispose()
 
     # No OpenAPI pages: this app serves people, and their script would break the CSP.
     app = FastAPI(
         title="Paper Digest", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
     )
-    app.state.web = Web(
+    web = Web(
         settings=settings,
         db=database,
         pages=Pages(settings),
         limiter=make_rate_limiter(settings),
         papers=PreviewIndex(recent or RecentPapers(database, settings)),
     )
+    # Confirmation mails leave the request: sent by a thread here, or by the Celery workers.
+    confirmations = make_confirmation_queue(database, lambda: web.settings, lambda: web.clock())
+    web.confirmations = confirmations
+    app.state.web = web
     for module in (signup, confirm, manage, unsubscribe, preview, health):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

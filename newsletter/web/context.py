@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends
 from starlette.datastructures import FormData
@@ -17,7 +17,10 @@ from newsletter.db import Database
 from newsletter.web import csrf
 from newsletter.web.pages import Pages
 from newsletter.web.papers import PreviewIndex
-from newsletter.web.ratelimit import RateLimiter
+from newsletter.web.ratelimit import RateLimiter, client_address
+
+if TYPE_CHECKING:
+    from newsletter.confirmations import ConfirmationQueue
 
 MAX_FORM_FIELDS = 32
 
@@ -32,6 +35,7 @@ class Web:
     limiter: RateLimiter
     papers: PreviewIndex
     clock: Callable[[], datetime] = field(default=storage.utcnow)
+    confirmations: ConfirmationQueue | None = None  # where sign-ups queue their mail
 
 
 class RateLimited(Exception):
@@ -65,9 +69,10 @@ async def require_csrf(request: Request) -> None:
 
 
 def client_ip(request: Request) -> str:
-    # uvicorn's proxy_headers (trusting only the configured proxies) has already put the
-    # real client address here when the app runs behind a reverse proxy.
-    return request.client.host if request.client else "unknown"
+    """The client's address: the peer, or what a trusted proxy says (NEWSLETTER_TRUSTED_PROXIES)."""
+    peer = request.client.host if request.client else "unknown"
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+    return client_address(peer, forwarded, get_web(request).settings.trusted_networks)
 
 
 def limit(web: Web, key: str, allowed: int, window: int, message: str) -> None:

@@ -1,4 +1,4 @@
-"""The sign-up confirmation mail: a signed confirm link, sent at once, stamped when sent."""
+"""The sign-up confirmation mail: a signed confirm link; newsletter.confirmations sends it."""
 
 from __future__ import annotations
 

@@ -6,8 +6,10 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any, Protocol
 
 from newsletter.config import Settings
@@ -39,30 +41,67 @@ def _decide(count: int, limit: int, window: int, now: float) -> Decision:
 
 
 class MemoryRateLimiter:
-    """Counters in this process: right for the embedded mode's single process."""
+    """Counters in this process: right for the embedded mode's single process.
+
+    At most `max_keys` counters are kept. When full, finished windows go first, then the
+    least recently hit keys: a flood of new keys pushes out old ones, never the counters
+    being hit right now (forgetting everything would lift every limit at once).
+    """
 
     def __init__(self, clock: Clock = time.time, max_keys: int = 100_000) -> None:
         self._clock = clock
         self._max_keys = max_keys
         self._lock = threading.Lock()
-        self._counts: dict[tuple[str, int], tuple[int, int]] = {}  # (key, window) -> (slot, n)
+        # (key, window) -> (slot, n), least recently hit first
+        self._counts: OrderedDict[tuple[str, int], tuple[int, int]] = OrderedDict()
 
     def hit(self, key: str, limit: int, window: int) -> Decision:
         now = self._clock()
         slot = int(now // window)
         with self._lock:
+            entry = (key, window)
+            previous_slot, count = self._counts.pop(entry, (slot, 0))
             if len(self._counts) >= self._max_keys:
-                self._prune(now)
-            previous_slot, count = self._counts.get((key, window), (slot, 0))
+                self._evict(now)
             count = count + 1 if previous_slot == slot else 1
-            self._counts[(key, window)] = (slot, count)
+            self._counts[entry] = (slot, count)
         return _decide(count, limit, window, now)
 
-    def _prune(self, now: float) -> None:
-        # Forget finished windows; if every key is live (an attack), forget everything rather
-        # than grow without bound: a limiter that resets is better than one that eats memory.
-        live = {k: v for k, v in self._counts.items() if v[0] == int(now // k[1])}
-        self._counts = live if len(live) < self._max_keys else {}
+    def _evict(self, now: float) -> None:
+        # Make room for a tenth of the capacity at once, so that a flood does not pay a full
+        # scan on every hit; finished windows cost nothing to forget.
+        target = self._max_keys - max(1, self._max_keys // 10)
+        finished = [k for k, (slot, _) in self._counts.items() if slot != int(now // k[1])]
+        for entry in finished:
+            del self._counts[entry]
+        while len(self._counts) > target:
+            self._counts.popitem(last=False)
+
+
+def client_address(
+    peer: str, forwarded_for: str | None, trusted: Sequence[IPv4Network | IPv6Network]
+) -> str:
+    """The address a request comes from, for the rate limits.
+
+    X-Forwarded-For is believed only from a trusted proxy. Each proxy appends the address it
+    got the request from, so reading from the right, the first address that is not one of our
+    proxies is the client; whatever the client wrote further left is ignored.
+    """
+    if not forwarded_for or not _trusted(peer, trusted):
+        return peer
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, trusted):
+            return hop
+    return hops[0] if hops else peer
+
+
+def _trusted(address: str, trusted: Sequence[IPv4Network | IPv6Network]) -> bool:
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
 
 
 class RedisRateLimiter:

@@ -1,19 +1,14 @@
-"""The sign-up page: a pending subscriber and a confirmation mail, the same page for all."""
+"""The sign-up page: the same page, and the same work, for every address."""
 
 from __future__ import annotations
 
-import logging
-from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse
-from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 
-from newsletter import storage, subscriptions
-from newsletter.mail import SendError
-from newsletter.models import Subscriber
+from newsletter import storage
 from newsletter.web.context import (
     FormDep,
     Web,
@@ -23,14 +18,19 @@ from newsletter.web.context import (
     require_csrf,
 )
 from newsletter.web.forms import MAX_FIELD_CHARS, FormResult, parse_signup, signup_defaults
-from newsletter.web.mail import send_confirmation
 
-log = logging.getLogger(__name__)
 router = APIRouter()
 
-# A new link is mailed at most this often per address, however often it is entered.
-CONFIRM_RESEND_AFTER = timedelta(minutes=2)
 ADDRESS_SIGNUPS_PER_HOUR = 5
+
+
+def mailbox_key(email: str) -> str:
+    """The mailbox an address delivers to, for the per-address limit.
+
+    Case-folded, without a `+tag` in the local part: target+1@ and Target+2@ reach one inbox.
+    """
+    local, _, domain = email.rpartition("@")
+    return f"{local.split('+', 1)[0] or local}@{domain}".casefold()
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -46,10 +46,12 @@ def signup_page(request: Request, web: WebDep) -> HTMLResponse:
 
 @router.post("/", response_class=HTMLResponse, dependencies=[Depends(require_csrf)])
 def signup(request: Request, web: WebDep, form: FormDep) -> HTMLResponse:
-    """Register a pending subscriber and mail a confirmation link.
+    """Queue the confirmation mail of a sign-up; the sender decides whether one is due.
 
-    A known address gets exactly the same page as a new one, so the form tells nobody who
-    is subscribed; its owner gets a fresh link (at most one per CONFIRM_RESEND_AFTER).
+    Whatever is known of the address (new, pending, active, unsubscribed, entered a moment
+    ago), the request writes one queued request and answers the same page, so neither the
+    page nor its timing tells anybody who is subscribed. The stored settings of a known
+    address do not change here: only its owner, by confirming, applies what was typed.
     """
     result = parse_signup(form)
     if not result.ok:
@@ -63,20 +65,25 @@ def signup(request: Request, web: WebDep, form: FormDep) -> HTMLResponse:
     )
     limit(
         web,
-        f"signup:address:{result.email}",
+        f"signup:address:{mailbox_key(result.email)}",
         ADDRESS_SIGNUPS_PER_HOUR,
         3600,
         "This address has been entered too many times.",
     )
-    now = web.clock()
-    subscriber, previous, claimed = _register(web, result, now)
-    if claimed and not _mail(web, subscriber, previous, now):
-        context = {
-            "title": "We could not send the email",
-            "message": "Our mail server did not accept it just now. Please try again in a "
-            "few minutes.",
-        }
-        return web.pages.render(request, "error.html", context, status=503)
+    preferences = result.preferences
+    assert preferences is not None, "only a valid form is queued"
+    with web.db.session() as session:
+        request_id = storage.queue_confirmation(
+            session,
+            email=result.email,
+            keywords=preferences.keywords,
+            timezone=preferences.timezone,
+            send_hour=preferences.send_hour,
+            digest_size=preferences.digest_size,
+            now=web.clock(),
+        )
+    if web.confirmations is not None:  # after the commit: the sender must find the row
+        web.confirmations.wake(request_id)
     return web.pages.render(request, "check_inbox.html", {"email": result.email})
 
 
@@ -94,48 +101,3 @@ def _form(
         "auto_timezone": auto_timezone,
     }
     return web.pages.render(request, "signup.html", context, status=status)
-
-
-def _register(
-    web: Web, result: FormResult, now: datetime
-) -> tuple[Subscriber, datetime | None, bool]:
-    """Add or find the subscriber and claim the right to mail them a link now."""
-    try:
-        return _subscribe_and_claim(web, result, now)
-    except IntegrityError:
-        # The same new address signed up twice at once: the second try finds the first's row.
-        return _subscribe_and_claim(web, result, now)
-
-
-def _subscribe_and_claim(
-    web: Web, result: FormResult, now: datetime
-) -> tuple[Subscriber, datetime | None, bool]:
-    preferences = result.preferences
-    assert preferences is not None, "only a valid form is registered"
-    with web.db.session() as session:
-        subscriber = subscriptions.subscribe(
-            session,
-            web.settings,
-            email=result.email,
-            keywords=preferences.keywords,
-            now=now,
-            timezone=preferences.timezone,
-            send_hour=preferences.send_hour,
-            digest_size=preferences.digest_size,
-        )
-        previous = subscriber.confirm_sent_at
-        due = previous is None or previous <= now - CONFIRM_RESEND_AFTER
-        claimed = due and storage.claim_confirmation(session, subscriber.id, previous, now)
-    return subscriber, previous, claimed
-
-
-def _mail(web: Web, subscriber: Subscriber, previous: datetime | None, now: datetime) -> bool:
-    """Send the confirmation; on failure give the claim back so that a retry may send."""
-    try:
-        send_confirmation(web.settings, subscriber, now=now)
-    except SendError as exc:
-        log.warning("confirmation to subscriber %d not sent: %s", subscriber.id, exc)
-        with web.db.session() as session:
-            storage.release_confirmation(session, subscriber.id, now, previous)
-        return False
-    return True

@@ -139,3 +139,13 @@ def test_redact_url_leaves_urls_without_a_password_alone():
     assert redact_url("redis://user@host/0") == "redis://user@host/0"
     assert redact_url("redis://host/0?password=abc&db=1") == "redis://host/0?password=***&db=1"
     assert redact_url("sqlite:///var/a@b.db") == "sqlite:///var/a@b.db"
+
+
+def test_trusted_proxies_are_addresses_or_networks(tmp_path):
+    settings = load_settings(var_dir=tmp_path, secret_key="k", trusted_proxies="10.0.0.0/8, ::1")
+    assert [str(n) for n in settings.trusted_networks] == ["10.0.0.0/8", "::1/128"]
+    assert load_settings(var_dir=tmp_path, secret_key="k").trusted_networks == ()
+    with pytest.raises(ConfigError, match="NEWSLETTER_TRUSTED_PROXIES: 'proxy' is not an IP"):
+        load_settings(var_dir=tmp_path, secret_key="k", trusted_proxies="10.0.0.1,proxy")
+    with pytest.raises(ConfigError, match="NEWSLETTER_CONFIRM_MAILS_PER_HOUR"):
+        load_settings(var_dir=tmp_path, secret_key="k", confirm_mails_per_hour=0)

@@ -53,8 +53,16 @@ def test_both_modes_run_the_same_jobs(settings):
     names = [job.name for job in schedule.jobs(settings)]
     embedded = EmbeddedScheduler.__new__(EmbeddedScheduler)
     EmbeddedScheduler.__init__(embedded, db=None, settings=settings)  # type: ignore[arg-type]
-    assert sorted(job.id for job in embedded.scheduler.get_jobs()) == sorted(names)
+    web_app = [
+        job.name for job in schedule.jobs(settings) if job.step in schedule.RUN_BY_THE_WEB_APP
+    ]
+    assert web_app == ["sweep-confirmations"]
+    embedded_jobs = [job.id for job in embedded.scheduler.get_jobs()]
+    assert sorted(embedded_jobs + web_app) == sorted(names)
     assert sorted(beat_schedule(settings)) == sorted(names)
+    from newsletter.confirmations import SWEEP_SECONDS
+
+    assert schedule.CONFIRMATION_SWEEP.seconds == SWEEP_SECONDS
     # The catch-up the settings promise, in both modes.
     assert {"collect-arxiv-catch-up", "collect-hf_daily-catch-up"} <= set(names)
 

@@ -81,7 +81,15 @@ class WebHelper:
             "digest_size": "10",
             **fields,
         }
-        return self.post_form("/", client=client, **values)
+        page = self.post_form("/", client=client, **values)
+        self.settle()
+        return page
+
+    def settle(self) -> None:
+        """Wait until the background sender has sent what the sign-ups queued and is due."""
+        sender = getattr(self.web, "confirmations", None)
+        if sender is not None:
+            sender.flush()
 
     def add(self, email: str = "bob@example.org", state: str = ACTIVE, **values) -> int:
         """A subscriber in `state`, added as an operator would; returns the id."""

@@ -90,3 +90,23 @@ def test_memory_stays_bounded():
     for number in range(99):
         limiter.hit(f"ip:again{number}", 5, 60)
     assert len(limiter._counts) <= 100
+
+
+def test_a_full_limiter_evicts_the_oldest_keys_only():
+    clock = Clock()
+    limiter = MemoryRateLimiter(clock=clock, max_keys=100)
+    # An address at its limit, then a flood of new keys, all within the same live window.
+    assert [limiter.hit("address:target", 2, 3600).allowed for _ in range(3)] == [
+        True,
+        True,
+        False,
+    ]
+    for number in range(98):
+        limiter.hit(f"ip:{number}", 5, 3600)
+    limiter.hit("address:target", 2, 3600)  # still being hit: the most recent key
+    for number in range(98, 400):
+        limiter.hit(f"ip:{number}", 5, 3600)
+        assert not limiter.hit("address:target", 2, 3600).allowed, number
+    assert len(limiter._counts) <= 100
+    # The keys that went were the least recently hit; the latest ones are all still counted.
+    assert not limiter.hit("ip:399", 1, 3600).allowed

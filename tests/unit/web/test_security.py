@@ -102,3 +102,75 @@ def test_files_cannot_be_uploaded(w, outbox):
     assert response.status_code == 400
     assert w.by_email("x@example.org") is None
     assert outbox() == []
+
+
+# Rate limits behind (or without) a reverse proxy ----------------------------------------------
+
+
+def _live_signups(base_url: str, forwarded_for: list[str]) -> list[int]:
+    """One sign-up per X-Forwarded-For value, each a new address, from this (loopback) host."""
+    import re
+
+    import httpx
+
+    statuses = []
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/").text).group(1)
+        for number, value in enumerate(forwarded_for):
+            form = {
+                "csrf_token": token,
+                "email": f"person{number}@example.org",
+                "keywords": "diffusion",
+                "send_hour": "7",
+                "timezone": "UTC",
+                "digest_size": "10",
+            }
+            response = client.post("/", data=form, headers={"X-Forwarded-For": value})
+            statuses.append(response.status_code)
+    return statuses
+
+
+def test_a_spoofed_forwarded_for_is_ignored_without_a_trusted_proxy(settings, db, live_site):
+    # From loopback, as every local client (or a proxy nobody configured) connects.
+    limited = settings.model_copy(update={"signup_rate_per_hour": 3})
+    base_url = live_site(limited, db)
+    spoofed = [f"198.51.100.{n}" for n in range(1, 6)]
+    assert _live_signups(base_url, spoofed) == [200, 200, 200, 429, 429]
+
+
+def test_forwarded_for_is_honoured_from_a_trusted_proxy_only(settings, db, live_site):
+    from newsletter.config import load_settings
+
+    proxied = load_settings(
+        var_dir=settings.var_dir,
+        secret_key="test-secret",
+        sources="hf_daily",
+        signup_rate_per_hour=2,
+        trusted_proxies="10.0.0.0/8, 127.0.0.1",
+    )
+    base_url = live_site(proxied, db)
+    # Each client behind the proxy has its own count; the right-most untrusted address is the
+    # client, so what the client itself put in front of it changes nothing.
+    forwarded = [
+        "203.0.113.5",
+        "1.1.1.1, 203.0.113.5",
+        "2.2.2.2, 203.0.113.5, 10.1.2.3",
+        "203.0.113.6",
+        "3.3.3.3, 203.0.113.6",
+    ]
+    assert _live_signups(base_url, forwarded) == [200, 200, 429, 200, 200]
+
+
+def test_the_client_address_is_the_right_most_untrusted_one():
+    from ipaddress import ip_network
+
+    from newsletter.web.ratelimit import client_address
+
+    trusted = (ip_network("10.0.0.0/8"), ip_network("::1/128"))
+    assert client_address("127.0.0.1", "6.6.6.6", ()) == "127.0.0.1"
+    assert client_address("10.0.0.1", "6.6.6.6, 203.0.113.9", trusted) == "203.0.113.9"
+    assert client_address("10.0.0.1", "203.0.113.9, 10.0.0.2", trusted) == "203.0.113.9"
+    assert client_address("10.0.0.1", None, trusted) == "10.0.0.1"
+    assert client_address("10.0.0.1", "10.0.0.3", trusted) == "10.0.0.3"  # every hop is ours
+    assert client_address("10.0.0.1", " , junk", trusted) == "junk"
+    assert client_address("::1", "2001:db8::1", trusted) == "2001:db8::1"
