@@ -134,14 +134,58 @@ def schema_revisions(connection: Connection) -> set[str]:
     return set(MigrationContext.configure(connection).get_current_heads())
 
 
+def current_revision(engine: Engine) -> str | None:
+    """The migration the database is at; None for a database no migration has touched."""
+    from alembic.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def migrate(config: Any, engine: Engine, revision: str, *, downgrade: bool = False) -> None:
+    """Upgrade (or downgrade) the database to `revision`, in one transaction.
+
+    On SQLite, foreign keys are off while the scripts run: batch mode alters a table by
+    copying it and dropping the original, and with them on, that drop would cascade to every
+    row referring to it (rebuilding `subscribers` would delete every delivery). The keys are
+    checked before the commit instead.
+    """
+    from alembic import command
+
+    run = command.downgrade if downgrade else command.upgrade
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:  # a no-op inside a transaction: set before it begins
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            with connection.begin():
+                config.attributes["connection"] = connection
+                run(config, revision)
+                if sqlite:
+                    _check_foreign_keys(connection)
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        table, row, parent, _ = broken[0]
+        raise RuntimeError(
+            f"the migration leaves {len(broken)} row(s) referring to nothing, "
+            f"first {table} rowid {row} -> {parent}"
+        )
+
+
 def upgrade(settings: Settings, engine: Engine | None = None) -> None:
     """Run `alembic upgrade head` on the configured database."""
     from alembic import command
 
     config = alembic_config(settings)
     if engine is not None:
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+        migrate(config, engine, "head")
     else:
         command.upgrade(config, "head")
