@@ -290,7 +290,7 @@ def test_rank_many_equals_rank_for_each_profile(relevance: list[Paper]) -> None:
 
 
 def test_huge_indexes_score_the_same_with_sparse_matrices(relevance: list[Paper]) -> None:
-    from newsletter.ranking import _Plan
+    from newsletter.ranking.scoring import _Plan
 
     index = PaperIndex(relevance)
     profiles = [parse_profile(t) for t in ("class, -diffusion", "LLM, cat:cs.LG", "supervision")]

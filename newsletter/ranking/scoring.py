@@ -1,0 +1,360 @@
+"""How papers score for profiles: BM25F worth of each entry, the prior, top-k of many at once.
+
+How a paper scores for a profile, from 0 to 100:
+
+* Each text entry is matched with BM25F over the title (weight 3), the HF AI keywords (2) and
+  the abstract (1), each field length-normalized (b = 0.3, 0.3, 0.75; k1 = 1.2). Its
+  *strength* is the BM25 saturation ``tf / (tf + k1)`` in [0, 1), i.e. the BM25 score over the
+  most any paper could get, so rare and common words are on one scale: one title mention is
+  0.71, one abstract mention 0.45, a title and a few abstract mentions 0.8-0.9.
+* A phrase counts only where its terms are adjacent after normalization (no punctuation in
+  between). An unquoted multi-word entry takes 70% of its strength from the phrase and 30%
+  from its words anywhere in the paper (all must occur). A one-word entry takes 30% from the
+  word's own inflections ("supervision", "supervisions") and 70% from its stem, so
+  "supervision" prefers papers about supervision over papers that are merely "supervised".
+* A matched entry is worth ``0.2 + 0.8 * strength`` (the floor is 0.06 instead of 0.2 when
+  its words are found only apart): the floor is the coverage bonus, every entry a paper
+  covers adds at least 20% of its weight. `author:` and `cat:` entries are worth 1 when they match.
+* The score is 100 x the weighted mean worth over the profile's entries x the paper's prior.
+  100 means every entry matched as strongly as possible, so a minimum score means the same for
+  every subscriber and every edition, whatever the number of papers that day.
+* `author:` entries select like keywords. `cat:` entries select when the profile has nothing
+  else; beside keywords or authors they steer: papers outside the listed categories keep 70%.
+* Exclusions remove a paper; papers in `exclude_ids` (already sent) are never returned.
+* The prior, ``1 - w * (1 - popularity) - 0.02 * (1 - freshness)``, breaks near-ties:
+  popularity is log(1 + upvotes) relative to the index's most upvoted paper (w is
+  `popularity_weight`, 0.05 by default), freshness ``exp(-age in days / 30)``. Exact ties go to
+  the more recent, then more upvoted paper."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from newsletter.paper import Paper
+from newsletter.profile import Entry, MatchKey, Profile
+
+if TYPE_CHECKING:
+    from newsletter.ranking.index import PaperIndex
+
+K1 = 1.2
+FIELDS = ("title", "keywords", "abstract")
+FIELD_WEIGHT = {"title": 3.0, "keywords": 2.0, "abstract": 1.0}
+FIELD_B = {"title": 0.3, "keywords": 0.3, "abstract": 0.75}
+TITLE, KEYWORDS, ABSTRACT, AUTHORS, CATEGORIES = 1, 2, 4, 8, 16
+FIELD_BIT = {"title": TITLE, "keywords": KEYWORDS, "abstract": ABSTRACT}
+EXACT_SHARE = 0.3  # of a one-word entry's strength that needs the word itself, not its stem
+LOOSE_SHARE = 0.3  # of an unquoted multi-word entry's strength that needs no adjacency
+COVERAGE_FLOOR = 0.2  # what any matched entry is worth, however weak: covering more pays
+CATEGORY_SHARE = 0.3  # of the score lost by papers outside the categories a profile lists
+RECENCY_WEIGHT = 0.02
+RECENCY_DAYS = 30.0
+CODE_ENTRIES = 12  # positive entries whose match pattern fits one 64-bit integer
+# Dense is faster, sparse smaller. Benchmark: tests/perf/bench_ranking.py, "rank_many", "peak RSS".
+DENSE_LIMIT = 50_000_000  # features x papers cells kept dense while ranking (200 MB)
+
+
+# One entry in every paper -----------------------------------------------------------------
+
+
+# Slots: up to FEATURE_CACHE of these an index. Benchmark: tests/perf/bench_ranking.py, "peak RSS".
+@dataclass(frozen=True, slots=True)
+class _Feature:
+    """What one entry matches: papers (sorted), what each match is worth (0, 1], field bits."""
+
+    papers: np.ndarray
+    worths: np.ndarray
+    masks: np.ndarray
+    phrase: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()  # for loose entries: the words that may match apart
+
+
+def text_feature(
+    index: PaperIndex,
+    kind: str,
+    phrase: tuple[str, ...],
+    words: tuple[str, ...],
+    exact: str | None,
+) -> _Feature:
+    """What a text entry matches in an index: its worth in each paper, and where it matched."""
+    strength, masks = _phrase_strength(index, phrase)
+    if exact is not None:
+        # A word's own inflections count a little more than its derivations.
+        own, _ = _phrase_strength(index, (exact,))
+        strength = (1.0 - EXACT_SHARE) * strength + EXACT_SHARE * own
+    floor = np.where(strength > 0, COVERAGE_FLOOR, 0.0)
+    if kind == "loose" and words:
+        loose, loose_masks = _words_strength(index, words)
+        masks = np.where(masks > 0, masks, loose_masks)
+        strength = (1.0 - LOOSE_SHARE) * strength + LOOSE_SHARE * loose
+        # Words found only apart earn a share of the coverage floor, not all of it.
+        floor = np.where(floor > 0, floor, np.where(loose > 0, LOOSE_SHARE * COVERAGE_FLOOR, 0))
+    worth = floor + (1.0 - COVERAGE_FLOOR) * strength
+    papers = np.flatnonzero(strength > 0).astype(np.int32)
+    return _Feature(
+        papers,
+        worth[papers].astype(np.float32),
+        masks[papers].astype(np.uint8),
+        phrase,
+        words if kind == "loose" else (),
+    )
+
+
+def _phrase_strength(index: PaperIndex, phrase: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """BM25F saturation of a phrase (or single term) in every paper, and its field bits."""
+    n = len(index.papers)
+    table = index.positions
+    units, counts = table.counts([index.term_ids.get(term, -1) for term in phrase])
+    papers = units // table.n_fields
+    tf = np.bincount(papers, weights=table.norm[units] * counts, minlength=n)
+    masks = np.zeros(n, dtype=np.uint8)
+    np.bitwise_or.at(masks, papers, table.bits[units % table.n_fields])
+    return tf / (tf + K1), masks
+
+
+def _words_strength(index: PaperIndex, words: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """IDF-weighted mean saturation of words found anywhere, where all of them occur."""
+    total = np.zeros(len(index.papers))
+    every = np.ones(len(index.papers), dtype=bool)
+    masks = np.zeros(len(index.papers), dtype=np.uint8)
+    weights = 0.0
+    for word in words:
+        strength, word_masks = _phrase_strength(index, (word,))
+        idf = index.idf(word)
+        total += idf * strength
+        weights += idf
+        every &= strength > 0
+        masks |= word_masks
+    return np.where(every, total / max(weights, 1e-9), 0.0), masks
+
+
+def _constant_feature(papers: Sequence[int], bit: int) -> _Feature:
+    return _Feature(
+        np.asarray(papers, dtype=np.int32),
+        np.ones(len(papers), dtype=np.float32),
+        np.full(len(papers), bit, dtype=np.uint8),
+    )
+
+
+# The prior --------------------------------------------------------------------------------
+
+
+def _prior(papers: Sequence[Paper], now: datetime | None, popularity_weight: float) -> np.ndarray:
+    """Per-paper factor in (0.9, 1]: popularity and freshness, neutral where nothing is known."""
+    upvotes = np.array([max(p.upvotes, 0) for p in papers], dtype=np.float64)
+    best = float(upvotes.max()) if len(upvotes) else 0.0
+    popularity = np.log1p(upvotes) / math.log1p(best) if best > 0 else np.ones(len(papers))
+    days = [p.published for p in papers if p.published is not None]
+    today = now.date() if now is not None else max(days, default=date.today())
+    oldest = min(days, default=today)
+    ages = np.array([(today - (p.published or oldest)).days for p in papers], dtype=np.float64)
+    freshness = np.exp(-np.clip(ages, 0, None) / RECENCY_DAYS)
+    return 1.0 - popularity_weight * (1.0 - popularity) - RECENCY_WEIGHT * (1.0 - freshness)
+
+
+# Vectorized scoring ------------------------------------------------------------------------
+
+_NO_BITS = np.zeros(0, dtype=np.uint8)
+
+
+class _Plan:
+    """The distinct profiles of one call as sparse matrices over the features they use.
+
+    Scores are one sparse product: profiles x features (entry weight / profile weight) times
+    features x papers (entry value: coverage floor + strength, times 100 x the paper's prior).
+    Exclusions and category steering are sparse corrections on the rows that have them.
+    """
+
+    def __init__(
+        self, index: PaperIndex, profiles: Sequence[Profile], dense_limit: int = DENSE_LIMIT
+    ) -> None:
+        self.index, self.dense_limit = index, dense_limit
+        self.columns: dict[Entry, int] = {}
+        self._by_key: dict[MatchKey, int] = {}
+        self.features: list[_Feature] = []
+        self._profile_matrices(profiles)
+        self.values, self.present, self.mask_matrix = self._feature_matrices()
+        self.masks = [row.tobytes() for row in self.mask_matrix[:-1]]
+
+    def _profile_matrices(self, profiles: Sequence[Profile]) -> None:
+        """Weights, exclusions, category steering and positive columns of every profile.
+
+        Profiles share Entry objects (the parser caches them), so each entry is looked at once
+        and the rest is array arithmetic over (profile, entry) pairs.
+        """
+        ids: dict[Entry, int] = {}
+        flat: list[int] = []
+        lengths: list[int] = []
+        for profile in profiles:
+            entries = profile.entries
+            lengths.append(len(entries))
+            flat.extend([ids.setdefault(e, len(ids)) for e in entries])
+        distinct = list(ids)
+        column = np.array([self.column(e) for e in distinct], dtype=np.int64)
+        exclude = np.array([e.exclude for e in distinct], dtype=bool)
+        category = np.array([e.kind == "cat" for e in distinct], dtype=bool)
+        weight = np.array([e.weight for e in distinct], dtype=np.float64)
+        at = np.asarray(flat, dtype=np.int64)
+        rows = np.repeat(np.arange(len(profiles)), lengths)
+        positive = ~exclude[at]
+        keyword = positive & ~category[at]
+        has_keyword = np.bincount(rows, weights=keyword, minlength=len(profiles)) > 0
+        selecting = keyword | (positive & ~has_keyword[rows])  # only cat: they select
+        steering = positive & category[at] & has_keyword[rows]
+        totals = np.bincount(rows, weights=weight[at] * selecting, minlength=len(profiles))
+        shape = (len(profiles), len(self.features))
+        cols = column[at]
+        share = weight[at] / np.maximum(totals[rows], 1e-9)
+        self.weights = _csr(rows[selecting], cols[selecting], share[selecting], shape)
+        self.categories = _csr(rows[steering], cols[steering], np.ones(int(steering.sum())), shape)
+        excluded = ~positive
+        self.exclusions = _csr(rows[excluded], cols[excluded], np.ones(int(excluded.sum())), shape)
+        # Positive columns in written order, padded (for the block-wise match patterns).
+        seen = np.cumsum(positive)  # positives so far, over all profiles
+        first = np.repeat(np.cumsum(lengths) - lengths, lengths)  # each pair's row start
+        rank = seen - 1 - np.where(first > 0, seen[np.maximum(first - 1, 0)], 0)
+        counts = np.bincount(rows, weights=positive, minlength=len(profiles)).astype(np.int64)
+        self.coded = counts <= CODE_ENTRIES
+        self.padded = np.full((len(profiles), CODE_ENTRIES), len(self.features), dtype=np.int64)
+        fits = positive & (rank < CODE_ENTRIES)
+        self.padded[rows[fits], rank[fits]] = cols[fits]
+        self.positive_counts = counts
+
+    def column(self, entry: Entry) -> int:
+        """The feature column of an entry (entries differing only in weight or sign share)."""
+        found = self.columns.get(entry)
+        if found is None:
+            key = entry.match_key
+            found = self._by_key.get(key)
+            if found is None:
+                found = self._by_key[key] = len(self.features)
+                self.features.append(self.index.feature(entry))
+            self.columns[entry] = found
+        return found
+
+    def _feature_matrices(self) -> tuple[Any, Any, np.ndarray]:
+        """features x papers: what a matched entry is worth (x 100 x the paper's prior),
+        1 where it matches, and its field bits (with an extra all-0 row for padding).
+
+        Dense matrices make the product a fast sparse x dense one; beyond DENSE_LIMIT cells
+        (a huge index) the first two stay sparse to bound memory.
+        """
+        n_features, n_papers = len(self.features), len(self.index.papers)
+        sizes = [len(f.papers) for f in self.features]
+        rows = np.repeat(np.arange(n_features), sizes)
+        if self.features:
+            columns = np.concatenate([f.papers for f in self.features])
+            worth = np.concatenate([f.worths for f in self.features])
+            bits = np.concatenate([f.masks for f in self.features])
+        else:
+            columns, worth, bits = np.zeros(0, np.int32), np.zeros(0, np.float32), _NO_BITS
+        values = (worth * 100.0 * self.index.prior[columns]).astype(np.float32)
+        masks = np.zeros((n_features + 1, n_papers), dtype=np.uint8)
+        masks[rows, columns] = bits
+        shape = (n_features, n_papers)
+        if n_features * n_papers <= self.dense_limit:
+            dense = np.zeros(shape, dtype=np.float32)
+            dense[rows, columns] = values
+            return dense, (masks[:-1] > 0).astype(np.float32), masks
+        indptr = np.zeros(n_features + 1, dtype=np.int64)
+        np.cumsum(sizes, out=indptr[1:])
+        present = sp.csr_matrix((np.ones_like(values), columns, indptr), shape=shape)
+        return sp.csr_matrix((values, columns, indptr), shape=shape), present, masks
+
+    def _patterns(self, start: int, stop: int, picked: np.ndarray) -> np.ndarray:
+        """For each chosen paper, the field bits of every positive entry of the profile, 5 bits
+        per entry in one integer (-1 for profiles with over CODE_ENTRIES entries): the key of
+        the explanation, computed here for the whole block at once."""
+        codes = np.zeros(picked.shape, dtype=np.int64)
+        longest = int(self.positive_counts[start:stop].max(initial=0))
+        for e in range(min(longest, CODE_ENTRIES)):
+            columns = self.padded[start:stop, e]
+            codes |= self.mask_matrix[columns[:, None], picked].astype(np.int64) << (5 * e)
+        codes[~self.coded[start:stop]] = -1
+        return codes
+
+    def scores(self, start: int, stop: int) -> np.ndarray:
+        """Scores 0-100 of profiles start..stop (rows) for every paper (columns)."""
+        scores = _dense(self.weights[start:stop] @ self.values)
+        steer = self.categories[start:stop]
+        steered = np.flatnonzero(steer.getnnz(axis=1))
+        if len(steered):
+            outside = _dense(steer[steered] @ self.present) == 0
+            scores[steered] *= np.where(outside, 1.0 - CATEGORY_SHARE, 1.0).astype(np.float32)
+        excluding = self.exclusions[start:stop]
+        rows = np.flatnonzero(excluding.getnnz(axis=1))
+        if len(rows):
+            hit = _dense(excluding[rows] @ self.present) > 0
+            scores[rows] = np.where(hit, 0.0, scores[rows])
+        return scores
+
+    def top(self, needed: np.ndarray, min_score: float, block_size: int) -> list[_Candidates]:
+        """For each profile, its best `needed` papers scoring at least `min_score`, best first,
+        with their scores and match patterns (see `_patterns`).
+
+        Ties go to the paper earlier in the index (more recent, more upvoted), whatever the
+        block or `needed`, so ranking one profile or many gives the same answer.
+        """
+        out: list[_Candidates] = []
+        n_papers = len(self.index.papers)
+        floor = max(min_score, 1e-6)
+        for start in range(0, len(needed), block_size):
+            stop = min(start + block_size, len(needed))
+            k = int(min(needed[start:stop].max(initial=0), n_papers))
+            if k <= 0:
+                out.extend(([], [], []) for _ in range(start, stop))
+                continue
+            scores = self.scores(start, stop)
+            picked = _top_columns(scores, k)
+            values = np.take_along_axis(scores, picked, axis=1)
+            limits = np.minimum(needed[start:stop], k)
+            counts = np.minimum(np.count_nonzero(values >= floor, axis=1), limits).tolist()
+            rounded = np.round(values.astype(np.float64), 2).tolist()
+            patterns = self._patterns(start, stop, picked).tolist()
+            for papers, found, codes, count in zip(
+                picked.tolist(), rounded, patterns, counts, strict=True
+            ):
+                out.append((papers[:count], found[:count], codes[:count]))
+        return out
+
+
+def _top_columns(scores: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the columns of the k best scores, best first, ties by lower column."""
+    n = scores.shape[1]
+    if k < n:
+        picked = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        picked = np.broadcast_to(np.arange(n), scores.shape).copy()
+    values = np.take_along_axis(scores, picked, axis=1)
+    order = np.lexsort((picked, -values), axis=1)
+    picked = np.take_along_axis(picked, order, axis=1)
+    if k < n:
+        # argpartition keeps an arbitrary subset of the papers tied at the k-th score:
+        # rows where more papers share it than were kept are redone to keep the lowest columns.
+        kth = np.take_along_axis(scores, picked[:, -1:], axis=1)
+        tied = np.count_nonzero(scores == kth, axis=1)
+        kept = np.count_nonzero(np.take_along_axis(scores, picked, axis=1) == kth, axis=1)
+        for r in np.flatnonzero((tied > kept) & (kth[:, 0] > 0)):
+            row = scores[r]
+            candidates = np.flatnonzero(row >= kth[r, 0])
+            best = candidates[np.lexsort((candidates, -row[candidates]))][:k]
+            picked[r] = best
+    return picked
+
+
+_Candidates = tuple[list[int], list[float], list[int]]  # papers, scores, patterns
+
+
+def _dense(matrix: Any) -> np.ndarray:
+    return np.asarray(matrix.toarray() if sp.issparse(matrix) else matrix)
+
+
+def _csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> Any:
+    matrix = sp.coo_matrix((values.astype(np.float32), (rows, cols)), shape=shape)
+    return matrix.tocsr()
