@@ -1,6 +1,6 @@
 """How this service ranks: its policy, the recent papers' index, one subscriber or many.
 
-ranking.py scores papers for profiles and knows nothing of the service. This module decides
+newsletter.ranking scores papers for profiles and knows nothing of the service. This module decides
 what the service ranks with: which papers (those collected within the window), the minimum
 score, the weight of popularity, the digest size, and the papers a subscriber already had.
 The planner, `newsletter preview`, `newsletter rank`, the preview page and the manage page
