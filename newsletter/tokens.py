@@ -23,17 +23,27 @@ SHORT_LIVED: frozenset[Purpose] = frozenset({"confirm", "resubscribe"})
 # Links signed before link keys carried [id, token version]; those already in mailboxes are
 # honoured for a while under stricter rules (newsletter.web.links), then refused for good.
 LEGACY_LINK_DAYS = 60
-# The prefix of the keys migration 0004 gave existing rows ("~" is never in new keys): while a
-# row keeps that key, its links of before the migration may still be honoured.
-LEGACY_KEY_PREFIX = "~"
+# The prefix of the keys migration 0004 gave existing rows ("~" is never in new keys), followed
+# by the row's token version of then and "~": while a row keeps that key, its links of before
+# the migration, of that version, may still be honoured.
+
+
+def legacy_version(link_key: str) -> int | None:
+    """The token version a key given by migration 0004 keeps; None for any other key."""
+    parts = link_key.split("~")
+    if len(parts) != 3 or parts[0] or not (parts[1].isascii() and parts[1].isdigit()):
+        return None
+    return int(parts[1])
 
 
 @dataclass(frozen=True, slots=True)
 class LegacyLink:
-    """A validly signed link of before link keys: for `subscriber_id`, signed at `signed_at`."""
+    """A validly signed link of before link keys: for `subscriber_id` at token `version`,
+    signed at `signed_at`."""
 
     subscriber_id: int
     signed_at: datetime
+    version: int = 1
 
 
 class TokenError(Exception):
@@ -83,7 +93,8 @@ def read_token(settings: Settings, purpose: Purpose, token: str) -> tuple[int, s
     except BadSignature:
         raise TokenError("This link is not valid.") from None
     if _is_legacy(payload) and purpose != "resubscribe":
-        legacy = LegacyLink(payload[0], signed_at.astimezone(UTC).replace(tzinfo=None))
+        signed = signed_at.astimezone(UTC).replace(tzinfo=None)
+        legacy = LegacyLink(payload[0], signed, payload[1])
         raise TokenError("This link is of an older kind.", legacy=legacy)
     if (
         not isinstance(payload, list)

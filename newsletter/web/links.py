@@ -74,14 +74,15 @@ def _legacy_subscriber(session: Session, link: tokens.LegacyLink, *, now: dateti
     """The subscriber of a link signed before link keys, if it can only have been theirs.
 
     Such links carried the row id and a version that never changed, so they are honoured only
-    while the row keeps the key the migration gave it (no unsubscribe or return since), only
+    while the row keeps the key the migration gave it (no unsubscribe or return since) and only
+    for the version that key records, only
     if signed since the row's latest sign-up, confirmation or unsubscribe (a deleted row's
     links were signed before its id was given again), and for LEGACY_LINK_DAYS at most.
     """
     if now - link.signed_at > timedelta(days=tokens.LEGACY_LINK_DAYS):
         raise revoked()
     subscriber = storage.subscriber_by_id(session, link.subscriber_id)
-    if subscriber is None or not subscriber.link_key.startswith(tokens.LEGACY_KEY_PREFIX):
+    if subscriber is None or tokens.legacy_version(subscriber.link_key) != link.version:
         raise revoked()
     events = (subscriber.created_at, subscriber.confirmed_at, subscriber.unsubscribed_at)
     latest = max(moment for moment in events if moment is not None)

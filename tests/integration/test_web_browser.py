@@ -108,6 +108,8 @@ def test_sign_up_confirm_manage_and_unsubscribe(site, page, smtp_server, tmp_pat
     page.screenshot(path=str(tmp_path / "signup.png"), full_page=True)
     page.get_by_role("button", name="Subscribe").click()
     expect(page.get_by_role("heading", name="Check your inbox")).to_be_visible()
+    # The background sender writes the pending row and mails the link.
+    confirmation = _wait_for_mail(smtp_server, 1)
     subscriber = _subscriber(db)
     assert subscriber.state == PENDING
     assert (subscriber.timezone, subscriber.send_hour, subscriber.digest_size) == (
@@ -118,7 +120,6 @@ def test_sign_up_confirm_manage_and_unsubscribe(site, page, smtp_server, tmp_pat
     assert subscriber.keywords == KEYWORDS
 
     # The confirmation mail's link opens a page; only its button confirms.
-    confirmation = _wait_for_mail(smtp_server, 1)
     text = confirmation.get_body(("plain",)).get_content()
     link = re.search(r"http://\S+/confirm/\S+", text).group(0)
     page.goto(link)

@@ -16,8 +16,10 @@ from newsletter.db import Database, alembic_config
 from newsletter.models import ACTIVE, Delivery
 
 NOW = datetime(2026, 6, 12, 9, 30)
+REVOKED_VERSION = 1_000_000  # migration 0004's: above any version an old link carries
 KEY = re.compile(r"^[A-Za-z0-9_-]{22}$")  # 16 random bytes, url-safe
-BACKFILLED = re.compile(r"^~[A-Za-z0-9_-]{22}$")  # "~": the links of before may be honoured
+# "~VERSION~": the links of before, of that token version, may be honoured
+BACKFILLED = re.compile(r"^~1~[A-Za-z0-9_-]{22}$")
 
 
 @pytest.fixture
@@ -96,11 +98,16 @@ def test_downgrade_brings_token_versions_back_past_every_old_link(database):
     _at(database, "0002")
     _old_rows(database)
     _at(database, "0004")
+    with database.engine.begin() as connection:  # subscriber 2 unsubscribed since: a new key
+        connection.execute(text("UPDATE subscribers SET link_key = 'rotated' WHERE id = 2"))
     _at(database, "0002", command.downgrade)
     assert "link_key" not in _columns(database) and "token_version" in _columns(database)
     with database.engine.connect() as connection:
-        versions = connection.execute(text("SELECT token_version FROM subscribers")).scalars()
-        assert set(versions) == {2}  # the version 1 links of before the upgrade stay dead
+        versions = dict(
+            connection.execute(text("SELECT id, token_version FROM subscribers")).tuples().all()
+        )
+    # Untouched rows get their links of before back; the revoked ones stay dead.
+    assert versions == {1: 1, 2: REVOKED_VERSION, 3: 1}
     assert _ledger(database) == 3
     _at(database, "0004")  # and up again
     assert "link_key" in _columns(database)

@@ -135,8 +135,10 @@ def test_every_digest_link_carries_the_subscribers_key(w, outbox, web_papers):
         assert w.client.get(path).status_code == 410
 
 
-def _legacy_token(w, purpose: str, subscriber_id: int, signed_at: datetime) -> str:
-    """A link as the code before link keys signed it: [id, token version 1]."""
+def _legacy_token(
+    w, purpose: str, subscriber_id: int, signed_at: datetime, version: int = 1
+) -> str:
+    """A link as the code before link keys signed it: [id, token version]."""
 
     class At(TimestampSigner):
         def get_timestamp(self) -> int:
@@ -145,14 +147,14 @@ def _legacy_token(w, purpose: str, subscriber_id: int, signed_at: datetime) -> s
     serializer = URLSafeTimedSerializer(
         w.settings.secret_key, salt=f"newsletter.{purpose}", signer=At
     )
-    return str(serializer.dumps([subscriber_id, 1]))
+    return str(serializer.dumps([subscriber_id, version]))
 
 
 def _migrated(w, subscriber_id: int, created_at: datetime) -> None:
     """The row as migration 0004 leaves a subscriber of before: a "~" key."""
     with w.db.session() as session:
         subscriber = storage.subscriber_by_id(session, subscriber_id)
-        subscriber.link_key = "~" + tokens.new_link_key()
+        subscriber.link_key = "~1~" + tokens.new_link_key()
         subscriber.created_at = subscriber.confirmed_at = created_at
 
 
@@ -164,6 +166,9 @@ def test_links_mailed_before_link_keys_work_until_the_key_changes(w):
     unsubscribe = f"/unsubscribe/{_legacy_token(w, 'unsubscribe', sid, now - timedelta(days=10))}"
     assert w.client.get(manage).status_code == 200
     assert w.client.get(unsubscribe).status_code == 200
+    # A link of another version than the row had then was revoked before the upgrade.
+    other_version = _legacy_token(w, "manage", sid, now - timedelta(days=10), version=2)
+    assert w.client.get(f"/manage/{other_version}").status_code == 410
     with w.new_client("192.0.2.55") as mail_client:
         click = mail_client.post(
             unsubscribe, content=b"List-Unsubscribe=One-Click", headers=ONE_CLICK
