@@ -54,13 +54,12 @@ def by(samples, name: str, *labels: str) -> dict:
 
 
 @contextmanager
-def served(settings, db) -> Iterator[None]:
+def served(settings, db) -> Iterator[int]:
     """The web app under a real uvicorn server, as `newsletter web` runs it (its lifespan
-    starts the metrics server); stopped on leaving."""
+    starts the metrics server); yields the web port, stopped on leaving."""
+    port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, db), host="127.0.0.1", port=free_port(), log_level="warning"
-        )
+        uvicorn.Config(create_app(settings, db), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -69,7 +68,7 @@ def served(settings, db) -> Iterator[None]:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
     try:
-        yield
+        yield port
     finally:
         server.should_exit = True
         thread.join(timeout=20)
@@ -176,10 +175,12 @@ def test_a_scrape_after_a_send_matches_the_ledger(service, smtp_server):
     assert again["newsletter_delivery_latency_seconds_count"] == {(): 4.0}
 
 
-def test_the_server_stops_with_the_app(service):
+def test_the_server_stops_with_the_app_and_is_not_on_the_public_port(service):
     db, settings = service
-    with served(settings, db):
+    with served(settings, db) as web_port:
         assert scrape(settings.metrics_port)["newsletter_database_up"] == {(): 1.0}
+        public = httpx.get(f"http://127.0.0.1:{web_port}/metrics", timeout=5)
+        assert public.status_code == 404
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{settings.metrics_port}/metrics", timeout=2)
 
