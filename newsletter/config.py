@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     trusted_proxies: CommaList = ()
     confirm_mails_per_hour: int = Field(500, ge=1)  # past it, confirmations wait for the next hour
     confirm_mail_senders: int = Field(4, ge=1, le=64)  # mails sent at once (embedded mode)
+    # Prometheus /metrics on a port of its own, served by the web process; unset: no metrics.
+    # Its own port, never the public one: the proxy routes only NEWSLETTER_PORT.
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container, so Prometheus can reach it
 
     @field_validator(
         "sources", "arxiv_categories", "collect_hours", "trusted_proxies", mode="before"
@@ -142,6 +146,11 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
         return value
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _optional_port(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("timezone")
     @classmethod
@@ -202,6 +211,15 @@ class Settings(BaseSettings):
         except (ArgumentError, ValueError):
             raise ValueError(f"{shown!r} is not a database URL (check the port)") from None
         return value
+
+    @model_validator(mode="after")
+    def _metrics_port_free(self) -> Settings:
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError(
+                f"NEWSLETTER_METRICS_PORT: {self.metrics_port} is NEWSLETTER_PORT; "
+                "the metrics need a port of their own"
+            )
+        return self
 
     @model_validator(mode="after")
     def _dkim_complete(self) -> Settings:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     and_,
     bindparam,
+    case,
     delete,
     exists,
     func,
@@ -855,3 +856,81 @@ def core_tables_readable(session: Session) -> None:
     """
     for table in (Subscriber, Delivery, PaperRow):
         session.execute(select(table.__table__.c.id).limit(1)).all()
+
+
+# Metrics: the ledger read at scrape time ----------------------------------------------------
+
+
+def _editions(query: Any, since: date | None, before: date | None) -> Any:
+    """`query` narrowed to the editions in [since, before) (ix_deliveries_edition serves it)."""
+    if since is not None:
+        query = query.where(Delivery.edition >= since)
+    if before is not None:
+        query = query.where(Delivery.edition < before)
+    return query
+
+
+def delivery_state_counts(
+    session: Session, *, since: date | None = None, before: date | None = None
+) -> dict[str, int]:
+    """Rows of the ledger in each state, of the editions in [since, before) (default: all)."""
+    query = _editions(select(Delivery.state, func.count()), since, before)
+    rows = session.execute(query.group_by(Delivery.state))
+    return {state: count for state, count in rows}
+
+
+def source_run_counts(session: Session) -> dict[tuple[str, str], int]:
+    """Runs recorded in source_runs per (source, outcome)."""
+    query = select(SourceRun.source, SourceRun.outcome, func.count()).group_by(
+        SourceRun.source, SourceRun.outcome
+    )
+    return {(source, outcome): count for source, outcome, count in session.execute(query)}
+
+
+@dataclass(frozen=True)
+class LatencyHistogram:
+    """Sent digests by seconds from planned (created_at) to accepted by the relay (sent_at)."""
+
+    bounds: tuple[float, ...]
+    cumulative: tuple[int, ...]  # digests at or under each bound, one per bound
+    count: int
+    total_seconds: float
+
+    def __add__(self, other: LatencyHistogram) -> LatencyHistogram:
+        assert self.bounds == other.bounds
+        return LatencyHistogram(
+            bounds=self.bounds,
+            cumulative=tuple(a + b for a, b in zip(self.cumulative, other.cumulative, strict=True)),
+            count=self.count + other.count,
+            total_seconds=self.total_seconds + other.total_seconds,
+        )
+
+
+def _seconds_between(session: Session, start: Any, end: Any) -> Any:
+    """`end - start` in seconds, as each dialect computes it from two DateTime columns."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.extract("epoch", end - start)
+    return (func.julianday(end) - func.julianday(start)) * 86400.0
+
+
+def delivery_latency(
+    session: Session,
+    bounds: Sequence[float],
+    *,
+    since: date | None = None,
+    before: date | None = None,
+) -> LatencyHistogram:
+    """The latency of the sent digests of the editions in [since, before), bucketed by the
+    database in one pass over their rows."""
+    seconds = _seconds_between(session, Delivery.created_at, Delivery.sent_at)
+    columns = [func.count(), func.coalesce(func.sum(seconds), 0.0)] + [
+        func.coalesce(func.sum(case((seconds <= bound, 1), else_=0)), 0) for bound in bounds
+    ]
+    query = select(*columns).where(Delivery.state == SENT, Delivery.sent_at.is_not(None))
+    count, total, *cumulative = session.execute(_editions(query, since, before)).one()
+    return LatencyHistogram(
+        bounds=tuple(bounds),
+        cumulative=tuple(int(n) for n in cumulative),
+        count=int(count),
+        total_seconds=float(total),
+    )

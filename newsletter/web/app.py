@@ -11,6 +11,7 @@ from starlette.staticfiles import StaticFiles
 from newsletter.config import Settings
 from newsletter.confirmations import make_confirmation_queue
 from newsletter.db import Database
+from newsletter.metrics import start_metrics_server
 from newsletter.ranker import RecentPapers
 from newsletter.web import confirm, errors, health, manage, preview, signup, unsubscribe
 from newsletter.web.context import Web
@@ -30,11 +31,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        metrics = start_metrics_server(database, settings)  # None unless METRICS_PORT is set
         confirmations.start()
         try:
             yield
         finally:
             confirmations.stop()
+            if metrics is not None:
+                metrics.stop()
             if db is None:
                 database.dispose()
 
