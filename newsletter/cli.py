@@ -423,10 +423,84 @@ def _distributed_status(config: Settings) -> None:
 
 
 @db_app.command("upgrade")
-def db_upgrade() -> None:
+def db_upgrade(
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            min=0,
+            metavar="SECONDS",
+            help="Until the database answers, try again for up to this long (a server that "
+            "is starting, a container not up yet); each failed attempt says why.",
+        ),
+    ] = 0,
+) -> None:
     """Apply pending database migrations."""
+    if wait:
+        _wait_for_database(settings(), wait)
     with database() as db:
-        console.print(f"database at {_safe_url(db.settings.db_url)} is up to date")
+        typer.echo(f"database at {_safe_url(db.settings.db_url)} is up to date")
+
+
+# How long one connection attempt may take, and the pause between two: a server that drops
+# packets must not hold an attempt for the kernel's two minutes.
+CONNECT_TIMEOUT = 5
+RETRY_PAUSE = 1.0
+
+
+def _wait_for_database(config: Settings, seconds: float) -> None:
+    """Return once the database answers a query; fail (exit 1) when `seconds` have passed.
+
+    Only reaching the database is retried: the migrations themselves run once, after it
+    answers, so a broken migration fails at once instead of being tried again and again.
+    """
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    from newsletter import storage
+
+    shown = _safe_url(config.db_url)
+    deadline = time.monotonic() + seconds
+    attempt = 0
+    db = Database(config, connect_timeout=CONNECT_TIMEOUT)
+    try:
+        while True:
+            attempt += 1
+            try:
+                with db.session() as session:
+                    storage.database_ok(session)
+                if attempt > 1:
+                    _note(f"database at {shown} answers (attempt {attempt})")
+                return
+            except OperationalError as exc:
+                reason = _first_line(exc)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise fail(
+                    f"database at {shown} did not answer within {seconds:g} s "
+                    f"({attempt} attempts): {reason}",
+                    code=1,
+                )
+            _note(
+                f"database at {shown} not answering yet (attempt {attempt}: {reason}); "
+                f"trying again, {left:.0f} s left"
+            )
+            time.sleep(min(RETRY_PAUSE, left))
+    finally:
+        db.dispose()
+
+
+def _note(message: str) -> None:
+    """One line on stderr, unwrapped and uncoloured: it goes to `docker logs` and the journal."""
+    typer.echo(message, err=True)
+
+
+def _first_line(exc: Exception) -> str:
+    """The driver's own message, one line, without the SQL SQLAlchemy appends."""
+    original = getattr(exc, "orig", None) or exc
+    lines = str(original).strip().splitlines()
+    return lines[0][:200] if lines else type(original).__name__
 
 
 @db_app.command("revision")
