@@ -22,6 +22,10 @@ from newsletter.db import Database
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+subscribers_app = typer.Typer(
+    help="The subscriber list as CSV, to move from or to another tool.", no_args_is_help=True
+)
+app.add_typer(subscribers_app, name="subscribers")
 console = Console()
 errors = Console(stderr=True)
 
@@ -351,10 +355,20 @@ def delete(
 
 
 @app.command()
-def status() -> None:
+def status(
+    email: Annotated[
+        str | None,
+        typer.Option(
+            "--email", metavar="ADDRESS", help="One subscriber: state, profile, last deliveries."
+        ),
+    ] = None,
+) -> None:
     """What happened: subscribers, papers, deliveries and the last source runs."""
     from newsletter import storage
 
+    if email is not None:
+        _subscriber_status(email)
+        return
     with database() as db, db.session() as session:
         subscribers = storage.subscriber_counts(session)
         paper_days = storage.paper_counts_by_day(session, days=7)
@@ -400,6 +414,190 @@ def status() -> None:
         console.print(table)
     if db.settings.distributed:
         _distributed_status(db.settings)
+
+
+# One subscriber (`status --email`) -------------------------------------------------------
+
+RECENT_DELIVERIES = 10
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+def _subscriber_status(email: str) -> None:
+    """State, profile and last deliveries (with their errors) of one subscriber."""
+    from rich.markup import escape
+
+    from newsletter import storage, subscriptions
+
+    try:
+        address = subscriptions.normalize_email(email)
+    except subscriptions.SubscriptionError as exc:
+        raise fail(exc.message) from None
+    with database() as db, db.session() as session:
+        subscriber = storage.subscriber_by_email(session, address)
+        if subscriber is None:
+            raise fail(f"no subscriber {address}")
+        deliveries = storage.recent_deliveries(session, subscriber.id, RECENT_DELIVERIES)
+        request = storage.confirmation_request_for(session, address)
+        table = Table("", "", title=f"Subscriber {escape(address)}", show_header=False)
+        rows = [
+            ("state", subscriber.state),
+            ("keywords", subscriber.keywords),
+            ("send", f"{subscriber.send_hour:02d}:00 {subscriber.timezone}"),
+            ("papers per digest", str(subscriber.digest_size)),
+            ("trending", "yes" if subscriber.show_trending else "no"),
+            ("signed up (UTC)", _when(subscriber.created_at)),
+            ("confirmed (UTC)", _when(subscriber.confirmed_at)),
+            ("unsubscribed (UTC)", _when(subscriber.unsubscribed_at)),
+            ("refused in a row", str(subscriber.hard_failures)),
+        ]
+        if subscriber.pending_preferences:
+            rows.append(("waiting for confirmation", str(subscriber.pending_preferences)))
+        if request is not None:
+            error = f": {request.error}" if request.error else ""
+            rows.append(
+                ("confirmation mail", f"{request.state}, {request.attempts} attempt(s){error}")
+            )
+        for label, value in rows:
+            table.add_row(label, escape(value))
+        console.print(table)
+        table = Table(
+            "edition",
+            "state",
+            "papers",
+            "top score",
+            "attempts",
+            "sent / next try (UTC)",
+            title=f"Last {RECENT_DELIVERIES} deliveries",
+        )
+        for d in deliveries:
+            style = {"failed": "red", "retry": "yellow"}.get(d.state, "")
+            top = f"{d.top_score:.0f}" if d.top_score is not None else "-"
+            table.add_row(
+                str(d.edition),
+                f"[{style}]{d.state}[/]" if style else d.state,
+                str(len(d.paper_ids or d.items or [])),
+                top,
+                str(d.attempts),
+                _when(d.sent_at or d.next_attempt_at),
+            )
+        console.print(table if deliveries else "No deliveries yet.")
+        # Each error whole, on one line of its own: a mail server's reply does not fit a cell.
+        for d in deliveries:
+            if d.error:
+                console.print(f"{d.edition} {d.state}: {escape(d.error)}", soft_wrap=True)
+
+
+# The subscriber list as CSV (`subscribers export`, `subscribers import`) --------------------
+
+
+@subscribers_app.command("export")
+def subscribers_export(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="CSV file to write (default: stdout).")
+    ] = None,
+) -> None:
+    """Write every subscriber as CSV: email, state, keywords, timezone, send_hour, digest_size.
+
+    Unconfirmed sign-ups are left out. The file is what `subscribers import` reads back.
+    """
+    from newsletter import roster, storage
+
+    with database() as db, db.session() as session:
+        subscribers = storage.subscribers_for_export(session)
+        if output is None:
+            count = roster.write_roster(subscribers, sys.stdout)
+        else:
+            # Addresses are personal data: the file is private, like everything in var/.
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+                count = roster.write_roster(subscribers, handle)
+    errors.print(f"exported {count} subscriber(s)")
+
+
+@subscribers_app.command("import")
+def subscribers_import(
+    file: Annotated[Path, typer.Argument(help="CSV file with a header row; - for stdin.")],
+    state: Annotated[
+        str | None,
+        typer.Option(help="State of rows with none (a file without a state column needs it)."),
+    ] = None,
+    keywords: Annotated[
+        str | None, typer.Option(help="Keywords of rows with none (e.g. a Mailchimp export).")
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Check every row, against the database too; write nothing."),
+    ] = (False),
+) -> None:
+    """Add or update subscribers from CSV: every good row in one transaction.
+
+    Each bad row is reported as `line N: reason` on stderr and skipped; the exit status is then
+    1 (the good rows are imported). A file that cannot be read as a whole changes nothing and
+    exits 2.
+    """
+    from newsletter import roster, storage, subscriptions
+
+    config = settings()
+    try:
+        data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc.strerror}") from None
+    try:
+        found = roster.read_roster(roster.decode(data), config, state=state, keywords=keywords)
+    except roster.RosterError as exc:
+        _note(f"error: {file}: {exc}; nothing imported")
+        raise typer.Exit(2) from None
+    from sqlalchemy.exc import SQLAlchemyError
+
+    refused: list[tuple[int, str]] = []
+    added = updated = 0
+    try:
+        with database() as db, db.session() as session:
+            now = storage.utcnow()
+            known = storage.subscribers_by_email(session, (row.email for row in found.rows))
+            for row in found.rows:
+                existing = known.get(row.email)
+                try:
+                    subscriptions.import_subscriber(
+                        session,
+                        config,
+                        existing=existing,
+                        email=row.email,
+                        state=row.state,
+                        keywords=row.keywords,
+                        timezone=row.timezone,
+                        send_hour=row.send_hour,
+                        digest_size=row.digest_size,
+                        now=now,
+                    )
+                except subscriptions.SubscriptionError as exc:  # checked before any write
+                    refused.append((row.line, f"{exc.field}: {exc.message}"))
+                    continue
+                added, updated = (added + 1, updated) if existing is None else (added, updated + 1)
+            if dry_run:
+                raise _RollBack
+    except _RollBack:
+        pass
+    except SQLAlchemyError as exc:  # the transaction rolled back: not one row was written
+        _note(f"error: the database refused the import ({_first_line(exc)}); nothing imported")
+        raise typer.Exit(1) from None
+    problems = sorted(found.problems + refused)
+    for line, reason in problems:
+        _note(f"line {line}: {reason}")
+    verb = "would import" if dry_run else "imported"
+    typer.echo(
+        f"{verb} {added + updated} subscriber(s) ({added} new, {updated} updated); "
+        f"{len(problems)} bad row(s)"
+    )
+    if problems:
+        raise typer.Exit(1)
+
+
+class _RollBack(Exception):
+    """Raised inside the import's transaction by --dry-run, so that it rolls back."""
 
 
 def _distributed_status(config: Settings) -> None:
