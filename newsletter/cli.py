@@ -22,6 +22,10 @@ from newsletter.db import Database
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+subscribers_app = typer.Typer(
+    help="The subscriber list as CSV, to move from or to another tool.", no_args_is_help=True
+)
+app.add_typer(subscribers_app, name="subscribers")
 console = Console()
 errors = Console(stderr=True)
 
@@ -351,10 +355,20 @@ def delete(
 
 
 @app.command()
-def status() -> None:
+def status(
+    email: Annotated[
+        str | None,
+        typer.Option(
+            "--email", metavar="ADDRESS", help="One subscriber: state, profile, last deliveries."
+        ),
+    ] = None,
+) -> None:
     """What happened: subscribers, papers, deliveries and the last source runs."""
     from newsletter import storage
 
+    if email is not None:
+        _subscriber_status(email)
+        return
     with database() as db, db.session() as session:
         subscribers = storage.subscriber_counts(session)
         paper_days = storage.paper_counts_by_day(session, days=7)
@@ -402,6 +416,190 @@ def status() -> None:
         _distributed_status(db.settings)
 
 
+# One subscriber (`status --email`) -------------------------------------------------------
+
+RECENT_DELIVERIES = 10
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+def _subscriber_status(email: str) -> None:
+    """State, profile and last deliveries (with their errors) of one subscriber."""
+    from rich.markup import escape
+
+    from newsletter import storage, subscriptions
+
+    try:
+        address = subscriptions.normalize_email(email)
+    except subscriptions.SubscriptionError as exc:
+        raise fail(exc.message) from None
+    with database() as db, db.session() as session:
+        subscriber = storage.subscriber_by_email(session, address)
+        if subscriber is None:
+            raise fail(f"no subscriber {address}")
+        deliveries = storage.recent_deliveries(session, subscriber.id, RECENT_DELIVERIES)
+        request = storage.confirmation_request_for(session, address)
+        table = Table("", "", title=f"Subscriber {escape(address)}", show_header=False)
+        rows = [
+            ("state", subscriber.state),
+            ("keywords", subscriber.keywords),
+            ("send", f"{subscriber.send_hour:02d}:00 {subscriber.timezone}"),
+            ("papers per digest", str(subscriber.digest_size)),
+            ("trending", "yes" if subscriber.show_trending else "no"),
+            ("signed up (UTC)", _when(subscriber.created_at)),
+            ("confirmed (UTC)", _when(subscriber.confirmed_at)),
+            ("unsubscribed (UTC)", _when(subscriber.unsubscribed_at)),
+            ("refused in a row", str(subscriber.hard_failures)),
+        ]
+        if subscriber.pending_preferences:
+            rows.append(("waiting for confirmation", str(subscriber.pending_preferences)))
+        if request is not None:
+            error = f": {request.error}" if request.error else ""
+            rows.append(
+                ("confirmation mail", f"{request.state}, {request.attempts} attempt(s){error}")
+            )
+        for label, value in rows:
+            table.add_row(label, escape(value))
+        console.print(table)
+        table = Table(
+            "edition",
+            "state",
+            "papers",
+            "top score",
+            "attempts",
+            "sent / next try (UTC)",
+            title=f"Last {RECENT_DELIVERIES} deliveries",
+        )
+        for d in deliveries:
+            style = {"failed": "red", "retry": "yellow"}.get(d.state, "")
+            top = f"{d.top_score:.0f}" if d.top_score is not None else "-"
+            table.add_row(
+                str(d.edition),
+                f"[{style}]{d.state}[/]" if style else d.state,
+                str(len(d.paper_ids or d.items or [])),
+                top,
+                str(d.attempts),
+                _when(d.sent_at or d.next_attempt_at),
+            )
+        console.print(table if deliveries else "No deliveries yet.")
+        # Each error whole, on one line of its own: a mail server's reply does not fit a cell.
+        for d in deliveries:
+            if d.error:
+                console.print(f"{d.edition} {d.state}: {escape(d.error)}", soft_wrap=True)
+
+
+# The subscriber list as CSV (`subscribers export`, `subscribers import`) --------------------
+
+
+@subscribers_app.command("export")
+def subscribers_export(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="CSV file to write (default: stdout).")
+    ] = None,
+) -> None:
+    """Write every subscriber as CSV: email, state, keywords, timezone, send_hour, digest_size.
+
+    Unconfirmed sign-ups are left out. The file is what `subscribers import` reads back.
+    """
+    from newsletter import roster, storage
+
+    with database() as db, db.session() as session:
+        subscribers = storage.subscribers_for_export(session)
+        if output is None:
+            count = roster.write_roster(subscribers, sys.stdout)
+        else:
+            # Addresses are personal data: the file is private, like everything in var/.
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+                count = roster.write_roster(subscribers, handle)
+    errors.print(f"exported {count} subscriber(s)")
+
+
+@subscribers_app.command("import")
+def subscribers_import(
+    file: Annotated[Path, typer.Argument(help="CSV file with a header row; - for stdin.")],
+    state: Annotated[
+        str | None,
+        typer.Option(help="State of rows with none (a file without a state column needs it)."),
+    ] = None,
+    keywords: Annotated[
+        str | None, typer.Option(help="Keywords of rows with none (e.g. a Mailchimp export).")
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Check every row, against the database too; write nothing."),
+    ] = (False),
+) -> None:
+    """Add or update subscribers from CSV: every good row in one transaction.
+
+    Each bad row is reported as `line N: reason` on stderr and skipped; the exit status is then
+    1 (the good rows are imported). A file that cannot be read as a whole changes nothing and
+    exits 2.
+    """
+    from newsletter import roster, storage, subscriptions
+
+    config = settings()
+    try:
+        data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc.strerror}") from None
+    try:
+        found = roster.read_roster(roster.decode(data), config, state=state, keywords=keywords)
+    except roster.RosterError as exc:
+        _note(f"error: {file}: {exc}; nothing imported")
+        raise typer.Exit(2) from None
+    from sqlalchemy.exc import SQLAlchemyError
+
+    refused: list[tuple[int, str]] = []
+    added = updated = 0
+    try:
+        with database() as db, db.session() as session:
+            now = storage.utcnow()
+            known = storage.subscribers_by_email(session, (row.email for row in found.rows))
+            for row in found.rows:
+                existing = known.get(row.email)
+                try:
+                    subscriptions.import_subscriber(
+                        session,
+                        config,
+                        existing=existing,
+                        email=row.email,
+                        state=row.state,
+                        keywords=row.keywords,
+                        timezone=row.timezone,
+                        send_hour=row.send_hour,
+                        digest_size=row.digest_size,
+                        now=now,
+                    )
+                except subscriptions.SubscriptionError as exc:  # checked before any write
+                    refused.append((row.line, f"{exc.field}: {exc.message}"))
+                    continue
+                added, updated = (added + 1, updated) if existing is None else (added, updated + 1)
+            if dry_run:
+                raise _RollBack
+    except _RollBack:
+        pass
+    except SQLAlchemyError as exc:  # the transaction rolled back: not one row was written
+        _note(f"error: the database refused the import ({_first_line(exc)}); nothing imported")
+        raise typer.Exit(1) from None
+    problems = sorted(found.problems + refused)
+    for line, reason in problems:
+        _note(f"line {line}: {reason}")
+    verb = "would import" if dry_run else "imported"
+    typer.echo(
+        f"{verb} {added + updated} subscriber(s) ({added} new, {updated} updated); "
+        f"{len(problems)} bad row(s)"
+    )
+    if problems:
+        raise typer.Exit(1)
+
+
+class _RollBack(Exception):
+    """Raised inside the import's transaction by --dry-run, so that it rolls back."""
+
+
 def _distributed_status(config: Settings) -> None:
     """Queue lengths (Redis LLEN) and the Celery workers that answer a ping."""
     from kombu.exceptions import OperationalError
@@ -423,10 +621,84 @@ def _distributed_status(config: Settings) -> None:
 
 
 @db_app.command("upgrade")
-def db_upgrade() -> None:
+def db_upgrade(
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            min=0,
+            metavar="SECONDS",
+            help="Until the database answers, try again for up to this long (a server that "
+            "is starting, a container not up yet); each failed attempt says why.",
+        ),
+    ] = 0,
+) -> None:
     """Apply pending database migrations."""
+    if wait:
+        _wait_for_database(settings(), wait)
     with database() as db:
-        console.print(f"database at {_safe_url(db.settings.db_url)} is up to date")
+        typer.echo(f"database at {_safe_url(db.settings.db_url)} is up to date")
+
+
+# How long one connection attempt may take, and the pause between two: a server that drops
+# packets must not hold an attempt for the kernel's two minutes.
+CONNECT_TIMEOUT = 5
+RETRY_PAUSE = 1.0
+
+
+def _wait_for_database(config: Settings, seconds: float) -> None:
+    """Return once the database answers a query; fail (exit 1) when `seconds` have passed.
+
+    Only reaching the database is retried: the migrations themselves run once, after it
+    answers, so a broken migration fails at once instead of being tried again and again.
+    """
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    from newsletter import storage
+
+    shown = _safe_url(config.db_url)
+    deadline = time.monotonic() + seconds
+    attempt = 0
+    db = Database(config, connect_timeout=CONNECT_TIMEOUT)
+    try:
+        while True:
+            attempt += 1
+            try:
+                with db.session() as session:
+                    storage.database_ok(session)
+                if attempt > 1:
+                    _note(f"database at {shown} answers (attempt {attempt})")
+                return
+            except OperationalError as exc:
+                reason = _first_line(exc)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise fail(
+                    f"database at {shown} did not answer within {seconds:g} s "
+                    f"({attempt} attempts): {reason}",
+                    code=1,
+                )
+            _note(
+                f"database at {shown} not answering yet (attempt {attempt}: {reason}); "
+                f"trying again, {left:.0f} s left"
+            )
+            time.sleep(min(RETRY_PAUSE, left))
+    finally:
+        db.dispose()
+
+
+def _note(message: str) -> None:
+    """One line on stderr, unwrapped and uncoloured: it goes to `docker logs` and the journal."""
+    typer.echo(message, err=True)
+
+
+def _first_line(exc: Exception) -> str:
+    """The driver's own message, one line, without the SQL SQLAlchemy appends."""
+    original = getattr(exc, "orig", None) or exc
+    lines = str(original).strip().splitlines()
+    return lines[0][:200] if lines else type(original).__name__
 
 
 @db_app.command("revision")

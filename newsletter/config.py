@@ -17,6 +17,25 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 ENV_PREFIX = "NEWSLETTER_"
 KNOWN_SOURCES = ("hf_daily", "arxiv")
 DEFAULT_CATEGORIES = ("cs.LG", "cs.CL", "cs.CV", "cs.AI", "stat.ML")
+# Secret keys that example files and guides print: anyone could forge this service's links
+# with one of them, so they are refused (compared lower-case, without spaces, quotes, - and _).
+# deploy/env.example's value is one of them (tests/unit/test_deploy.py checks it).
+EXAMPLE_SECRET_KEYS = frozenset(
+    {
+        "changeme",
+        "changethis",
+        "changeit",
+        "replaceme",
+        "secret",
+        "secretkey",
+        "yoursecretkey",
+        "mysecretkey",
+        "supersecret",
+        "password",
+        "xxx",
+        "todo",
+    }
+)
 
 
 class ConfigError(Exception):
@@ -212,6 +231,16 @@ class Settings(BaseSettings):
             raise ValueError(f"{shown!r} is not a database URL (check the port)") from None
         return value
 
+    @field_validator("secret_key")
+    @classmethod
+    def _not_an_example(cls, value: str | None) -> str | None:
+        if value is not None and is_example_secret(value):
+            raise ValueError(
+                f"{value!r} is an example value that anyone could use to forge links; generate "
+                'one with: python3 -c "import secrets; print(secrets.token_urlsafe(48))"'
+            )
+        return value
+
     @model_validator(mode="after")
     def _metrics_port_free(self) -> Settings:
         if self.metrics_port is not None and self.metrics_port == self.port:
@@ -257,6 +286,12 @@ class Settings(BaseSettings):
         from newsletter import __version__
 
         return f"paper-newsletter/{__version__} (+{self.base_url}; mailto:{self.contact_email})"
+
+
+def is_example_secret(value: str) -> bool:
+    """True for a secret key copied from an example (`change-me`, `<your-secret-key>`, ...)."""
+    folded = re.sub(r"[\s\"'<>_\-]", "", value).lower()
+    return folded in EXAMPLE_SECRET_KEYS
 
 
 def _secret_key(var_dir: Path) -> str:

@@ -18,13 +18,18 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def make_engine(
-    settings: Settings, *, quick_commits: bool = False, unpooled: bool = False
+    settings: Settings,
+    *,
+    quick_commits: bool = False,
+    unpooled: bool = False,
+    connect_timeout: int | None = None,
 ) -> Engine:
     """Create the engine; SQLite gets WAL, a busy timeout and foreign keys.
 
     `quick_commits` makes a PostgreSQL engine whose statements each commit on their own
     (autocommit) without waiting for the disk (synchronous_commit=off). `unpooled` opens a
-    new connection each time (see `sqlite_file`).
+    new connection each time (see `sqlite_file`). `connect_timeout` (seconds) bounds each
+    PostgreSQL connection attempt.
     """
     url = settings.db_url
     if url.startswith("sqlite"):
@@ -51,7 +56,8 @@ def make_engine(
             isolation_level="AUTOCOMMIT",
             connect_args={"options": "-c synchronous_commit=off"},
         )
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    timeout = {"connect_args": {"connect_timeout": connect_timeout}} if connect_timeout else {}
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, **timeout)
 
 
 def sqlite_file(settings: Settings) -> Path | None:
@@ -79,9 +85,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class Database:
     """One engine and its session factory, built from the settings."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, connect_timeout: int | None = None) -> None:
         self.settings = settings
-        self.engine = make_engine(settings)
+        self.engine = make_engine(settings, connect_timeout=connect_timeout)
         self._quick: Engine | None = None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 

@@ -934,3 +934,52 @@ def delivery_latency(
         count=int(count),
         total_seconds=float(total),
     )
+
+
+# Operator: one subscriber's record, and the subscriber list in and out (CSV) ---------------
+
+
+def recent_deliveries(session: Session, subscriber_id: int, limit: int = 10) -> list[Delivery]:
+    """A subscriber's latest ledger rows, newest edition first (`newsletter status --email`)."""
+    return list(
+        session.scalars(
+            select(Delivery)
+            .where(Delivery.subscriber_id == subscriber_id)
+            .order_by(Delivery.edition.desc(), Delivery.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def confirmation_request_for(session: Session, email: str) -> ConfirmationRequest | None:
+    """The confirmation mail queued for an address, if one is waiting, retrying or failed."""
+    return session.scalar(select(ConfirmationRequest).where(ConfirmationRequest.email == email))
+
+
+def subscribers_for_export(session: Session, batch: int = 1000) -> Iterable[Subscriber]:
+    """Every subscriber but the unconfirmed sign-ups, in id order, read `batch` rows at a time."""
+    last = 0
+    while True:
+        rows = list(
+            session.scalars(
+                select(Subscriber)
+                .where(Subscriber.state != PENDING, Subscriber.id > last)
+                .order_by(Subscriber.id)
+                .limit(batch)
+            )
+        )
+        yield from rows
+        if len(rows) < batch:
+            return
+        last = rows[-1].id
+
+
+def subscribers_by_email(session: Session, emails: Iterable[str]) -> dict[str, Subscriber]:
+    """The subscribers with these (normalized) addresses, by address."""
+    wanted = list(dict.fromkeys(emails))
+    found: dict[str, Subscriber] = {}
+    for start in range(0, len(wanted), 1000):
+        chunk = wanted[start : start + 1000]
+        query = select(Subscriber).where(Subscriber.email.in_(chunk))
+        found.update({s.email: s for s in session.scalars(query)})
+    return found

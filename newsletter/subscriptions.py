@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from newsletter import storage
 from newsletter.config import Settings
-from newsletter.models import ACTIVE, PAUSED, PENDING, UNSUBSCRIBED, Subscriber
+from newsletter.models import ACTIVE, BOUNCING, PAUSED, PENDING, UNSUBSCRIBED, Subscriber
 from newsletter.tokens import new_link_key
 
 
@@ -196,3 +196,75 @@ def resume(session: Session, subscriber: Subscriber, now: datetime) -> None:
         session.flush()
     else:
         confirm(session, subscriber, now)
+
+
+# Operator import (`newsletter subscribers import`) -------------------------------------------
+# Kept apart from the lifecycle above, which it only calls.
+
+IMPORT_STATES = (ACTIVE, PAUSED, BOUNCING, UNSUBSCRIBED)
+
+
+def import_subscriber(
+    session: Session,
+    settings: Settings,
+    *,
+    existing: Subscriber | None,
+    email: str,
+    state: str,
+    keywords: str,
+    timezone: str,
+    send_hour: int,
+    digest_size: int | None,
+    now: datetime,
+) -> Subscriber:
+    """Add or update one subscriber from an operator's list, with values already validated.
+
+    The list speaks for consent it was given elsewhere, so an active row is confirmed at once;
+    but it never subscribes again an address that unsubscribed here (SubscriptionError, and
+    nothing is written): only its owner can, by signing up. Stopping mail (paused, bouncing,
+    unsubscribed) always applies.
+    """
+    if state not in IMPORT_STATES:
+        raise SubscriptionError("state", f"{state!r} is not one of {', '.join(IMPORT_STATES)}")
+    if existing is not None and existing.state == UNSUBSCRIBED and state != UNSUBSCRIBED:
+        when = f" on {existing.unsubscribed_at:%Y-%m-%d}" if existing.unsubscribed_at else ""
+        raise SubscriptionError(
+            "state",
+            f"{email} unsubscribed here{when}; an import does not subscribe them again "
+            "(they can sign up themselves)",
+        )
+    size = validate_digest_size(
+        digest_size
+        if digest_size is not None
+        else (existing.digest_size if existing is not None else settings.digest_size)
+    )
+    subscriber = existing
+    if subscriber is None:
+        subscriber = storage.add_subscriber(
+            session,
+            email=email,
+            state=PENDING,
+            keywords=keywords,
+            timezone=timezone,
+            send_hour=send_hour,
+            digest_size=size,
+            created_at=now,
+        )
+    subscriber.keywords, subscriber.timezone = keywords, timezone
+    subscriber.send_hour, subscriber.digest_size = send_hour, size
+    subscriber.pending_preferences = None
+    if subscriber.state == state:  # importing the same list again changes nothing more
+        session.flush()
+        return subscriber
+    if state == UNSUBSCRIBED:
+        unsubscribe(session, subscriber, now)
+        return subscriber
+    resume(session, subscriber, now)  # active now, whatever it was (pending, paused, bouncing)
+    if state == PAUSED:
+        pause(session, subscriber)
+    elif state == BOUNCING:
+        subscriber.state = BOUNCING
+        subscriber.hard_failures = max(subscriber.hard_failures or 0, settings.bounce_threshold)
+        storage.cancel_for_subscriber(session, subscriber.id)
+        session.flush()
+    return subscriber

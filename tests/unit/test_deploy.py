@@ -71,3 +71,23 @@ def test_the_image_runs_as_a_user_not_root():
     users = re.findall(r"^USER (\S+)", dockerfile, re.M)
     assert users and users[-1] not in ("root", "0")
     assert "RUN pip install ." in dockerfile
+
+
+def test_every_long_running_service_has_a_healthcheck(compose):
+    services = compose["services"]
+    for role in ("web", "worker", "beat", "postgres", "redis"):
+        assert services[role]["healthcheck"]["test"], role
+    # Over TCP: a socket-only check passes against the image's temporary init server.
+    assert "-h" in services["postgres"]["healthcheck"]["test"]
+    assert "--wait" in services["migrate"]["command"]
+
+
+def test_the_example_secret_key_is_refused(tmp_path):
+    from newsletter.config import ConfigError, load_settings
+
+    example = re.search(r"^NEWSLETTER_SECRET_KEY=(.*)$", (DEPLOY / "env.example").read_text(), re.M)
+    assert example is not None
+    for value in (example.group(1), "change-me", "CHANGE_ME", "<your-secret-key>", "secret"):
+        with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEY: .* example value"):
+            load_settings(var_dir=tmp_path, secret_key=value)
+    assert load_settings(var_dir=tmp_path, secret_key="k7-generated-elsewhere").secret_key
