@@ -22,15 +22,10 @@ import pytest
 from newsletter import storage, tokens
 from newsletter.config import load_settings
 from newsletter.db import Database
+from tests.support.net import free_port
 
 NEWSLETTER = [sys.executable, "-m", "newsletter"]
 SECRET = "at-rest-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def environment(tmp_path: Path, **values: str) -> dict[str, str]:

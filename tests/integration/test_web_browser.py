@@ -5,7 +5,6 @@ real SMTP server (aiosmtpd) that receives the mail the test then reads."""
 from __future__ import annotations
 
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,17 +14,12 @@ import pytest
 
 from newsletter import pipeline, storage
 from newsletter.models import ACTIVE, PENDING, UNSUBSCRIBED
+from tests.support.net import free_port
 
 EMAIL = "grace@example.org"
 KEYWORDS = 'diffusion, "reinforcement learning", -medical'
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -37,7 +31,7 @@ def site(tmp_path, smtp_server) -> Iterator[tuple[str, object, object]]:
     from newsletter.db import Database
     from newsletter.web.app import create_app
 
-    port = _free_port()
+    port = free_port()
     settings = load_settings(
         var_dir=tmp_path / "var",
         secret_key="browser-test",

@@ -42,6 +42,10 @@ from newsletter import pipeline, storage  # noqa: E402
 from newsletter.config import load_settings  # noqa: E402
 from newsletter.db import Database  # noqa: E402
 from newsletter.models import ACTIVE, FAILED, SENT, SKIPPED, Delivery, Subscriber  # noqa: E402
+from tests.support.celery import CeleryProcess, newsletter_env, worker_args  # noqa: E402
+from tests.support.net import free_port, wait_for_port  # noqa: E402
+from tests.support.postgres import PostgresServer, postgres_bin_dir  # noqa: E402
+from tests.support.redis import RedisServer  # noqa: E402
 
 SINK = "/usr/sbin/smtp-sink"
 DONE = (SENT, SKIPPED, FAILED)
@@ -56,7 +60,6 @@ def load(path: Path, name: str) -> ModuleType:
     return module
 
 
-helpers = load(ROOT / "tests" / "conftest.py", "bench_conftest")
 synth = load(ROOT / "tests" / "perf" / "bench_ranking.py", "bench_ranking_synth")
 
 
@@ -65,7 +68,7 @@ def smtp_sink() -> Iterator[tuple[int, psutil.Process]]:
     """Postfix's smtp-sink on a free port, accepting everything with a backlog of 1000."""
     if not Path(SINK).exists():
         sys.exit(f"{SINK} is missing: apt-get install -y postfix")
-    port = helpers.free_port()
+    port = free_port()
     user = ["-u", "nobody"] if os.geteuid() == 0 else []  # it will not run as root
     process = subprocess.Popen(
         [SINK, *user, "-c", f"127.0.0.1:{port}", "1000"],
@@ -73,7 +76,7 @@ def smtp_sink() -> Iterator[tuple[int, psutil.Process]]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        helpers.wait_for_port(port)
+        wait_for_port(port)
         yield port, psutil.Process(process.pid)
     finally:
         process.terminate()
@@ -168,9 +171,9 @@ def run_day(
     client = redis.client()
     client.flushall()
     client.close()
-    env = helpers.newsletter_env(**values)
+    env = newsletter_env(**values)
     processes = [
-        helpers.CeleryProcess(f"w{n}-of-{workers}", helpers.worker_args(f"w{n}"), env, log_dir)
+        CeleryProcess(f"w{n}-of-{workers}", worker_args(f"w{n}"), env, log_dir)
         for n in range(1, workers + 1)
     ]
     try:
@@ -255,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for tool in ("redis-server",):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is missing: apt-get install -y redis-server")
-    bin_dir = helpers.postgres_bin_dir()
+    bin_dir = postgres_bin_dir()
     if bin_dir is None:
         sys.exit("PostgreSQL is missing: apt-get install -y postgresql")
     counts = [int(n) for n in args.workers.split(",")]
@@ -265,8 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     log_dir = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    pg = helpers.PostgresServer(bin_dir, durable=True)
-    redis = helpers.RedisServer(log_dir)
+    pg = PostgresServer(bin_dir, durable=True)
+    redis = RedisServer(log_dir)
     pg.start()
     redis.start()
     runs = []

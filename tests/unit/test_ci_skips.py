@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
+SUPPORT = CONFTEST.parent / "support"  # the harnesses the conftest imports
 ABSENT = "no_such_module_for_the_ci_check"
 
 TESTS = {
@@ -28,10 +29,13 @@ TESTS = {
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A tiny test directory with the suite's real conftest.py and an empty bin/ for PATH."""
+    """A tiny test directory: the suite's real conftest.py and tests/support, an empty bin/."""
     root = tmp_path / "project"
     root.mkdir()
     shutil.copy(CONFTEST, root / "conftest.py")
+    shutil.copytree(
+        SUPPORT, root / "tests" / "support", ignore=shutil.ignore_patterns("__pycache__")
+    )
     for name, text in TESTS.items():
         (root / name).write_text(text)
     (tmp_path / "bin").mkdir()
