@@ -1013,6 +1013,10 @@ def resend_delivery(
         return ResendOutcome("busy", row.id)  # still on its way: nothing to send again
     old = (row.id, row.state, row.message_id, row.sent_at, row.items, row.paper_ids)
     values = {"items": row.items, "paper_ids": row.paper_ids, "top_score": row.top_score}
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite gives a new row the highest id + 1: deleting the highest row would hand its
+        # id, and so its Message-ID, to the copy. Past the highest, as SQLite itself counts.
+        values["id"] = int(session.scalar(select(func.max(Delivery.id))) or 0) + 1
     session.expunge(row)
     # The row must still be sent or failed as read: a concurrent resend loses here.
     gone = session.execute(
