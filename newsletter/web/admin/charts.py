@@ -67,8 +67,18 @@ def chart_of(
         counts[(_day(day), name)] += int(count)
     present = {name for _, name in counts}
     series = [s for s in order if s in present] + sorted(present - set(order))
-    days = sorted({day for day, _ in counts})
-    return Chart(id, title, description, days, series, dict(counts))
+    return Chart(id, title, description, _axis({day for day, _ in counts}), series, dict(counts))
+
+
+def _axis(days: set[date], longest: int = 62) -> list[date]:
+    """Every day from the first to the last, so that a gap shows as one; only the days with
+    data when they are spread over more than `longest` days."""
+    if not days:
+        return []
+    first, last = min(days), max(days)
+    if (last - first).days >= longest:
+        return sorted(days)
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 def _day(value: Any) -> date:
@@ -123,7 +133,7 @@ def svg(chart: Chart) -> Markup:
     top = max(chart.total(day) for day in chart.days) or 1
     plot_w, plot_h = WIDTH - LEFT - 8, HEIGHT - BOTTOM - TOP
     slot = plot_w / len(chart.days)
-    bar = max(1.0, slot * 0.8)
+    bar = min(max(1.0, slot * 0.8), 48.0)  # one day alone is a bar, not a wall
     parts.append(
         f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{WIDTH - 8}" y2="{TOP + plot_h}" '
         'stroke="currentColor"/>'
