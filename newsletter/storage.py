@@ -977,9 +977,9 @@ def subscriber_history(
 
 @dataclass(frozen=True, slots=True)
 class ResendOutcome:
-    """What an operator's resend did: `done` the first time, else why nothing changed."""
+    """What an operator's resend did: `resent` the first time, else why nothing changed."""
 
-    status: str  # resent, repeated (this click was handled already), missing, busy, empty
+    status: str  # resent; repeated (this click was handled already), inactive, missing, busy, empty
     delivery_id: int | None = None
 
 
@@ -1002,6 +1002,10 @@ def resend_delivery(
     """
     if session.scalar(select(DeliveryResend.id).where(DeliveryResend.request_key == request_key)):
         return ResendOutcome("repeated")
+    # Only to an active subscriber: a paused, bouncing or unsubscribed one gets no mail at all.
+    state = session.scalar(select(Subscriber.state).where(Subscriber.id == subscriber_id))
+    if state != ACTIVE:
+        return ResendOutcome("inactive")
     row = session.scalar(
         select(Delivery).where(Delivery.subscriber_id == subscriber_id, Delivery.edition == edition)
     )

@@ -35,6 +35,7 @@ NOTICES = {
     "unsubscribed": "The subscriber is unsubscribed; their links no longer work.",
     "resent": "Today's digest is planned again; the sender mails it on its next run.",
     "repeated": "That resend was already done: nothing more was changed.",
+    "inactive": "Only an active subscriber can be sent a digest: nothing changed.",
     "busy": "Today's digest is still on its way (planned, sending or retrying): nothing changed.",
     "missing": "There is no digest for this subscriber today yet: nothing changed.",
     "empty": "Today's digest for this subscriber was skipped (nothing matched): nothing changed.",

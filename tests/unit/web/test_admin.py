@@ -326,6 +326,21 @@ def test_resend_plans_todays_digest_again_with_a_new_message_id_once_per_click(
     assert "Sent again by an operator" in w.client.get(f"/admin/subscribers/{subscriber}").text
 
 
+@pytest.mark.parametrize("state", [PAUSED, UNSUBSCRIBED, "bouncing"])
+def test_resend_to_a_subscriber_who_is_not_active_changes_nothing(
+    w, db, operator, web_papers, state
+):
+    subscriber = sent_today(w, db)
+    key = REQUEST_KEY.search(w.client.get(f"/admin/subscribers/{subscriber}").text).group(1)
+    with db.session() as session:
+        session.get(Subscriber, subscriber).state = state
+    before = ledger(db)
+    assert "Resend today" not in w.client.get(f"/admin/subscribers/{subscriber}").text
+    response, _ = _resend(w, subscriber, key)
+    assert response.headers["location"].endswith("?done=inactive")
+    assert ledger(db) == before
+
+
 def test_resend_without_a_digest_today_changes_nothing(w, db, operator):
     subscriber = w.add("ada@example.org")
     response, _ = _resend(w, subscriber)
@@ -396,3 +411,46 @@ def test_the_source_runs_page_lists_the_runs(w, db, operator):
     html = w.client.get("/admin/sources").text
     assert "HTTP 503 from export.arxiv.org" in html
     assert html.index("hf_daily") < html.index("arxiv")  # the latest first
+
+
+# Distributed mode: several web processes, one database, one Redis --------------------------
+
+
+@pytest.mark.redis
+def test_two_web_processes_share_sessions_and_login_limits_through_redis(tmp_path, redis_url):
+    """A session signed by one web process is good on another; the sign-in limit of a name
+    counts the attempts made on both (Redis counters, as in distributed mode)."""
+    from newsletter.db import Database
+    from newsletter.web.app import create_app
+    from tests.conftest import web_test_client_class
+
+    from .conftest import WebHelper
+
+    settings = load_settings(
+        var_dir=tmp_path / "var", secret_key="test-secret", redis_url=redis_url
+    )
+    db = Database(settings)
+    db.upgrade()
+    add_operator(db)
+    client_class = web_test_client_class()
+    try:
+        with (
+            client_class(create_app(settings, db), follow_redirects=False) as one,
+            client_class(create_app(settings, db), follow_redirects=False) as two,
+        ):
+
+            def attempt(client, password: str):
+                token = WebHelper.csrf_token(client.get("/admin/login").text)
+                data = {"csrf_token": token, "username": "olga", "password": password}
+                return client.post("/admin/login", data=data)
+
+            assert attempt(one, PASSWORD).status_code == 303
+            two.cookies.set("newsletter_admin", one.cookies.get("newsletter_admin"))
+            assert two.get("/admin").status_code == 200
+            for client in (one, two):
+                client.cookies.delete("newsletter_admin")  # anonymous again, on both
+            for n in range(9):
+                assert attempt(one if n % 2 else two, f"wrong guess {n}").status_code == 401
+            assert attempt(two, PASSWORD).status_code == 429  # the 11th try of the name
+    finally:
+        db.dispose()
