@@ -63,6 +63,14 @@ def verify_password(stored: str | None, password: str) -> bool:
         return False
 
 
+def needs_rehash(stored: str) -> bool:
+    """Whether a hash was made with weaker parameters than the library's current ones."""
+    try:
+        return _HASHER.check_needs_rehash(stored)
+    except InvalidHashError:
+        return True
+
+
 def add_operator(session: Session, username: str, password: str, now: datetime) -> Operator:
     """Create an operator account, or set a new password for an existing one."""
     name = check_username(username)

@@ -79,6 +79,8 @@ def login(request: Request, web: WebDep, form: FormDep) -> Response:
         ok = accounts.verify_password(operator.password_hash if operator else None, password)
         if ok and operator is not None:
             storage.record_operator_login(session, operator.id, web.clock())
+            if accounts.needs_rehash(operator.password_hash):  # parameters raised since
+                operator = accounts.add_operator(session, username, password, web.clock())
             response = _to(web, "/admin")
             auth.start_session(response, web.settings, operator)
             log.info("operator %s signed in", operator.username)

@@ -454,3 +454,42 @@ def test_two_web_processes_share_sessions_and_login_limits_through_redis(tmp_pat
             assert attempt(two, PASSWORD).status_code == 429  # the 11th try of the name
     finally:
         db.dispose()
+
+
+def test_a_session_older_than_twelve_hours_is_refused(w, db, operator):
+    """The same cookie, signed as the app signs it but 12 hours and a minute ago."""
+    import time
+
+    from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+
+    from newsletter.web.admin import auth
+
+    class PastSigner(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - auth.SESSION_SECONDS - 60
+
+    current = w.client.cookies.get("newsletter_admin")
+    payload = URLSafeTimedSerializer(w.settings.secret_key, salt="newsletter.admin.session").loads(
+        current
+    )
+    old = URLSafeTimedSerializer(
+        w.settings.secret_key, salt="newsletter.admin.session", signer=PastSigner
+    ).dumps(payload)
+    w.client.cookies.set("newsletter_admin", old)
+    assert w.client.get("/admin").status_code == 303
+    w.client.cookies.set("newsletter_admin", current)
+    assert w.client.get("/admin").status_code == 200
+
+
+def test_a_hash_made_with_weaker_parameters_is_upgraded_at_sign_in(w, db):
+    from argon2 import PasswordHasher
+
+    weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
+    with db.session() as session:
+        storage.add_operator(session, "olga", weak, storage.utcnow())
+    assert login(w).status_code == 303
+    with db.session() as session:
+        stored = storage.operator_by_username(session, "olga").password_hash
+    assert stored != weak and not accounts.needs_rehash(stored)
+    assert accounts.verify_password(stored, PASSWORD)
+    assert w.client.get("/admin").status_code == 200  # the session is of the new hash

@@ -156,3 +156,25 @@ def test_resend_on_both_databases(backend_db):
         storage.delete_subscriber(session, subscriber_id)
     with backend_db.session() as session:
         assert session.scalars(select(DeliveryResend)).all() == []
+
+
+def test_an_unknown_name_is_checked_against_a_decoy_hash(monkeypatch):
+    """No early return for an unknown operator: the same argon2 verification runs."""
+    calls: list[str] = []
+    real = accounts._HASHER
+
+    class Counting:
+        def hash(self, password: str) -> str:
+            return real.hash(password)
+
+        def verify(self, stored: str, password: str) -> bool:
+            calls.append(stored)
+            return real.verify(stored, password)
+
+    monkeypatch.setattr(accounts, "_HASHER", Counting())
+    stored = accounts.hash_password("the real password")
+    assert not accounts.verify_password(None, "the real password")
+    assert not accounts.verify_password(stored, "a wrong password")
+    assert accounts.verify_password(stored, "the real password")
+    assert len(calls) == 3 and calls[0].startswith("$argon2id$")
+    assert not accounts.verify_password(None, "a password nobody has")  # not even the decoy's
