@@ -182,7 +182,15 @@ def test_logout_ends_the_session(w, operator):
     assert w.client.get("/admin").status_code == 303
 
 
-def test_logins_are_rate_limited_per_name_even_with_the_right_password(w, db):
+@pytest.fixture
+def still_window(web):
+    """Rate-limit counters on a clock that stands still: no window ends mid-test."""
+    from newsletter.web.ratelimit import MemoryRateLimiter
+
+    web.limiter = MemoryRateLimiter(clock=lambda: 1_000_000.0)
+
+
+def test_logins_are_rate_limited_per_name_even_with_the_right_password(w, db, still_window):
     add_operator(db)
     for attempt in range(10):
         client = w.new_client(f"192.0.2.{attempt + 10}")  # a new address each time
@@ -192,7 +200,7 @@ def test_logins_are_rate_limited_per_name_even_with_the_right_password(w, db):
     assert "newsletter_admin" not in response.headers.get("set-cookie", "")
 
 
-def test_logins_are_rate_limited_per_address(w, db):
+def test_logins_are_rate_limited_per_address(w, db, still_window):
     add_operator(db)
     client = w.new_client("198.51.100.7")
     for attempt in range(20):
@@ -444,6 +452,13 @@ def test_two_web_processes_share_sessions_and_login_limits_through_redis(tmp_pat
                 data = {"csrf_token": token, "username": "olga", "password": password}
                 return client.post("/admin/login", data=data)
 
+            import redis
+
+            from newsletter.web.ratelimit import RedisRateLimiter
+
+            for client in (one, two):  # a clock that stands still: no window ends mid-test
+                limiter = RedisRateLimiter(redis.Redis.from_url(redis_url), clock=lambda: 1e6)
+                client.app.state.web.limiter = limiter
             assert attempt(one, PASSWORD).status_code == 303
             two.cookies.set("newsletter_admin", one.cookies.get("newsletter_admin"))
             assert two.get("/admin").status_code == 200
