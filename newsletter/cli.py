@@ -26,6 +26,8 @@ subscribers_app = typer.Typer(
     help="The subscriber list as CSV, to move from or to another tool.", no_args_is_help=True
 )
 app.add_typer(subscribers_app, name="subscribers")
+admin_app = typer.Typer(help="Operator accounts of the /admin dashboard.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
 console = Console()
 errors = Console(stderr=True)
 
@@ -796,4 +798,71 @@ def rank(
         excerpt = Text.assemble(*[(p, "bold yellow") if mark else p for p, mark in parts])
         title = f"[bold]{escape(by_id[m.paper_id].title)}[/]\n{m.paper_id}"
         table.add_row(f"{m.score:.0f}", title, Text.assemble(why, "\n", excerpt))
+    console.print(table)
+
+
+# Operator accounts of the admin dashboard --------------------------------------------------
+
+
+def _new_password(from_stdin: bool) -> str:
+    """The password from the first line of stdin, or typed twice without echo."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Password again: ") != first:
+        raise fail("the two passwords differ; nothing was changed")
+    return first
+
+
+@admin_app.command("add-user")
+def admin_add_user(
+    name: str,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Add an operator (or set a new password for one): the dashboard at /admin turns on."""
+    from newsletter import storage
+    from newsletter.web.admin import accounts
+
+    try:
+        accounts.check_username(name)
+        password = accounts.check_password(_new_password(password_stdin))
+    except accounts.AccountError as exc:
+        raise fail(f"{exc}; nothing was changed") from None
+    with database() as db, db.session() as session:
+        known = storage.operator_by_username(session, name) is not None
+        accounts.add_operator(session, name, password, storage.utcnow())
+    console.print(f"operator {name} {'has a new password' if known else 'added'}")
+
+
+@admin_app.command("remove-user")
+def admin_remove_user(name: str) -> None:
+    """Remove an operator; their sessions end. Without operators the dashboard is off."""
+    from newsletter import storage
+
+    with database() as db, db.session() as session:
+        if not storage.remove_operator(session, name):
+            raise fail(f"no operator {name}")
+    console.print(f"operator {name} removed")
+
+
+@admin_app.command("list")
+def admin_list() -> None:
+    """The operator accounts and when each last signed in."""
+    from newsletter import storage
+
+    with database() as db, db.session() as session:
+        rows = [
+            (o.username, f"{o.created_at:%Y-%m-%d %H:%M}", o.last_login_at)
+            for o in storage.operators(session)
+        ]
+    if not rows:
+        console.print("no operators: the dashboard at /admin is off")
+        return
+    table = Table("operator", "added (UTC)", "last sign-in (UTC)")
+    for username, added, last in rows:
+        table.add_row(username, added, f"{last:%Y-%m-%d %H:%M}" if last else "never")
     console.print(table)

@@ -186,3 +186,40 @@ class Delivery(Base):
     top_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Operator(Base):
+    """Someone who may open the admin dashboard; the dashboard is off while there is none."""
+
+    __tablename__ = "operators"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))  # argon2id, with its parameters
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class DeliveryResend(Base):
+    """An operator's explicit resend of a digest: the one exception to "nothing sent twice".
+
+    The ledger row of the edition is planned again under a new id (so a new Message-ID);
+    what it was before is kept here. `request_key` is the form's one-time key: a click sent
+    twice resends once.
+    """
+
+    __tablename__ = "delivery_resends"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_key: Mapped[str] = mapped_column(String(64), unique=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    edition: Mapped[date] = mapped_column(Date)
+    operator: Mapped[str] = mapped_column(String(64))
+    previous_delivery_id: Mapped[int] = mapped_column(Integer)
+    previous_state: Mapped[str] = mapped_column(String(16))
+    previous_message_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    previous_sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    delivery_id: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime)

@@ -38,9 +38,12 @@ from newsletter.models import (
     RETRY,
     SENDING,
     SENT,
+    SKIPPED,
     ConfirmationRequest,
     Delivery,
+    DeliveryResend,
     HttpValidator,
+    Operator,
     PaperRow,
     SourceRun,
     Subscriber,
@@ -983,3 +986,199 @@ def subscribers_by_email(session: Session, emails: Iterable[str]) -> dict[str, S
         query = select(Subscriber).where(Subscriber.email.in_(chunk))
         found.update({s.email: s for s in session.scalars(query)})
     return found
+
+
+# Admin dashboard: operators, searches, the ledger by day, chart data, resends ------------
+
+
+def operator_count(session: Session) -> int:
+    """How many operator accounts exist: with none, the dashboard answers 404."""
+    return int(session.scalar(select(func.count()).select_from(Operator)) or 0)
+
+
+def operator_by_username(session: Session, username: str) -> Operator | None:
+    return session.scalar(select(Operator).where(Operator.username == username))
+
+
+def operators(session: Session) -> list[Operator]:
+    """Every operator account, by name."""
+    return list(session.scalars(select(Operator).order_by(Operator.username)))
+
+
+def add_operator(session: Session, username: str, password_hash: str, now: datetime) -> Operator:
+    """Add an account, or give an existing one this password (a password reset)."""
+    operator = operator_by_username(session, username)
+    if operator is None:
+        operator = Operator(username=username, password_hash=password_hash, created_at=now)
+        session.add(operator)
+    else:
+        operator.password_hash = password_hash
+    session.flush()
+    return operator
+
+
+def remove_operator(session: Session, username: str) -> bool:
+    """Delete an account (its sessions stop working); False if there was none."""
+    result = session.execute(delete(Operator).where(Operator.username == username))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def record_operator_login(session: Session, operator_id: int, now: datetime) -> None:
+    session.execute(update(Operator).where(Operator.id == operator_id).values(last_login_at=now))
+
+
+def search_subscribers(
+    session: Session,
+    *,
+    address: str = "",
+    state: str = "",
+    keyword: str = "",
+    limit: int = 50,
+) -> list[Subscriber]:
+    """Subscribers whose address and keywords contain the given text (any case), in `state`
+    if given; newest first. The text is matched literally (% and _ are not wildcards)."""
+    query = select(Subscriber)
+    if address:
+        query = query.where(func.lower(Subscriber.email).contains(address.lower(), autoescape=True))
+    if keyword:
+        query = query.where(
+            func.lower(Subscriber.keywords).contains(keyword.lower(), autoescape=True)
+        )
+    if state:
+        query = query.where(Subscriber.state == state)
+    return list(session.scalars(query.order_by(Subscriber.id.desc()).limit(limit)))
+
+
+def subscriber_deliveries(session: Session, subscriber_id: int, limit: int = 30) -> list[Delivery]:
+    """A subscriber's ledger rows, the latest edition first."""
+    return list(
+        session.scalars(
+            select(Delivery)
+            .where(Delivery.subscriber_id == subscriber_id)
+            .order_by(Delivery.edition.desc(), Delivery.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def subscriber_resends(session: Session, subscriber_id: int) -> list[DeliveryResend]:
+    """The digests operators sent this subscriber again, the latest first."""
+    return list(
+        session.scalars(
+            select(DeliveryResend)
+            .where(DeliveryResend.subscriber_id == subscriber_id)
+            .order_by(DeliveryResend.id.desc())
+        )
+    )
+
+
+def edition_errors(session: Session, editions: Sequence[date]) -> list[tuple[date, str, str, int]]:
+    """(edition, state, error, count) of the failed and retrying rows of `editions`."""
+    if not editions:
+        return []
+    rows = session.execute(
+        select(Delivery.edition, Delivery.state, Delivery.error, func.count())
+        .where(Delivery.edition.in_(list(editions)), Delivery.state.in_((FAILED, RETRY)))
+        .group_by(Delivery.edition, Delivery.state, Delivery.error)
+        .order_by(Delivery.edition.desc(), func.count().desc())
+    )
+    return [(edition, state, error or "", count) for edition, state, error, count in rows]
+
+
+def subscriber_history(
+    session: Session,
+) -> list[tuple[str, Any, Any, Any, int]]:
+    """(state, created day, confirmed day, unsubscribed day, count), days as dates or ISO text
+    (SQLite): what the chart of subscribers over time is computed from, grouped to stay small."""
+    created, confirmed, left = (
+        func.date(Subscriber.created_at),
+        func.date(Subscriber.confirmed_at),
+        func.date(Subscriber.unsubscribed_at),
+    )
+    rows = session.execute(
+        select(Subscriber.state, created, confirmed, left, func.count()).group_by(
+            Subscriber.state, created, confirmed, left
+        )
+    )
+    return [(state, a, b, c, count) for state, a, b, c, count in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class ResendOutcome:
+    """What an operator's resend did: `resent` the first time, else why nothing changed."""
+
+    status: str  # resent; repeated (this click was handled already), inactive, missing, busy, empty
+    delivery_id: int | None = None
+
+
+def resend_delivery(
+    session: Session,
+    *,
+    subscriber_id: int,
+    edition: date,
+    operator: str,
+    request_key: str,
+    now: datetime,
+) -> ResendOutcome:
+    """Send an edition's digest to its subscriber again, on an operator's word.
+
+    The sent or failed row is replaced by a planned copy under a new id: the sender then
+    mails it with a new Message-ID (one derived from the old id would be taken for a
+    duplicate by mail clients and by the outbox). The copy keeps the items and the papers
+    they reserve; what the row was is recorded in delivery_resends. `request_key` makes the
+    resend idempotent: the same click handled twice resends once.
+    """
+    if session.scalar(select(DeliveryResend.id).where(DeliveryResend.request_key == request_key)):
+        return ResendOutcome("repeated")
+    # Only to an active subscriber: a paused, bouncing or unsubscribed one gets no mail at all.
+    state = session.scalar(select(Subscriber.state).where(Subscriber.id == subscriber_id))
+    if state != ACTIVE:
+        return ResendOutcome("inactive")
+    row = session.scalar(
+        select(Delivery).where(Delivery.subscriber_id == subscriber_id, Delivery.edition == edition)
+    )
+    if row is None:
+        return ResendOutcome("missing")
+    if row.state == SKIPPED or not row.items:
+        return ResendOutcome("empty")
+    if row.state not in (SENT, FAILED):
+        return ResendOutcome("busy", row.id)  # still on its way: nothing to send again
+    old = (row.id, row.state, row.message_id, row.sent_at, row.items, row.paper_ids)
+    values = {"items": row.items, "paper_ids": row.paper_ids, "top_score": row.top_score}
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite gives a new row the highest id + 1: deleting the highest row would hand its
+        # id, and so its Message-ID, to the copy. Past the highest, as SQLite itself counts.
+        values["id"] = int(session.scalar(select(func.max(Delivery.id))) or 0) + 1
+    session.expunge(row)
+    # The row must still be sent or failed as read: a concurrent resend loses here.
+    gone = session.execute(
+        delete(Delivery).where(Delivery.id == old[0], Delivery.state.in_((SENT, FAILED)))
+    )
+    if not gone.rowcount:  # type: ignore[attr-defined]
+        return ResendOutcome("busy")
+    copy = Delivery(
+        subscriber_id=subscriber_id,
+        edition=edition,
+        state=PLANNED,
+        attempts=0,
+        created_at=now,
+        **values,
+    )
+    session.add(copy)
+    session.flush()
+    session.add(
+        DeliveryResend(
+            request_key=request_key,
+            subscriber_id=subscriber_id,
+            edition=edition,
+            operator=operator,
+            previous_delivery_id=old[0],
+            previous_state=old[1],
+            previous_message_id=old[2],
+            previous_sent_at=old[3],
+            delivery_id=copy.id,
+            created_at=now,
+        )
+    )
+    session.flush()
+    return ResendOutcome("resent", copy.id)

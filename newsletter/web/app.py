@@ -13,7 +13,7 @@ from newsletter.confirmations import make_confirmation_queue
 from newsletter.db import Database
 from newsletter.metrics import start_metrics_server
 from newsletter.ranker import RecentPapers
-from newsletter.web import confirm, errors, health, manage, preview, signup, unsubscribe
+from newsletter.web import admin, confirm, errors, health, manage, preview, signup, unsubscribe
 from newsletter.web.context import Web
 from newsletter.web.pages import STATIC_DIR, Pages
 from newsletter.web.papers import PreviewIndex
@@ -59,6 +59,7 @@ def create_app(
     app.state.web = web
     for module in (signup, confirm, manage, unsubscribe, preview, health):
         app.include_router(module.router)
+    admin.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)
     # The last added is the outermost: even a 413 gets the security headers.
