@@ -117,16 +117,7 @@ def _register(
 ) -> Subscriber | str:
     """Add or find the subscriber; the subscriber to mail now, or why no mail goes out."""
     with db.session() as session:
-        subscriber = subscriptions.subscribe(
-            session,
-            settings,
-            email=claim.email,
-            keywords=claim.keywords,
-            now=now,
-            timezone=claim.timezone,
-            send_hour=claim.send_hour,
-            digest_size=claim.digest_size,
-        )
+        subscriber = subscriptions.register_sign_up(session, claim, now)
         last = subscriber.confirm_sent_at
         if last is not None and last > now - CONFIRM_RESEND_AFTER:
             storage.finish_confirmation(session, claim)  # the link sent moments ago still works

@@ -146,18 +146,25 @@ def _row(
         return fields[where[column]] if column in where else ""
 
     hour = _number(value("send_hour"), "send_hour")
+    size = _number(value("digest_size"), "digest_size")
+    row_state = _state(value("state"), state)
+    checked = subscriptions.validate_preferences(
+        email=value("email"),
+        keywords=value("keywords") or keywords or "",
+        timezone=value("timezone").strip() or settings.timezone,
+        send_hour=settings.send_hour if hour is None else hour,
+        digest_size=settings.digest_size if size is None else size,
+    )
+    assert checked.email is not None  # an address was given to check
     return RosterRow(
         line=line,
-        email=subscriptions.normalize_email(value("email")),
-        state=_state(value("state"), state),
-        keywords=subscriptions.validate_keywords(value("keywords") or keywords or ""),
-        timezone=subscriptions.validate_timezone(value("timezone").strip() or settings.timezone),
-        send_hour=subscriptions.validate_send_hour(settings.send_hour if hour is None else hour),
-        digest_size=(
-            None
-            if (size := _number(value("digest_size"), "digest_size")) is None
-            else subscriptions.validate_digest_size(size)
-        ),
+        email=checked.email,
+        state=row_state,
+        keywords=checked.keywords,
+        timezone=checked.timezone,
+        send_hour=checked.send_hour,
+        # No size in the file: an existing subscriber keeps theirs.
+        digest_size=None if size is None else checked.digest_size,
     )
 
 

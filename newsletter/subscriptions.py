@@ -1,8 +1,17 @@
-"""Subscriber lifecycle for the web pages and the CLI: sign up, confirm, unsubscribe, delete."""
+"""Subscriber lifecycle: every check of a subscriber's choices and every change to a subscriber.
+
+The web pages and the CLI only map their fields and options to these functions: validation
+lives in validate_preferences(), and sign-up, confirmation, new settings, pause, resume,
+unsubscribe, resubscribe and deletion each have one function here. Bounces are counted by
+storage.record_send_outcome(), in one statement per delivery.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
@@ -13,14 +22,63 @@ from newsletter.config import Settings
 from newsletter.models import ACTIVE, BOUNCING, PAUSED, PENDING, UNSUBSCRIBED, Subscriber
 from newsletter.tokens import new_link_key
 
+MAX_KEYWORDS_CHARS = 5000
+
 
 class SubscriptionError(ValueError):
-    """Bad input from a subscriber or operator; `field` names the form field at fault."""
+    """Bad input from a subscriber or operator; `field` names the form field at fault.
 
-    def __init__(self, field: str, message: str) -> None:
+    `errors` holds every field at fault (the first is `field`), so a form shows all its
+    problems at once.
+    """
+
+    def __init__(self, field: str, message: str, errors: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.field = field
         self.message = message
+        self.errors: dict[str, str] = dict(errors) if errors else {field: message}
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """A subscriber's choices, checked: made by validate_preferences(), never by hand.
+
+    `email` is the normalized address where the change names one (sign-up, the CLI), and None
+    on the manage page, where the address does not change.
+    """
+
+    keywords: str
+    timezone: str
+    send_hour: int
+    digest_size: int
+    show_trending: bool = True
+    email: str | None = None
+
+
+def validate_preferences(
+    *,
+    keywords: str,
+    timezone: str,
+    send_hour: int | str,
+    digest_size: int | str,
+    show_trending: bool = True,
+    email: str | None = None,
+) -> Preferences:
+    """Check everything a subscriber chooses; the checked values, or every problem at once.
+
+    Hours and sizes may come as typed text (a form) or as numbers (the CLI). Raises
+    SubscriptionError naming the first field at fault, with `errors` for all of them.
+    """
+    return _checked(
+        {
+            "email": lambda: None if email is None else normalize_email(email),
+            "keywords": lambda: validate_keywords(keywords),
+            "send_hour": lambda: _send_hour(send_hour),
+            "timezone": lambda: _timezone(timezone),
+            "digest_size": lambda: _digest_size(digest_size),
+        },
+        show_trending,
+    )
 
 
 def normalize_email(raw: str) -> str:
@@ -33,20 +91,32 @@ def normalize_email(raw: str) -> str:
 
 
 def validate_keywords(text: str) -> str:
-    """Check a keyword profile; returns it stripped, or raises with what and where."""
-    text = text.strip()
-    if not text:
-        raise SubscriptionError("keywords", "Enter at least one keyword.")
-    from newsletter.profile import ProfileError, parse_profile
+    """Check a keyword profile (length and syntax); returns it stripped, or says what and where.
+
+    Parses the profile once: the only parse on the way from a sign-up form to the database.
+    """
+    text = _keywords_text(text)
+    from newsletter import profile  # looked up at call time; the profile parser is heavy
 
     try:
-        parse_profile(text)
-    except ProfileError as exc:
+        profile.parse_profile(text)
+    except profile.ProfileError as exc:
         raise SubscriptionError("keywords", str(exc)) from None
     return text
 
 
-def validate_timezone(name: str) -> str:
+def _keywords_text(text: str) -> str:
+    text = text.strip()
+    if not text:
+        raise SubscriptionError("keywords", "Enter at least one keyword.")
+    if len(text) > MAX_KEYWORDS_CHARS:
+        message = f"Keep your keywords under {MAX_KEYWORDS_CHARS:,} characters."
+        raise SubscriptionError("keywords", message)
+    return text
+
+
+def _timezone(name: str) -> str:
+    name = name.strip()
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -54,16 +124,101 @@ def validate_timezone(name: str) -> str:
     return name
 
 
-def validate_send_hour(hour: int) -> int:
+def _integer(value: object, field: str, message: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):  # typed text; anything else is a stored value gone wrong
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise SubscriptionError(field, message)
+
+
+def _send_hour(value: object) -> int:
+    hour = _integer(value, "send_hour", "Choose an hour from 0 to 23.")
     if not 0 <= hour <= 23:
         raise SubscriptionError("send_hour", "The send hour must be from 0 to 23.")
     return hour
 
 
-def validate_digest_size(size: int) -> int:
+def _digest_size(value: object) -> int:
+    size = _integer(value, "digest_size", "Enter a number of papers from 1 to 50.")
     if not 1 <= size <= 50:
         raise SubscriptionError("digest_size", "The digest size must be from 1 to 50 papers.")
     return size
+
+
+def _checked(checks: Mapping[str, Callable[[], Any]], show_trending: bool) -> Preferences:
+    clean: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name, check in checks.items():
+        try:
+            clean[name] = check()
+        except SubscriptionError as exc:
+            errors.setdefault(exc.field, exc.message)
+    if errors:
+        field, message = next(iter(errors.items()))
+        raise SubscriptionError(field, message, errors)
+    return Preferences(**clean, show_trending=show_trending)
+
+
+def _stored(values: Mapping[str, Any], email: str | None = None) -> Preferences:
+    """Values checked when they were typed and kept since (a queued sign-up, pending choices).
+
+    Checked again, except the profile's syntax: it was parsed when typed, and a profile that
+    a later version no longer accepts is reported by the ranker, like any stored one. A time
+    zone may have gone away since.
+    """
+    return _checked(
+        {
+            "email": lambda: None if email is None else normalize_email(email),
+            "keywords": lambda: _keywords_text(str(values["keywords"])),
+            "send_hour": lambda: _send_hour(values["send_hour"]),
+            "timezone": lambda: _timezone(str(values["timezone"])),
+            "digest_size": lambda: _digest_size(values["digest_size"]),
+        },
+        True,
+    )
+
+
+# Sign-up, confirmation and the operator's word ----------------------------------------------
+
+
+def sign_up(session: Session, preferences: Preferences, now: datetime) -> int:
+    """Queue the confirmation mail of a sign-up; returns the request's id.
+
+    Nothing about the address is read or changed here (see register_sign_up()), so the work
+    is the same whatever is known of it.
+    """
+    if preferences.email is None:
+        raise SubscriptionError("email", "Enter your email address.")
+    return storage.queue_confirmation(
+        session,
+        email=preferences.email,
+        keywords=preferences.keywords,
+        timezone=preferences.timezone,
+        send_hour=preferences.send_hour,
+        digest_size=preferences.digest_size,
+        now=now,
+    )
+
+
+def register_sign_up(
+    session: Session, request: storage.ConfirmationClaim, now: datetime
+) -> Subscriber:
+    """Add the pending subscriber a queued sign-up names, or keep what it typed for a known one.
+
+    The values were checked when the sign-up was queued; they are checked again, but the
+    profile is not parsed again (see _stored()).
+    """
+    values = {
+        "keywords": request.keywords,
+        "timezone": request.timezone,
+        "send_hour": request.send_hour,
+        "digest_size": request.digest_size,
+    }
+    return _subscribe(session, _stored(values, request.email), now, confirmed=False)
 
 
 def subscribe(
@@ -80,45 +235,59 @@ def subscribe(
 ) -> Subscriber:
     """Add a subscriber (pending until confirmed, or active when an operator adds them).
 
-    Every value is validated before anything is written. An unconfirmed sign-up never changes
-    what a known address has stored: for a pending or unsubscribed one, what was typed waits
-    in `pending_preferences` until its owner confirms (see confirm()); an active, paused or
-    bouncing one is changed only by its owner, through a signed link.
+    Every value is validated before anything is written; only a missing value takes the
+    setting's default (0 papers or an empty zone is an error). An unconfirmed sign-up never
+    changes what a known address has stored: for a pending or unsubscribed one, what was
+    typed waits in `pending_preferences` until its owner confirms (see confirm()); an active,
+    paused or bouncing one is changed only by its owner, through a signed link.
     """
-    address = normalize_email(email)
-    profile = validate_keywords(keywords)
-    # Only a missing value takes the default: 0 papers or an empty zone is an error.
-    zone = validate_timezone(settings.timezone if timezone is None else timezone)
-    hour = validate_send_hour(settings.send_hour if send_hour is None else send_hour)
-    size = validate_digest_size(settings.digest_size if digest_size is None else digest_size)
-    subscriber = storage.subscriber_by_email(session, address)
+    preferences = validate_preferences(
+        email=email,
+        keywords=keywords,
+        timezone=settings.timezone if timezone is None else timezone,
+        send_hour=settings.send_hour if send_hour is None else send_hour,
+        digest_size=settings.digest_size if digest_size is None else digest_size,
+    )
+    return _subscribe(session, preferences, now, confirmed=confirmed)
+
+
+def _subscribe(
+    session: Session, preferences: Preferences, now: datetime, *, confirmed: bool
+) -> Subscriber:
+    assert preferences.email is not None, "a subscription names an address"
+    subscriber = storage.subscriber_by_email(session, preferences.email)
     if subscriber is None:
         subscriber = storage.add_subscriber(
             session,
-            email=address,
+            email=preferences.email,
             state=PENDING,
-            keywords=profile,
-            timezone=zone,
-            send_hour=hour,
-            digest_size=size,
+            keywords=preferences.keywords,
+            timezone=preferences.timezone,
+            send_hour=preferences.send_hour,
+            digest_size=preferences.digest_size,
             created_at=now,
         )
-    elif confirmed:  # an operator's word is final
-        subscriber.keywords, subscriber.timezone = profile, zone
-        subscriber.send_hour, subscriber.digest_size = hour, size
+    elif confirmed:  # an operator's word is final (a known subscriber keeps show_trending)
+        _set_preferences(subscriber, preferences)
         subscriber.pending_preferences = None
     elif subscriber.state in (PENDING, UNSUBSCRIBED):
         # Someone coming back after unsubscribing gets what they just typed once they confirm;
         # until then anybody could have typed it, so the stored settings stay as they are.
         subscriber.pending_preferences = {
-            "keywords": profile,
-            "timezone": zone,
-            "send_hour": hour,
-            "digest_size": size,
+            "keywords": preferences.keywords,
+            "timezone": preferences.timezone,
+            "send_hour": preferences.send_hour,
+            "digest_size": preferences.digest_size,
         }
     if confirmed:
         confirm(session, subscriber, now)
+    session.flush()
     return subscriber
+
+
+def confirmation_sent(subscriber: Subscriber, now: datetime) -> None:
+    """The relay took the confirmation mail: stamp it (the caller commits the stamp)."""
+    subscriber.confirm_sent_at = now
 
 
 def confirm(session: Session, subscriber: Subscriber, now: datetime) -> None:
@@ -144,41 +313,28 @@ def _apply_pending_preferences(subscriber: Subscriber) -> None:
     subscriber.pending_preferences = None
     if not pending:
         return
-    try:  # typed and checked at sign-up; checked again in case a time zone went away since
-        values = (
-            validate_keywords(str(pending["keywords"])),
-            validate_timezone(str(pending["timezone"])),
-            validate_send_hour(int(pending["send_hour"])),
-            validate_digest_size(int(pending["digest_size"])),
-        )
+    try:
+        preferences = _stored(pending)
     except (KeyError, TypeError, ValueError):
         return  # keep what was stored, all of it: a confirmation never fails on these
-    subscriber.keywords, subscriber.timezone, subscriber.send_hour, subscriber.digest_size = values
+    _set_preferences(subscriber, preferences)
 
 
-def unsubscribe(session: Session, subscriber: Subscriber, now: datetime) -> None:
-    """Stop all mail at once and revoke every link issued so far; repeating it changes nothing.
+def _set_preferences(subscriber: Subscriber, preferences: Preferences) -> None:
+    subscriber.keywords = preferences.keywords
+    subscriber.timezone = preferences.timezone
+    subscriber.send_hour = preferences.send_hour
+    subscriber.digest_size = preferences.digest_size
 
-    The new key is in no mail: only a page shown right now (the "subscribe again" button) or a
-    confirmation mailed later carries it.
-    """
-    if subscriber.state != UNSUBSCRIBED:
-        subscriber.state = UNSUBSCRIBED
-        subscriber.unsubscribed_at = now
-        subscriber.link_key = new_link_key()
-        storage.cancel_for_subscriber(session, subscriber.id)
+
+# The subscriber's own changes, and the operator's -------------------------------------------
+
+
+def update_preferences(session: Session, subscriber: Subscriber, preferences: Preferences) -> None:
+    """Save what the subscriber chose on the manage page (the address stays as it is)."""
+    _set_preferences(subscriber, preferences)
+    subscriber.show_trending = preferences.show_trending
     session.flush()
-
-
-def delete(session: Session, subscriber: Subscriber) -> int:
-    """Remove the subscriber and their ledger rows (operator only); returns the ledger rows.
-
-    Their links die with the row: a later sign-up may get the same id on SQLite, never the
-    same link key.
-    """
-    session.flush()
-    session.expunge(subscriber)
-    return storage.delete_subscriber(session, subscriber.id)
 
 
 def pause(session: Session, subscriber: Subscriber) -> None:
@@ -196,6 +352,38 @@ def resume(session: Session, subscriber: Subscriber, now: datetime) -> None:
         session.flush()
     else:
         confirm(session, subscriber, now)
+
+
+def unsubscribe(session: Session, subscriber: Subscriber, now: datetime) -> None:
+    """Stop all mail at once and revoke every link issued so far; repeating it changes nothing.
+
+    The new key is in no mail: only a page shown right now (the "subscribe again" button) or a
+    confirmation mailed later carries it.
+    """
+    if subscriber.state != UNSUBSCRIBED:
+        subscriber.state = UNSUBSCRIBED
+        subscriber.unsubscribed_at = now
+        subscriber.link_key = new_link_key()
+        storage.cancel_for_subscriber(session, subscriber.id)
+    session.flush()
+
+
+def resubscribe(session: Session, subscriber: Subscriber, now: datetime) -> None:
+    """Undo an unsubscribe (the page that confirmed it has the button): active again, with a
+    new link key, so the resubscribe link dies. Anybody not unsubscribed is left as they are."""
+    if subscriber.state == UNSUBSCRIBED:
+        confirm(session, subscriber, now)
+
+
+def delete(session: Session, subscriber: Subscriber) -> int:
+    """Remove the subscriber and their ledger rows (operator only); returns the ledger rows.
+
+    Their links die with the row: a later sign-up may get the same id on SQLite, never the
+    same link key.
+    """
+    session.flush()
+    session.expunge(subscriber)
+    return storage.delete_subscriber(session, subscriber.id)
 
 
 # Operator import (`newsletter subscribers import`) -------------------------------------------
@@ -233,7 +421,7 @@ def import_subscriber(
             f"{email} unsubscribed here{when}; an import does not subscribe them again "
             "(they can sign up themselves)",
         )
-    size = validate_digest_size(
+    size = _digest_size(
         digest_size
         if digest_size is not None
         else (existing.digest_size if existing is not None else settings.digest_size)

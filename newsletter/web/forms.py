@@ -1,30 +1,22 @@
-"""The sign-up and settings forms: raw values kept for redisplay, validated values, errors."""
+"""The sign-up and settings forms: raw values kept for redisplay, checked values, errors.
+
+The forms only map their fields to subscriptions.validate_preferences(), and its errors back
+to the fields; every rule lives there.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from newsletter import subscriptions
 from newsletter.config import Settings
 from newsletter.models import Subscriber
-from newsletter.subscriptions import SubscriptionError
-from newsletter.web.papers import MAX_KEYWORDS_CHARS
+from newsletter.subscriptions import MAX_KEYWORDS_CHARS, Preferences, SubscriptionError
 
 MAX_FIELD_CHARS = MAX_KEYWORDS_CHARS + 100
 PREFERENCE_FIELDS = ("keywords", "send_hour", "timezone", "digest_size")
-
-
-@dataclass(frozen=True)
-class Preferences:
-    """What a subscriber chooses: keywords, when and how much."""
-
-    keywords: str
-    send_hour: int
-    timezone: str
-    digest_size: int
-    show_trending: bool = True
 
 
 @dataclass
@@ -33,56 +25,22 @@ class FormResult:
 
     values: dict[str, str]
     errors: dict[str, str] = field(default_factory=dict)
-    email: str = ""
     preferences: Preferences | None = None
 
     @property
     def ok(self) -> bool:
         return not self.errors
 
+    @property
+    def email(self) -> str:
+        """The checked address of a valid sign-up ("" otherwise)."""
+        return (self.preferences.email if self.preferences else None) or ""
+
 
 def text(form: Mapping[str, Any], name: str) -> str:
     """A form field as text: missing or a file is empty; overlong input is cut."""
     value = form.get(name)
     return value[:MAX_FIELD_CHARS] if isinstance(value, str) else ""
-
-
-def _integer(raw: str, name: str, message: str) -> int:
-    try:
-        return int(raw.strip())
-    except ValueError:
-        raise SubscriptionError(name, message) from None
-
-
-def _keywords(raw: str) -> str:
-    if len(raw.strip()) > MAX_KEYWORDS_CHARS:
-        message = f"Keep your keywords under {MAX_KEYWORDS_CHARS:,} characters."
-        raise SubscriptionError("keywords", message)
-    return subscriptions.validate_keywords(raw)
-
-
-_VALIDATORS: dict[str, Callable[[str], Any]] = {
-    "email": subscriptions.normalize_email,
-    "keywords": _keywords,
-    "send_hour": lambda raw: subscriptions.validate_send_hour(
-        _integer(raw, "send_hour", "Choose an hour from 0 to 23.")
-    ),
-    "timezone": lambda raw: subscriptions.validate_timezone(raw.strip()),
-    "digest_size": lambda raw: subscriptions.validate_digest_size(
-        _integer(raw, "digest_size", "Enter a number of papers from 1 to 50.")
-    ),
-}
-
-
-def _validate(values: Mapping[str, str], names: tuple[str, ...]) -> tuple[dict, dict[str, str]]:
-    clean: dict[str, Any] = {}
-    errors: dict[str, str] = {}
-    for name in names:
-        try:
-            clean[name] = _VALIDATORS[name](values[name])
-        except SubscriptionError as exc:
-            errors[exc.field if exc.field in names else name] = exc.message
-    return clean, errors
 
 
 def signup_defaults(settings: Settings) -> dict[str, str]:
@@ -97,15 +55,9 @@ def signup_defaults(settings: Settings) -> dict[str, str]:
 
 
 def parse_signup(form: Mapping[str, Any]) -> FormResult:
-    """Validate every sign-up field at once, so all problems are shown together."""
-    names = ("email", *PREFERENCE_FIELDS)
-    values = {name: text(form, name) for name in names}
-    clean, errors = _validate(values, names)
-    result = FormResult(values, errors)
-    if result.ok:
-        result.email = clean.pop("email")
-        result.preferences = Preferences(**clean)
-    return result
+    """Check every sign-up field at once, so all problems are shown together."""
+    values = {name: text(form, name) for name in ("email", *PREFERENCE_FIELDS)}
+    return _checked(values, email=values["email"])
 
 
 def preference_values(subscriber: Subscriber) -> dict[str, str]:
@@ -120,11 +72,24 @@ def preference_values(subscriber: Subscriber) -> dict[str, str]:
 
 
 def parse_preferences(form: Mapping[str, Any]) -> FormResult:
-    """Validate the settings form; an unticked checkbox is simply absent from the form."""
+    """Check the settings form; an unticked checkbox is simply absent from the form."""
     values = {name: text(form, name) for name in PREFERENCE_FIELDS}
     values["show_trending"] = "on" if text(form, "show_trending") else ""
-    clean, errors = _validate(values, PREFERENCE_FIELDS)
-    result = FormResult(values, errors)
-    if result.ok:
-        result.preferences = Preferences(**clean, show_trending=bool(values["show_trending"]))
-    return result
+    return _checked(values, show_trending=bool(values["show_trending"]))
+
+
+def _checked(
+    values: dict[str, str], *, email: str | None = None, show_trending: bool = True
+) -> FormResult:
+    try:
+        preferences = subscriptions.validate_preferences(
+            keywords=values["keywords"],
+            timezone=values["timezone"],
+            send_hour=values["send_hour"],
+            digest_size=values["digest_size"],
+            show_trending=show_trending,
+            email=email,
+        )
+    except SubscriptionError as exc:
+        return FormResult(values, exc.errors)
+    return FormResult(values, preferences=preferences)

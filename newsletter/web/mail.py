@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from email.utils import make_msgid
 
-from newsletter import storage, tokens
+from newsletter import storage, subscriptions, tokens
 from newsletter.config import Settings
 from newsletter.mail import build_message, open_transport, sender_domain
 from newsletter.models import Subscriber
@@ -31,4 +31,4 @@ def send_confirmation(
     )
     with open_transport(settings) as transport:
         transport.send(message)
-    subscriber.confirm_sent_at = now or storage.utcnow()
+    subscriptions.confirmation_sent(subscriber, now or storage.utcnow())

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from newsletter import subscriptions
 from newsletter.models import Subscriber
 from newsletter.web.context import FormDep, Web, WebDep, require_csrf
-from newsletter.web.forms import FormResult, Preferences, parse_preferences, preference_values
+from newsletter.web.forms import FormResult, parse_preferences, preference_values
 from newsletter.web.links import subscriber_for, token_for
 from newsletter.web.papers import Preview
 
@@ -51,7 +51,7 @@ def save(
         if result.preferences is None:
             context = _context(web, session, subscriber, token)
             return _page(request, web, context, result, status=422)
-        _apply(subscriber, result.preferences)
+        subscriptions.update_preferences(session, subscriber, result.preferences)
     return _done(web, token, "saved")
 
 
@@ -74,14 +74,6 @@ def resume(token: str, web: WebDep) -> RedirectResponse:
         subscriber = subscriber_for(session, web.settings, "manage", token)
         subscriptions.resume(session, subscriber, web.clock())
     return _done(web, token, "resumed")
-
-
-def _apply(subscriber: Subscriber, preferences: Preferences) -> None:
-    subscriber.keywords = preferences.keywords
-    subscriber.send_hour = preferences.send_hour
-    subscriber.timezone = preferences.timezone
-    subscriber.digest_size = preferences.digest_size
-    subscriber.show_trending = preferences.show_trending
 
 
 def _done(web: Web, token: str, what: str) -> RedirectResponse:

@@ -12,13 +12,12 @@ from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from newsletter.models import Subscriber
-from newsletter.profile import Profile, ProfileError, parse_profile
+from newsletter.profile import Profile, parse_profile
 from newsletter.ranker import PaperWindow, RecentPapers, rank_profile, rank_subscriber
 from newsletter.ranking import Match
 from newsletter.render import PaperView, paper_view
 from newsletter.storage import DueSubscriber
-
-MAX_KEYWORDS_CHARS = 5000
+from newsletter.subscriptions import SubscriptionError, validate_keywords
 
 
 @dataclass(frozen=True)
@@ -44,13 +43,11 @@ class Preview:
 
 
 def keywords_problem(text: str) -> str | None:
-    """Why `text` cannot be used as a keyword profile, or None."""
-    if len(text) > MAX_KEYWORDS_CHARS:
-        return f"Keep your keywords under {MAX_KEYWORDS_CHARS:,} characters."
+    """Why `text` cannot be used as a keyword profile, or None (the sign-up's rules)."""
     try:
-        parse_profile(text)
-    except ProfileError as exc:
-        return str(exc)
+        validate_keywords(text)
+    except SubscriptionError as exc:
+        return exc.message
     return None
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse
 from starlette.requests import Request
 
-from newsletter import storage
+from newsletter import subscriptions
 from newsletter.web.context import (
     FormDep,
     Web,
@@ -73,15 +73,7 @@ def signup(request: Request, web: WebDep, form: FormDep) -> HTMLResponse:
     preferences = result.preferences
     assert preferences is not None, "only a valid form is queued"
     with web.db.session() as session:
-        request_id = storage.queue_confirmation(
-            session,
-            email=result.email,
-            keywords=preferences.keywords,
-            timezone=preferences.timezone,
-            send_hour=preferences.send_hour,
-            digest_size=preferences.digest_size,
-            now=web.clock(),
-        )
+        request_id = subscriptions.sign_up(session, preferences, web.clock())
     if web.confirmations is not None:  # after the commit: the sender must find the row
         web.confirmations.wake(request_id)
     return web.pages.render(request, "check_inbox.html", {"email": result.email})

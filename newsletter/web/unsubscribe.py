@@ -76,7 +76,7 @@ def resubscribe(request: Request, token: str, web: WebDep) -> HTMLResponse:
     new link key (the resubscribe link dies) and fresh manage and unsubscribe links."""
     with web.db.session() as session:
         subscriber = _unsubscribed_subscriber(session, web, token)
-        subscriptions.resume(session, subscriber, web.clock())
+        subscriptions.resubscribe(session, subscriber, web.clock())
     context = {**subscribed_context(web, subscriber), "already": False, "welcome_back": True}
     return web.pages.render(request, "subscribed.html", context)
 
