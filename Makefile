@@ -7,11 +7,14 @@ PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 .PHONY: run test lint bench clean
 
 $(BIN)/.runtime: pyproject.toml
+	@echo "make: creating $(VENV) and installing the service and its dependencies (a minute or two the first time)..."
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -e .
+	@echo "make: installed."
 	touch $@
 
 $(BIN)/.dev: $(BIN)/.runtime
+	@echo "make: installing the test tools into $(VENV) (a minute or two the first time)..."
 	$(PIP) -e ".[dev]"
 	touch $@
 
