@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -97,10 +98,8 @@ def test_the_demo_log_of_run_by_smtp_says_sent_not_written_to(monkeypatch, tmp_p
     try:
         # serve() logs the demo's outcome before it starts the server: stop it right there.
         monkeypatch.setattr(service, "RecentPapers", _Stop)
-        try:
+        with contextlib.suppress(_Stopped):
             service.serve(settings, demo=True)
-        except _Stopped:
-            pass
     finally:
         logging.getLogger("newsletter.service").removeHandler(handler)
         db.dispose()
