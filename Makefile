@@ -21,8 +21,8 @@ $(BIN)/.dev: $(BIN)/.runtime
 run: $(BIN)/.runtime  ## set up and run the embedded service, with the demo digest
 	$(BIN)/newsletter run --demo
 
-test: $(BIN)/.dev  ## set up and run the whole test suite
-	$(BIN)/pytest -q
+test: $(BIN)/.dev  ## set up and run the whole test suite; lists at the end what a missing package skipped
+	$(BIN)/python -m pytest -q -p tests.missing_packages
 
 lint: $(BIN)/.dev
 	$(BIN)/ruff check newsletter workers tests
