@@ -137,3 +137,8 @@ def test_web_and_run_take_host_and_port():
         assert "--host" in result.output and "--port" in result.output
     result = runner.invoke(app, ["web", "--port", "70000"])
     assert result.exit_code == 2 and "65535" in result.output
+
+
+def test_the_image_needs_no_pythonpath():
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert "PYTHONPATH" not in dockerfile and "COPY templates" not in dockerfile
