@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.integration
+# Building and installing the wheel takes a minute or two (dependencies from pip's cache).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 def free_port() -> int:
