@@ -43,11 +43,11 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def settings() -> Settings:
+def settings(**overrides: Any) -> Settings:
     from newsletter.files import secure_var_dir
 
     try:
-        config = load_settings()
+        config = load_settings(**overrides)
     except ConfigError as exc:
         raise fail(f"bad configuration: {exc}") from None
     if config.var_dir.exists():  # tighten what an older version or a loose umask left
@@ -100,16 +100,44 @@ def main(
     _logging(verbose)
 
 
+HostOption = Annotated[
+    str | None, typer.Option("--host", help="Address to listen on (default: NEWSLETTER_HOST).")
+]
+PortOption = Annotated[
+    int | None,
+    typer.Option("--port", min=1, max=65535, help="Port to listen on (default: NEWSLETTER_PORT)."),
+]
+
+
+def installed() -> None:
+    """Stop with a clear error, before anything is written, if package files are missing."""
+    from newsletter.resources import IncompleteInstall, check_installed
+
+    try:
+        check_installed()
+    except IncompleteInstall as exc:
+        raise fail(str(exc)) from None
+
+
+def listen_settings(host: str | None, port: int | None) -> Settings:
+    """The settings, with --host and --port in place of NEWSLETTER_HOST and NEWSLETTER_PORT."""
+    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    return settings(**overrides)
+
+
 @app.command()
 def run(
     demo: Annotated[
         bool, typer.Option(help="Load the sample day and mail a demo digest first.")
     ] = False,
+    host: HostOption = None,
+    port: PortOption = None,
 ) -> None:
     """Run the whole service in one process: web app + scheduler (embedded mode)."""
     from newsletter.service import serve
 
-    config = settings()
+    installed()
+    config = listen_settings(host, port)
     if demo:
         from newsletter.files import private_dir
 
@@ -118,11 +146,12 @@ def run(
 
 
 @app.command()
-def web() -> None:
+def web(host: HostOption = None, port: PortOption = None) -> None:
     """Serve only the web pages (distributed mode runs workers and beat beside it)."""
     from newsletter.service import serve
 
-    serve(settings(), scheduler=False)
+    installed()
+    serve(listen_settings(host, port), scheduler=False)
 
 
 @app.command()
@@ -130,6 +159,7 @@ def demo() -> None:
     """Load the bundled sample day, add a demo subscriber and write their digest to the outbox."""
     from newsletter.service import DEMO_EMAIL, run_demo
 
+    installed()  # a broken install must not leave a database with a half-made demo
     with database() as db:
         path = run_demo(db, db.settings)
     if path is None:

@@ -250,6 +250,20 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _base_url_from_address(cls, data: Any) -> Any:
+        # Unset, the public URL is where the app listens: with --port 8001 (or
+        # NEWSLETTER_PORT=8001) the links in mail and the pages then point at 8001, not 8000.
+        if not isinstance(data, dict) or data.get("base_url"):
+            return data
+        host, port = str(data.get("host") or "127.0.0.1"), str(data.get("port") or 8000)
+        if not port.isdigit():
+            return data  # the port's own error is the one to report
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        host = f"[{host}]" if ":" in host else host
+        return {**data, "base_url": f"http://{host}:{port}"}
+
     @model_validator(mode="after")
     def _dkim_complete(self) -> Settings:
         dkim = (self.dkim_selector, self.dkim_domain, self.dkim_private_key_file)

@@ -10,11 +10,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from newsletter import storage
+from newsletter import resources, storage
 from newsletter.config import Settings
 from newsletter.db import Database
 from newsletter.mail import (
@@ -26,13 +25,14 @@ from newsletter.mail import (
     open_transport,
     sender_domain,
 )
+from newsletter.mail.outbox import OutboxTransport
 from newsletter.models import PLANNED, SKIPPED
 from newsletter.paper import Paper
 from newsletter.ranker import RankingPolicy, RecentPapers, rank_subscribers
 from newsletter.ranking import snippet_text
 from newsletter.render import DigestItem, EditionRenderer
 from newsletter.sources import SOURCES, SourceError, arxiv, hf_daily
-from newsletter.sources.http import SourceClient
+from newsletter.sources.http import FetchCancelled, SourceClient
 from newsletter.subscriptions import normalize_email
 from newsletter.tokens import link
 
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]  # called with how many items were just finished
 
-DEMO_DATA = Path(__file__).parent / "data" / "hf_daily_papers_2026-06-12.json"
+DEMO_DATA = resources.DEMO_DATA
 
 
 # Collect -----------------------------------------------------------------------------------
@@ -89,19 +89,26 @@ def collect(
     since: date | None = None,
     sources: Sequence[str] | None = None,
     progress: Progress | None = None,
+    stop: threading.Event | None = None,
 ) -> list[CollectReport]:
     """Fetch each enabled source once and store its papers, one transaction per source run.
 
     A source that fails is logged in one line and recorded as an error; the others go on.
     `since` backfills arXiv from the Atom API instead of reading today's feeds.
+    Setting `stop` cancels the fetch in flight at once: that source stores nothing, records
+    no run, and the sources after it are not fetched.
     """
 
     day = day or storage.utcnow().date()
     reports = []
     validators = _BufferedValidators(db)
-    with SourceClient(settings, validators=validators) as client:
+    with SourceClient(settings, validators=validators, cancel=stop) as client:
         for name in sources or settings.sources:
-            reports.append(_collect_one(db, settings, client, validators, name, day, since))
+            try:
+                reports.append(_collect_one(db, settings, client, validators, name, day, since))
+            except FetchCancelled:
+                log.info("collect %s: cancelled, the service is stopping", name)
+                break
             if progress:
                 progress(1)
     return reports
@@ -139,6 +146,8 @@ def _collect_one(
             for url, (etag, modified) in validators.pending.items():
                 storage.put_validators(session, url, etag, modified, started)
             _record_run(session, report, day, started)
+    except FetchCancelled:
+        raise  # not the source's fault: nothing to record
     except SourceError as exc:
         # The source's fault (down, slow, malformed): one line, no traceback.
         log.warning("collect %s: %s", name, exc.message)
@@ -275,7 +284,15 @@ def plan(
             storage.create_deliveries(session, rows, now)
         if progress:
             progress(len(rows))
-    log.info("plan: %d due, %d planned, %d skipped", report.due, report.planned, report.skipped)
+    if write:
+        log.info("plan: %d due, %d planned, %d skipped", report.due, report.planned, report.skipped)
+    else:  # a dry run stores nothing: it must not say it planned anything
+        log.info(
+            "plan (dry run, nothing stored): %d due, %d would be planned, %d would be skipped",
+            report.due,
+            report.planned,
+            report.skipped,
+        )
     return report
 
 
@@ -627,7 +644,8 @@ def _send_batch(
                             threshold=settings.bounce_threshold,
                         )
                     report.sent += 1
-                    if isinstance(result, str):
+                    # The outbox answers with the file's path; a relay's "250 OK" is no path.
+                    if isinstance(transport, OutboxTransport) and isinstance(result, str):
                         report.paths.append(result)
                 pending.pop(0)
                 if progress:

@@ -1,7 +1,7 @@
 """Email rendering: Jinja2 templates, CSS inlined by premailer once per edition, then personalized.
 
-The templates live in the repository's `templates/email/` (found relative to this package), so
-run the service from a checkout or an editable install: a plain wheel does not carry them.
+The templates are package data in `newsletter/templates/email/` (newsletter.resources), so a
+checkout, an editable install and a wheel all find them beside the code.
 
 Inlining CSS costs ~20 ms per document, far too much per recipient at 100,000 subscribers. So
 the layout is rendered and inlined once per edition with placeholders where per-subscriber values
@@ -36,8 +36,8 @@ from premailer import Premailer
 
 from newsletter.config import Settings
 from newsletter.paper import Paper
+from newsletter.resources import TEMPLATES_DIR
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
 DEFAULT_SITE_NAME = "Paper Digest"
 MAX_AUTHORS = 3
 SUMMARY_CHARS = 320

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -78,7 +83,9 @@ class EmbeddedScheduler:
 
     def collect(self, source: str | None = None) -> None:
         try:
-            pipeline.collect(self.db, self.settings, sources=[source] if source else None)
+            pipeline.collect(
+                self.db, self.settings, sources=[source] if source else None, stop=self.stop
+            )
         except Exception:  # the service stays up; the next run tries again
             log.exception("collect failed")
 
@@ -137,18 +144,20 @@ class EmbeddedScheduler:
         self.scheduler.add_job(self.collect, id="collect-now", next_run_time=datetime.now(UTC))
 
     def shutdown(self) -> None:
-        """Stop taking work and wait for the running job; unsent claims go back to the ledger."""
+        """Stop taking work and wait for the running job; unsent claims go back to the ledger.
+
+        `stop` set (as the first Ctrl-C does) cancels a collect's fetches at once and makes a
+        delivery hand its unsent claims back after the message in flight.
+        """
         self.stop.set()
         self.scheduler.shutdown(wait=True)
 
 
 def web_server(settings: Settings, app: Any, *, log_level: str = "info") -> Any:
     """The uvicorn server for the web app, listening where the settings say."""
-    import uvicorn
-
     from newsletter.web.protocol import OneLineH11Protocol
 
-    return uvicorn.Server(
+    return _Server(
         uvicorn.Config(
             app,
             host=settings.host,
@@ -161,8 +170,75 @@ def web_server(settings: Settings, app: Any, *, log_level: str = "info") -> Any:
             # The app reads X-Forwarded-For itself, from NEWSLETTER_TRUSTED_PROXIES only:
             # uvicorn's default would believe any value sent from loopback.
             proxy_headers=False,
+            # A request still running at a stop gets this long: the whole stop takes 2 s.
+            timeout_graceful_shutdown=1,
         )
     )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server; when `own_signals`, the caller's signal handlers stay in place."""
+
+    own_signals = False
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if self.own_signals:
+            yield
+            return
+        with super().capture_signals():
+            yield
+
+
+# Seconds from the first SIGINT/SIGTERM to the end of the process, whatever is still running.
+STOP_SECONDS = 1.5
+
+
+class _Stopping:
+    """What SIGINT and SIGTERM do to `serve`: the first stops it, a second quits at once.
+
+    The first tells uvicorn to stop, cancels the fetches of a collect in flight and makes a
+    delivery hand back its unsent claims (the scheduler's stop event); a watchdog ends the
+    process STOP_SECONDS later if something (a plan, a message being sent, a connect) still
+    runs. Its work is not lost: a collect or plan runs again, a claimed digest is sent after
+    its lease expires, with the same Message-ID.
+    """
+
+    def __init__(self, server: Any, jobs: EmbeddedScheduler | None) -> None:
+        self.server = server
+        self.jobs = jobs
+        self.signals: list[int] = []
+
+    def handle(self, number: int, _frame: Any = None) -> None:
+        self.signals.append(number)
+        if len(self.signals) > 1:
+            log.warning("quitting at once")
+            _quit(130)
+        log.info("stopping… (press Ctrl-C again to quit at once)")
+        self.server.should_exit = True
+        if self.jobs is not None:
+            self.jobs.stop.set()
+        threading.Thread(target=self._watchdog, name="stop-watchdog", daemon=True).start()
+
+    def _watchdog(self) -> None:
+        time.sleep(STOP_SECONDS)
+        running = ", ".join(t.name for t in threading.enumerate() if not t.daemon)
+        log.warning(
+            "still stopping after %.1f s (%s): quitting without waiting; unfinished work is "
+            "done again after the restart",
+            STOP_SECONDS,
+            running,
+        )
+        _quit(1)
+
+
+def _quit(status: int) -> None:
+    """End the process now (threads stuck in a socket call cannot be joined), logs flushed."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def serve(settings: Settings, *, scheduler: bool = True, demo: bool = False) -> None:
@@ -178,27 +254,34 @@ def serve(settings: Settings, *, scheduler: bool = True, demo: bool = False) -> 
     db.upgrade()
     if demo:
         path = run_demo(db, settings)
-        log.info("demo digest written to %s", path)
+        if path is None:
+            log.info("demo digest sent by SMTP to %s", DEMO_EMAIL)
+        else:
+            log.info("demo digest written to %s", path)
     # One index of the recent papers for the pages and the planner of this process.
     recent = RecentPapers(db, settings)
     jobs = EmbeddedScheduler(db, settings, recent) if scheduler else None
     server = web_server(settings, create_app(settings, db=db, recent=recent))
+    # These handlers, not uvicorn's, see every SIGINT/SIGTERM: the first starts the stop at
+    # once (fetches cancelled, deliveries handed back), a second one quits.
+    server.own_signals = True
+    stopping = _Stopping(server, jobs)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stopping.handle)
     if jobs:
         jobs.start()
     log.info("serving on http://%s:%d/", settings.host, settings.port)
-    # uvicorn handles SIGINT/SIGTERM itself, then re-raises the signal through the handlers it
-    # found installed; these record it, so the scheduler below still gets its clean stop.
-    stopped_by: list[int] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda number, _frame: stopped_by.append(number))
     try:
         server.run()
     finally:
         if jobs:
             jobs.shutdown()
         db.dispose()
-        if stopped_by:
+        if stopping.signals:
             log.info("stopped cleanly")
+            # Everything is closed: the interpreter's teardown of numpy, scipy, lxml and a
+            # large heap would add seconds to a stop for nothing.
+            _quit(0)
 
 
 DEMO_EMAIL = "demo@example.org"

@@ -32,6 +32,9 @@ ARXIV_THROTTLE = "arxiv"
 _PAST_DEADLINE = "no complete answer within"
 _ASCII_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also accepts "²", which int() refuses
 _LONG_NUMBER = 12  # digits; a header number longer than this is beyond any cap we apply
+# How often a blocked socket read looks whether the fetch was cancelled: a stop then ends an
+# in-flight request within this, not at its deadline.
+CANCEL_POLL = 0.1
 
 Sleep = Callable[[float], None]
 Clock = Callable[[], float]
@@ -63,6 +66,16 @@ class MemoryValidatorStore:
     def put(self, url: str, etag: str | None, last_modified: str | None) -> None:
         with self._lock:
             self._data[url] = (etag, last_modified)
+
+
+class FetchCancelled(Exception):
+    """The client was cancelled (the service is stopping): no request is finished or retried.
+
+    Not a SourceError: the source did nothing wrong, and no error run is recorded for it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("cancelled: the service is stopping")
 
 
 class HTTPStatusError(SourceError):
@@ -103,10 +116,17 @@ class SourceResponse:
 
 
 class _Deadlines:
-    """The deadline of the request this thread is making, on the real monotonic clock."""
+    """The deadline of the request this thread is making, on the real monotonic clock, and
+    the client's cancellation, which ends every request at once whatever its deadline."""
 
-    def __init__(self) -> None:
+    def __init__(self, cancelled: threading.Event) -> None:
         self._local = threading.local()
+        self.cancelled = cancelled
+
+    def check_cancelled(self) -> None:
+        """Raise FetchCancelled once the client has been cancelled."""
+        if self.cancelled.is_set():
+            raise FetchCancelled()
 
     @contextmanager
     def until(self, deadline: float, seconds: float) -> Iterator[None]:
@@ -146,7 +166,20 @@ class _DeadlineStream(httpcore.NetworkStream):
         self._deadlines = deadlines
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._stream.read(max_bytes, self._deadlines.bound(timeout, httpcore.ReadTimeout))
+        # Waited for in short steps, so a cancellation ends a read from a silent server at
+        # once. A plain or TLS socket read that timed out has consumed nothing: it is retried.
+        limit = self._deadlines.bound(timeout, httpcore.ReadTimeout)
+        ends = None if limit is None else time.monotonic() + limit
+        while True:
+            self._deadlines.check_cancelled()
+            step = CANCEL_POLL if ends is None else min(CANCEL_POLL, ends - time.monotonic())
+            if step <= 0:
+                raise httpcore.ReadTimeout(deadline_message(limit or 0))
+            try:
+                return self._stream.read(max_bytes, step)
+            except httpcore.ReadTimeout:
+                if ends is not None and time.monotonic() >= ends:
+                    raise
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._stream.write(buffer, self._deadlines.bound(timeout, httpcore.WriteTimeout))
@@ -254,14 +287,17 @@ class SourceClient:
 
     Every request has one deadline, `settings.http_timeout`, for all of it (connect, headers,
     body); inside `budget(seconds)` all requests and waits together also end by then.
+    `cancel` (or `cancel()`) ends every request, retry wait and arXiv spacing wait at once
+    with FetchCancelled: set by a service that is stopping.
     """
 
     def __init__(
         self,
         settings: Settings,
         validators: ValidatorStore | None = None,
-        sleep: Sleep = time.sleep,
+        sleep: Sleep | None = None,
         *,
+        cancel: threading.Event | None = None,
         transport: httpx.BaseTransport | None = None,
         clock: Clock = time.monotonic,
         rng: random.Random | None = None,
@@ -271,7 +307,8 @@ class SourceClient:
     ) -> None:
         self.settings = settings
         self.validators = validators if validators is not None else MemoryValidatorStore()
-        self._sleep = sleep
+        self._cancel = cancel if cancel is not None else threading.Event()
+        self._sleep = sleep or self._wait
         self._clock = clock
         self._rng = rng or random.Random()
         self._retries = settings.http_retries
@@ -279,8 +316,8 @@ class SourceClient:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._max_retry_after = max_retry_after
-        self._spacing = _Spacing(settings.arxiv_min_interval, clock, sleep)
-        self._deadlines = _Deadlines()
+        self._spacing = _Spacing(settings.arxiv_min_interval, clock, self._pause)
+        self._deadlines = _Deadlines(self._cancel)
         self._budget = threading.local()
         self._arxiv_hosts = {
             urlsplit(url).netloc.lower() for url in (settings.arxiv_rss_url, settings.arxiv_api_url)
@@ -309,6 +346,19 @@ class SourceClient:
     def close(self) -> None:
         """Close the connections."""
         self._client.close()
+
+    def cancel(self) -> None:
+        """End the requests in flight and refuse new ones (FetchCancelled), from any thread."""
+        self._cancel.set()
+
+    def _wait(self, seconds: float) -> None:
+        # The default sleep: a wait that a cancellation cuts short.
+        self._cancel.wait(seconds)
+
+    def _pause(self, seconds: float) -> None:
+        self._deadlines.check_cancelled()
+        self._sleep(seconds)
+        self._deadlines.check_cancelled()
 
     @contextmanager
     def budget(self, seconds: float) -> Iterator[None]:
@@ -346,6 +396,7 @@ class SourceClient:
         headers = self._conditional_headers(full_url) if conditional else {}
         attempts = self._retries + 1
         for attempt in range(1, attempts + 1):
+            self._deadlines.check_cancelled()
             try:
                 response = self._send(name, full_url, headers)
             except httpx.TransportError as exc:
@@ -366,7 +417,7 @@ class SourceClient:
             self._check_budget(name, f"{problem}; not retried: a {delay:.0f}s wait", delay)
             # Info: a source that stays down is reported once, by collect(), as a warning.
             log.info("%s: %s; retry %d/%d in %.1fs", name, problem, attempt, attempts - 1, delay)
-            self._sleep(delay)
+            self._pause(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def remember(self, response: SourceResponse) -> None:
@@ -402,6 +453,7 @@ class SourceClient:
                 if len(body) > MAX_BODY_BYTES:
                     raise httpx.DecodingError(f"body larger than {MAX_BODY_BYTES} bytes")
                 # The sockets keep the deadline; this holds it for any other transport.
+                self._deadlines.check_cancelled()
                 if time.monotonic() > deadline:
                     raise httpx.ReadTimeout(deadline_message(seconds))
             return SourceResponse(url, response.status_code, bytes(body), response.headers)

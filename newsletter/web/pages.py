@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from functools import cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import available_timezones
@@ -15,14 +14,10 @@ from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-import newsletter
 from newsletter.config import Settings
 from newsletter.render import site_name
+from newsletter.resources import STATIC_DIR, WEB_TEMPLATES
 from newsletter.web import csrf
-
-TEMPLATES_DIR = Path(newsletter.__file__).resolve().parents[1] / "templates"
-WEB_TEMPLATES = TEMPLATES_DIR / "web"
-STATIC_DIR = WEB_TEMPLATES / "static"
 
 
 @cache
