@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from newsletter import storage
 from newsletter.config import Settings
-from newsletter.models import ACTIVE, PAUSED, PENDING, UNSUBSCRIBED, Subscriber
+from newsletter.models import ACTIVE, BOUNCING, PAUSED, PENDING, UNSUBSCRIBED, Subscriber
 from newsletter.tokens import new_link_key
 
 
@@ -91,6 +91,15 @@ def subscribe(
     zone = validate_timezone(settings.timezone if timezone is None else timezone)
     hour = validate_send_hour(settings.send_hour if send_hour is None else send_hour)
     size = validate_digest_size(settings.digest_size if digest_size is None else digest_size)
+    if confirmed and _suppressed(session, settings, address):
+        # It bounced or its owner called it spam: only the owner, confirming a mail sent
+        # from now on, brings it back; an operator's list may be old.
+        raise SubscriptionError(
+            "email",
+            f"{address} is on the suppression list (it bounced or complained); it comes back "
+            "only when its owner signs up and confirms (or after `newsletter suppressions "
+            "remove`).",
+        )
     subscriber = storage.subscriber_by_email(session, address)
     if subscriber is None:
         subscriber = storage.add_subscriber(
@@ -107,7 +116,7 @@ def subscribe(
         subscriber.keywords, subscriber.timezone = profile, zone
         subscriber.send_hour, subscriber.digest_size = hour, size
         subscriber.pending_preferences = None
-    elif subscriber.state in (PENDING, UNSUBSCRIBED):
+    elif subscriber.state in (PENDING, UNSUBSCRIBED, BOUNCING):
         # Someone coming back after unsubscribing gets what they just typed once they confirm;
         # until then anybody could have typed it, so the stored settings stay as they are.
         subscriber.pending_preferences = {
@@ -119,6 +128,12 @@ def subscribe(
     if confirmed:
         confirm(session, subscriber, now)
     return subscriber
+
+
+def _suppressed(session: Session, settings: Settings, address: str) -> bool:
+    from newsletter.bounces.events import is_suppressed
+
+    return is_suppressed(session, settings, address)
 
 
 def confirm(session: Session, subscriber: Subscriber, now: datetime) -> None:
