@@ -81,9 +81,10 @@ def subscribe(
     """Add a subscriber (pending until confirmed, or active when an operator adds them).
 
     Every value is validated before anything is written. An unconfirmed sign-up never changes
-    what a known address has stored: for a pending or unsubscribed one, what was typed waits
-    in `pending_preferences` until its owner confirms (see confirm()); an active, paused or
-    bouncing one is changed only by its owner, through a signed link.
+    what a known address has stored: for a pending, unsubscribed or bouncing one, what was
+    typed waits in `pending_preferences` until its owner confirms (see confirm()); an active
+    or paused one is changed only by its owner, through a signed link. An operator cannot add
+    an address on the suppression list (it bounced or complained): SubscriptionError.
     """
     address = normalize_email(email)
     profile = validate_keywords(keywords)
