@@ -952,28 +952,22 @@ def mark_bouncing(session: Session, subscriber: Subscriber) -> None:
 
 def complaints_and_sent_by_day(session: Session, days: int = 7) -> list[tuple[date, int, int]]:
     """(day, complaints, digests sent) for the last `days` days (UTC), oldest first."""
-    since = datetime.combine(utcnow().date() - timedelta(days=days - 1), datetime.min.time())
-    complaints: dict[date, int] = defaultdict(int)
-    for received_at in session.scalars(
-        select(BounceEvent.received_at).where(
-            BounceEvent.kind == "complaint", BounceEvent.received_at >= since
+    first = utcnow().date() - timedelta(days=days - 1)
+    since = datetime.combine(first, datetime.min.time())
+
+    def per_day(column: Any, *where: Any) -> dict[date, int]:
+        # date() is a function of both SQLite (text) and PostgreSQL (a date): read either.
+        day = func.date(column)
+        rows = session.execute(
+            select(day, func.count()).where(column >= since, *where).group_by(day)
         )
-    ):
-        complaints[received_at.date()] += 1
-    sent: dict[date, int] = defaultdict(int)
-    for sent_at in session.scalars(
-        select(Delivery.sent_at).where(Delivery.state == SENT, Delivery.sent_at >= since)
-    ):
-        if sent_at is not None:
-            sent[sent_at.date()] += 1
-    first = since.date()
+        return {date.fromisoformat(str(value)[:10]): count for value, count in rows}
+
+    complaints = per_day(BounceEvent.received_at, BounceEvent.kind == "complaint")
+    sent = per_day(Delivery.sent_at, Delivery.state == SENT)
     return [
-        (
-            first + timedelta(days=n),
-            complaints[first + timedelta(days=n)],
-            sent[first + timedelta(days=n)],
-        )
-        for n in range(days)
+        (day, complaints.get(day, 0), sent.get(day, 0))
+        for day in (first + timedelta(days=n) for n in range(days))
     ]
 
 

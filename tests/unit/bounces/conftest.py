@@ -36,7 +36,7 @@ def sent_to(db: Database, settings, email: str, *, edition: date = EDITION) -> t
             state=SENT,
             items=[],
             created_at=now - timedelta(hours=2),
-            sent_at=now - timedelta(hours=1),
+            sent_at=now,
         )
         session.add(row)
         session.flush()

@@ -297,3 +297,19 @@ def test_planned_digests_of_a_bounced_subscriber_are_cancelled(db, settings):
             session.scalars(select(Delivery.state).where(Delivery.subscriber_id == subscriber_id))
         )
     assert states == {"sent"}
+
+
+def test_record_suppress_and_the_daily_rates_on_both_databases(backend_db):
+    db, settings = backend_db, backend_db.settings
+    hard, _ = sent_to(db, settings, "noname@example.com")
+    complained, _ = sent_to(db, settings, "user@yahoo.com")
+    sent_to(db, settings, "reader@example.net")
+    assert feed(db, settings, recorded("bounce_office365.eml")) == ["suppressed"]
+    assert feed(db, settings, recorded("complaints_yahoo.eml")) == ["unsubscribed"]
+    assert feed(db, settings, recorded("complaints_yahoo.eml")) == ["already"]  # no error twice
+    assert (state_of(db, hard), state_of(db, complained)) == (BOUNCING, UNSUBSCRIBED)
+    with db.session() as session:
+        days = storage.complaints_and_sent_by_day(session, days=7)
+        assert len(storage.suppressions(session)) == 2
+    assert len(days) == 7 and days[-1] == (storage.utcnow().date(), 2, 3)
+    assert all(complaints == sent == 0 for _, complaints, sent in days[:-1])
