@@ -395,3 +395,43 @@ def test_the_command_fetches_and_says_what_it_kept(tmp_path, dovecot, monkeypatc
     result = CliRunner().invoke(app, ["bounces", "fetch"])
     assert result.exit_code == 1
     assert "bounce mailbox" in result.output and "hidden" not in result.output
+
+
+def test_both_modes_run_the_fetch_step(tmp_path, dovecot, monkeypatch):
+    """The embedded scheduler's job and the Celery task read the same mailbox alike."""
+    from newsletter.service import EmbeddedScheduler
+    from workers import celery_app, tasks
+
+    user = dovecot.new_user()
+    url = dovecot.url("imap", user)
+    db = open_db(tmp_path, url)
+    try:
+        first, second = sent_to(db, "noname@example.com"), sent_to(db, "user@yahoo.com")
+        dovecot.deliver(user, (FIXTURES / "bounce_office365.eml").read_bytes())
+        EmbeddedScheduler(db, db.settings).fetch_bounces()
+        dovecot.deliver(user, (FIXTURES / "complaints_yahoo.eml").read_bytes())
+        for name, value in {
+            "VAR_DIR": tmp_path / "var",
+            "SECRET_KEY": "test-secret",
+            "FROM_ADDRESS": "Paper Digest <digest@example.org>",
+            "REDIS_URL": "redis://127.0.0.1:1/0",  # never reached: the task is run in place
+            "BOUNCE_MAILBOX_URL": url,
+        }.items():
+            monkeypatch.setenv(f"NEWSLETTER_{name}", str(value))
+        celery_app.worker_settings.cache_clear()
+        try:
+            result = tasks.fetch_bounces.run()
+        finally:
+            celery_app.worker_settings.cache_clear()
+        assert result == {
+            "messages": 1,
+            "deleted": 1,
+            "outcomes": {"unsubscribed": 1},
+            "kept": 0,
+        }
+        with db.session() as session:
+            assert storage.subscriber_by_id(session, first).state == BOUNCING
+            assert storage.subscriber_by_id(session, second).state == UNSUBSCRIBED
+        assert dovecot.waiting(user) == []
+    finally:
+        db.dispose()
