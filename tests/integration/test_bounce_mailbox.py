@@ -89,7 +89,11 @@ class Dovecot:
         (root / "state").mkdir()
         (root / "home").mkdir()
         os.chown(root / "home", self.uid, self.gid)
-        root.chmod(0o755)
+        # Modes set, not left to the umask: an in-process `newsletter` command (another
+        # test's) makes it 077, and Dovecot's own users must read these.
+        for path in (root, root / "run", root / "state", root / "home"):
+            path.chmod(0o755)
+        self.passwd.chmod(0o644)
         self.log = root / "dovecot.log"
         config = root / "dovecot.conf"
         config.write_text(
@@ -136,6 +140,7 @@ service pop3-login {{
 }}
 """
         )
+        config.chmod(0o644)
         self.process = subprocess.Popen(
             [DOVECOT, "-F", "-c", str(config)],
             stdout=subprocess.DEVNULL,
