@@ -28,6 +28,14 @@ subscribers_app = typer.Typer(
 app.add_typer(subscribers_app, name="subscribers")
 admin_app = typer.Typer(help="Operator accounts of the /admin dashboard.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
+bounces_app = typer.Typer(
+    help="Bounces and complaints reported after sending.", no_args_is_help=True
+)
+app.add_typer(bounces_app, name="bounces")
+suppressions_app = typer.Typer(
+    help="Addresses not mailed again without a fresh confirmation.", no_args_is_help=True
+)
+app.add_typer(suppressions_app, name="suppressions")
 console = Console()
 errors = Console(stderr=True)
 
@@ -444,6 +452,7 @@ def status(
                 r.error or "",
             )
         console.print(table)
+        _complaint_status(storage.complaints_and_sent_by_day(session, days=7))
     if db.settings.distributed:
         _distributed_status(db.settings)
 
@@ -520,6 +529,30 @@ def _subscriber_status(email: str) -> None:
         for d in deliveries:
             if d.error:
                 console.print(f"{d.edition} {d.state}: {escape(d.error)}", soft_wrap=True)
+        events = storage.bounce_events_for(session, subscriber.id)[:RECENT_DELIVERIES]
+        if events:
+            table = Table(
+                "received (UTC)",
+                "kind",
+                "status",
+                "source",
+                "outcome",
+                title="Bounces and complaints reported later",
+            )
+            for event in events:
+                table.add_row(
+                    _when(event.received_at),
+                    event.kind,
+                    escape(event.status),
+                    escape(event.source),
+                    event.outcome,
+                )
+            console.print(table)
+            # The raw reason of each, whole: what the receiving server said.
+            for event in events:
+                if event.reason:
+                    when = _when(event.received_at)
+                    console.print(f"{when} {event.kind}: {escape(event.reason)}", soft_wrap=True)
 
 
 # The subscriber list as CSV (`subscribers export`, `subscribers import`) --------------------
@@ -630,6 +663,85 @@ def subscribers_import(
 
 class _RollBack(Exception):
     """Raised inside the import's transaction by --dry-run, so that it rolls back."""
+
+
+# Above 0.1% of the mail sent, mailbox providers start filtering a sender (Gmail's and
+# Yahoo's bulk-sender rules ask to stay below 0.1% and never reach 0.3%).
+COMPLAINT_RATE_WARNING = 0.001
+
+
+def _complaint_status(days: list[tuple[date, int, int]]) -> None:
+    """Complaints per day against the digests sent that day, warning above 0.1%."""
+    table = Table("day (UTC)", "sent", "complaints", "rate", title="Complaints (last 7 days)")
+    high = []
+    for day, complaints, sent in days:
+        rate = complaints / sent if sent else (1.0 if complaints else 0.0)
+        shown = f"{rate:.2%}" if sent else ("-" if not complaints else "n/a")
+        if complaints and rate > COMPLAINT_RATE_WARNING:
+            high.append(str(day))
+            shown = f"[bold red]{shown}[/]"
+        table.add_row(str(day), str(sent), str(complaints), shown)
+    console.print(table)
+    if high:
+        console.print(
+            f"[bold red]warning:[/] complaint rate above 0.1% on {', '.join(high)}: "
+            "mailbox providers filter senders past it"
+        )
+
+
+@bounces_app.command("fetch")
+def bounces_fetch() -> None:
+    """Read the bounce mailbox once: record bounces and complaints, delete what was recorded."""
+    from newsletter.bounces import mailbox
+
+    with database() as db:
+        if not db.settings.bounce_mailbox_url:
+            raise fail("no bounce mailbox: set NEWSLETTER_BOUNCE_MAILBOX_URL")
+        try:
+            report = mailbox.fetch(db, db.settings)
+        except mailbox.MailboxError as exc:
+            raise fail(str(exc), code=1) from None
+    outcomes = ", ".join(f"{n} {name}" for name, n in sorted(report.outcomes.items()))
+    console.print(
+        f"{report.messages} message(s) read, {report.deleted} deleted; events: {outcomes or 'none'}"
+    )
+    for why in report.kept:
+        errors.print(f"[yellow]kept:[/] {why}")
+
+
+@suppressions_app.command("list")
+def suppressions_list() -> None:
+    """The suppression list: address hashes (the addresses are not kept), reasons, dates."""
+    from newsletter import storage
+
+    with database() as db, db.session() as session:
+        entries = storage.suppressions(session)
+        table = Table("address hash", "reason", "detail", "since (UTC)", title="Suppressions")
+        for entry in entries:
+            table.add_row(
+                entry.address_hash[:16],
+                entry.reason,
+                entry.detail,
+                entry.created_at.strftime("%Y-%m-%d %H:%M"),
+            )
+    console.print(table)
+
+
+@suppressions_app.command("remove")
+def suppressions_remove(email: str) -> None:
+    """Lift the suppression of an address (it still needs confirming or `subscribe`)."""
+    from newsletter import subscriptions
+    from newsletter.bounces.events import lift
+
+    with database() as db:
+        try:
+            address = subscriptions.normalize_email(email)
+        except subscriptions.SubscriptionError as exc:
+            raise fail(exc.message) from None
+        with db.session() as session:
+            if not lift(session, db.settings, address):
+                raise fail(f"{address} is not suppressed", code=1)
+    console.print(f"{address} is no longer suppressed")
 
 
 def _distributed_status(config: Settings) -> None:

@@ -130,6 +130,14 @@ class Settings(BaseSettings):
     # Its own port, never the public one: the proxy routes only NEWSLETTER_PORT.
     metrics_port: int | None = Field(None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container, so Prometheus can reach it
+    # VERP: with bounces@example.org every digest's envelope sender is
+    # bounces+<signed delivery id>@example.org, so a late bounce names its delivery.
+    bounce_address: str | None = None
+    # Where bounces and feedback-loop reports arrive: imap(s)://user:pw@host/INBOX or
+    # pop3(s)://user:pw@host; unset, nothing is fetched.
+    bounce_mailbox_url: str | None = None
+    soft_bounce_threshold: int = Field(3, ge=1)  # soft bounces within the window that suppress
+    soft_bounce_days: float = Field(7.0, gt=0)
 
     @field_validator(
         "sources", "arxiv_categories", "collect_hours", "trusted_proxies", mode="before"
@@ -199,6 +207,29 @@ class Settings(BaseSettings):
         shown = redact_url(value)  # the message is printed and logged: never the password
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
             raise ValueError(f"{shown!r} is not smtp://host:port or smtps://host:port")
+        if not _port_ok(value):
+            raise ValueError(f"{shown!r} has a bad port")
+        return value
+
+    @field_validator("bounce_address")
+    @classmethod
+    def _bounce_address(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        local, at, domain = value.strip().rpartition("@")
+        if not at or not local or not domain or "+" in local or any(c in value for c in "<> "):
+            raise ValueError(f"{value!r} is not a plain address like bounces@example.org")
+        return value.strip()
+
+    @field_validator("bounce_mailbox_url")
+    @classmethod
+    def _bounce_mailbox_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        shown = redact_url(value)
+        if parts.scheme not in ("imap", "imaps", "pop3", "pop3s") or not parts.hostname:
+            raise ValueError(f"{shown!r} is not imap(s)://user:pw@host/INBOX or pop3(s)://...")
         if not _port_ok(value):
             raise ValueError(f"{shown!r} has a bad port")
         return value

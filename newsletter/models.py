@@ -222,4 +222,52 @@ class DeliveryResend(Base):
     previous_message_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     previous_sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     delivery_id: Mapped[int] = mapped_column(Integer)
+
+
+# Bounce and complaint events, as reported after the message left (DSNs, feedback loops).
+# A delay ("still retrying", Action: delayed) is kept but counts as nothing.
+HARD, SOFT, COMPLAINT, DELAYED = "hard", "soft", "complaint", "delayed"
+BOUNCE_KINDS = (HARD, SOFT, COMPLAINT, DELAYED)
+
+
+class BounceEvent(Base):
+    """One reported bounce or complaint, kept with its raw reason whatever it changed.
+
+    `subscriber_id` is null when the subscriber was deleted since (the event stays) or when
+    the report named nobody we know.
+    """
+
+    __tablename__ = "bounce_events"
+    __table_args__ = (Index("ix_bounce_events_subscriber_at", "subscriber_id", "received_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True
+    )
+    delivery_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(32), default="")  # e.g. 5.1.1, or abuse
+    recipient: Mapped[str] = mapped_column(String(320), default="")  # the subscriber's, if known
+    reported_recipient: Mapped[str] = mapped_column(String(320), default="")  # as the report says
+    reason: Mapped[str] = mapped_column(Text, default="")  # the raw diagnostic, as reported
+    source: Mapped[str] = mapped_column(String(32), default="")  # dsn, arf, webhook:<name>, ...
+    # What it did: suppressed, counted, unsubscribed, ignored (already so), unknown.
+    outcome: Mapped[str] = mapped_column(String(16))
+    # The report's identity (a mailbox message's SHA-256, a webhook's event id).
+    report_key: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class Suppression(Base):
+    """An address that must not be mailed again without a fresh confirmation.
+
+    Keyed by an HMAC of the canonical address, not the address: it survives deleting the
+    subscriber without keeping who they were.
+    """
+
+    __tablename__ = "suppressions"
+
+    address_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(16))  # hard, soft, complaint
+    detail: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime)

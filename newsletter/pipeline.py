@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from newsletter import resources, storage
+from newsletter.bounces import verp
 from newsletter.config import Settings
 from newsletter.db import Database
 from newsletter.mail import (
@@ -497,6 +498,7 @@ class _Digests:
             unsubscribe_url=unsubscribe_url,
             unsubscribe_mailto=self.settings.unsubscribe_mailto,
             list_id=self.settings.list_id,
+            envelope_sender=verp.return_path(self.settings, row.id),
         )
 
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from newsletter.config import Settings
 
-Step = Literal["collect", "plan", "sweep", "expire_pending", "confirmations"]
+Step = Literal["collect", "plan", "sweep", "expire_pending", "confirmations", "bounces"]
 # In embedded mode the web app's confirmation sender runs this step on its own thread, at the
 # job's interval, so that `newsletter web` alone sends confirmation mails too.
 RUN_BY_THE_WEB_APP: frozenset[Step] = frozenset({"confirmations"})
@@ -61,6 +61,8 @@ PLAN_EVERY = Cron(minute="*/5")
 # Confirmation mails that failed are retried when due; a sign-up whose mail was never handed
 # to a sender (a lost task, a restart) waits no longer than this.
 CONFIRMATION_SWEEP = Every(10.0)
+# Bounces and complaints are read from the bounce mailbox (when there is one) this often.
+FETCH_BOUNCES = Cron(minute="*/5")
 # Unconfirmed sign-ups whose confirmation link has expired are deleted hourly.
 EXPIRE_PENDING = Cron(minute="20")
 
@@ -89,6 +91,8 @@ def jobs(settings: Settings) -> list[Job]:
     schedule.append(Job("plan-editions", "plan", PLAN_EVERY, 4 * 60))
     schedule.append(Job("expire-pending", "expire_pending", EXPIRE_PENDING, 50 * 60))
     schedule.append(Job("sweep-confirmations", "confirmations", CONFIRMATION_SWEEP, 10.0))
+    if settings.bounce_mailbox_url:
+        schedule.append(Job("fetch-bounces", "bounces", FETCH_BOUNCES, 4 * 60))
     interval = sweep_interval(settings)
     schedule.append(Job("sweep-leases", "sweep", Every(interval), interval))
     return schedule

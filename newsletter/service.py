@@ -69,6 +69,7 @@ class EmbeddedScheduler:
             "plan": self.send,
             "sweep": self.sweep,
             "expire_pending": self.expire_pending,
+            "bounces": self.fetch_bounces,
         }
         for job in schedule.jobs(settings):
             if job.step in schedule.RUN_BY_THE_WEB_APP:
@@ -100,6 +101,21 @@ class EmbeddedScheduler:
                 log.info("expired %d unconfirmed sign-ups", deleted)
         except Exception:
             log.exception("expire pending sign-ups failed")
+
+    def fetch_bounces(self) -> None:
+        """Record the bounces and complaints waiting in the bounce mailbox."""
+        from newsletter.bounces import mailbox
+
+        try:
+            report = mailbox.fetch(self.db, self.settings)
+        except mailbox.MailboxError as exc:  # unreachable now: the next run tries again
+            log.warning("%s", exc)
+            return
+        except Exception:
+            log.exception("fetching bounces failed")
+            return
+        if report.messages:
+            log.info("bounce mailbox: %s", report.as_dict())
 
     def send(self) -> None:
         """Plan whoever is due, then deliver every ready digest."""

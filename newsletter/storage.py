@@ -39,6 +39,7 @@ from newsletter.models import (
     SENDING,
     SENT,
     SKIPPED,
+    BounceEvent,
     ConfirmationRequest,
     Delivery,
     DeliveryResend,
@@ -47,6 +48,7 @@ from newsletter.models import (
     PaperRow,
     SourceRun,
     Subscriber,
+    Suppression,
 )
 from newsletter.paper import Paper
 
@@ -615,6 +617,7 @@ def delete_subscriber(session: Session, subscriber_id: int) -> int:
     on (SQLite enforces it only where the connection turned foreign keys on).
     """
     ledger = session.execute(delete(Delivery).where(Delivery.subscriber_id == subscriber_id))
+    forget_bounce_events(session, subscriber_id)
     session.execute(delete(Subscriber).where(Subscriber.id == subscriber_id))
     return int(getattr(ledger, "rowcount", 0) or 0)
 
@@ -1182,3 +1185,139 @@ def resend_delivery(
     )
     session.flush()
     return ResendOutcome("resent", copy.id)
+
+
+# Bounces, complaints and the suppression list -----------------------------------------------
+
+
+def subscriber_of_delivery(
+    session: Session, delivery_id: int, *, sent_only: bool = False
+) -> Subscriber | None:
+    """The subscriber a ledger row was for (only if it was sent, with `sent_only`)."""
+    query = select(Subscriber).join(Delivery, Delivery.subscriber_id == Subscriber.id)
+    query = query.where(Delivery.id == delivery_id)
+    if sent_only:
+        query = query.where(Delivery.state == SENT)
+    return session.scalar(query)
+
+
+def recently_sent_subscriber(session: Session, email: str, since: datetime) -> Subscriber | None:
+    """The subscriber with this address if a digest was sent to them since `since`."""
+    sent = exists().where(
+        Delivery.subscriber_id == Subscriber.id, Delivery.state == SENT, Delivery.sent_at >= since
+    )
+    return session.scalar(select(Subscriber).where(func.lower(Subscriber.email) == email, sent))
+
+
+def add_bounce_event(session: Session, **values: Any) -> BounceEvent:
+    """Keep one bounce or complaint event."""
+    event = BounceEvent(**values)
+    session.add(event)
+    session.flush()
+    return event
+
+
+def bounce_event_seen(session: Session, report_key: str, recipient: str, kind: str) -> bool:
+    """Whether this report's event for this recipient was recorded already."""
+    return (
+        session.scalar(
+            select(BounceEvent.id).where(
+                BounceEvent.report_key == report_key,
+                BounceEvent.reported_recipient == recipient[:320],
+                BounceEvent.kind == kind,
+            )
+        )
+        is not None
+    )
+
+
+def count_bounce_events(session: Session, subscriber_id: int, kind: str, since: datetime) -> int:
+    """How many events of a kind the subscriber had since `since`."""
+    return int(
+        session.scalar(
+            select(func.count()).where(
+                BounceEvent.subscriber_id == subscriber_id,
+                BounceEvent.kind == kind,
+                BounceEvent.received_at >= since,
+            )
+        )
+        or 0
+    )
+
+
+def bounce_events_for(session: Session, subscriber_id: int) -> list[BounceEvent]:
+    """A subscriber's bounce and complaint events, newest first."""
+    return list(
+        session.scalars(
+            select(BounceEvent)
+            .where(BounceEvent.subscriber_id == subscriber_id)
+            .order_by(BounceEvent.received_at.desc(), BounceEvent.id.desc())
+        )
+    )
+
+
+def forget_bounce_events(session: Session, subscriber_id: int) -> None:
+    """Detach a deleted subscriber's events and blank their address; the counts stay."""
+    session.execute(
+        update(BounceEvent)
+        .where(BounceEvent.subscriber_id == subscriber_id)
+        .values(subscriber_id=None, recipient="", reported_recipient="", reason="")
+    )
+
+
+def mark_bouncing(session: Session, subscriber: Subscriber) -> None:
+    """Stop all mail to a subscriber whose address bounces; their old links die with it."""
+    from newsletter.tokens import new_link_key
+
+    subscriber.state = BOUNCING
+    # A new key: no link mailed before (a manage page's "resume", an old confirmation)
+    # brings the address back; only a confirmation mailed from now on does.
+    subscriber.link_key = new_link_key()
+    cancel_for_subscriber(session, subscriber.id)
+    session.flush()
+
+
+def complaints_and_sent_by_day(session: Session, days: int = 7) -> list[tuple[date, int, int]]:
+    """(day, complaints, digests sent) for the last `days` days (UTC), oldest first."""
+    first = utcnow().date() - timedelta(days=days - 1)
+    since = datetime.combine(first, datetime.min.time())
+
+    def per_day(column: Any, *where: Any) -> dict[date, int]:
+        # date() is a function of both SQLite (text) and PostgreSQL (a date): read either.
+        day = func.date(column)
+        rows = session.execute(
+            select(day, func.count()).where(column >= since, *where).group_by(day)
+        )
+        return {date.fromisoformat(str(value)[:10]): count for value, count in rows}
+
+    complaints = per_day(BounceEvent.received_at, BounceEvent.kind == "complaint")
+    sent = per_day(Delivery.sent_at, Delivery.state == SENT)
+    return [
+        (day, complaints.get(day, 0), sent.get(day, 0))
+        for day in (first + timedelta(days=n) for n in range(days))
+    ]
+
+
+def add_suppression(
+    session: Session, address_hash: str, reason: str, detail: str, now: datetime
+) -> None:
+    """Suppress an address hash; an existing entry keeps its first reason."""
+    statement = _insert(session, Suppression).values(
+        address_hash=address_hash, reason=reason, detail=detail, created_at=now
+    )
+    session.execute(statement.on_conflict_do_nothing(index_elements=["address_hash"]))
+
+
+def suppression(session: Session, address_hash: str) -> Suppression | None:
+    return session.get(Suppression, address_hash)
+
+
+def suppressions(session: Session) -> list[Suppression]:
+    """The whole suppression list, newest first."""
+    return list(session.scalars(select(Suppression).order_by(Suppression.created_at.desc())))
+
+
+def remove_suppression(session: Session, address_hash: str) -> bool:
+    """Lift a suppression; False if there was none."""
+    result = session.execute(delete(Suppression).where(Suppression.address_hash == address_hash))
+    return bool(getattr(result, "rowcount", 0))

@@ -237,9 +237,10 @@ def subscribe(
 
     Every value is validated before anything is written; only a missing value takes the
     setting's default (0 papers or an empty zone is an error). An unconfirmed sign-up never
-    changes what a known address has stored: for a pending or unsubscribed one, what was
-    typed waits in `pending_preferences` until its owner confirms (see confirm()); an active,
-    paused or bouncing one is changed only by its owner, through a signed link.
+    changes what a known address has stored: for a pending, unsubscribed or bouncing one, what
+    was typed waits in `pending_preferences` until its owner confirms (see confirm()); an
+    active or paused one is changed only by its owner, through a signed link. An operator
+    cannot add an address on the suppression list (it bounced or complained): SubscriptionError.
     """
     preferences = validate_preferences(
         email=email,
@@ -248,6 +249,16 @@ def subscribe(
         send_hour=settings.send_hour if send_hour is None else send_hour,
         digest_size=settings.digest_size if digest_size is None else digest_size,
     )
+    assert preferences.email is not None
+    if confirmed and _suppressed(session, settings, preferences.email):
+        # It bounced or its owner called it spam: only the owner, confirming a mail sent
+        # from now on, brings it back; an operator's list may be old.
+        raise SubscriptionError(
+            "email",
+            f"{preferences.email} is on the suppression list (it bounced or complained); it "
+            "comes back only when its owner signs up and confirms (or after `newsletter "
+            "suppressions remove`).",
+        )
     return _subscribe(session, preferences, now, confirmed=confirmed)
 
 
@@ -270,7 +281,7 @@ def _subscribe(
     elif confirmed:  # an operator's word is final (a known subscriber keeps show_trending)
         _set_preferences(subscriber, preferences)
         subscriber.pending_preferences = None
-    elif subscriber.state in (PENDING, UNSUBSCRIBED):
+    elif subscriber.state in (PENDING, UNSUBSCRIBED, BOUNCING):
         # Someone coming back after unsubscribing gets what they just typed once they confirm;
         # until then anybody could have typed it, so the stored settings stay as they are.
         subscriber.pending_preferences = {
@@ -288,6 +299,12 @@ def _subscribe(
 def confirmation_sent(subscriber: Subscriber, now: datetime) -> None:
     """The relay took the confirmation mail: stamp it (the caller commits the stamp)."""
     subscriber.confirm_sent_at = now
+
+
+def _suppressed(session: Session, settings: Settings, address: str) -> bool:
+    from newsletter.bounces.events import is_suppressed
+
+    return is_suppressed(session, settings, address)
 
 
 def confirm(session: Session, subscriber: Subscriber, now: datetime) -> None:
@@ -414,6 +431,12 @@ def import_subscriber(
     """
     if state not in IMPORT_STATES:
         raise SubscriptionError("state", f"{state!r} is not one of {', '.join(IMPORT_STATES)}")
+    if state in (ACTIVE, PAUSED) and _suppressed(session, settings, email):
+        raise SubscriptionError(
+            "state",
+            f"{email} is on the suppression list (it bounced or complained); an import does "
+            "not mail it again (its owner can sign up and confirm)",
+        )
     if existing is not None and existing.state == UNSUBSCRIBED and state != UNSUBSCRIBED:
         when = f" on {existing.unsubscribed_at:%Y-%m-%d}" if existing.unsubscribed_at else ""
         raise SubscriptionError(

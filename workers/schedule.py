@@ -17,6 +17,7 @@ TASKS = {
     "sweep": ("workers.tasks.sweep_leases", "plan"),
     "expire_pending": ("workers.tasks.expire_pending", "plan"),
     "confirmations": ("workers.tasks.sweep_confirmations", "plan"),
+    "bounces": ("workers.tasks.fetch_bounces", "plan"),
 }
 
 

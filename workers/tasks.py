@@ -198,6 +198,19 @@ def expire_pending() -> dict[str, int]:
     return {"deleted": deleted}
 
 
+@app.task(**RETRYING)
+def fetch_bounces() -> dict[str, Any]:
+    """Record the bounces and complaints waiting in the bounce mailbox; delete what was."""
+    from newsletter.bounces import mailbox
+
+    try:
+        report = mailbox.fetch(database(), worker_settings())
+    except mailbox.MailboxError as exc:  # unreachable now: the next five minutes try again
+        log.warning("%s", exc)
+        return {"error": str(exc)}
+    return report.as_dict()
+
+
 def enqueue_deliveries(ids: Sequence[int]) -> int:
     """Queue deliver_batch tasks over `ids`, settings.batch_size at a time; returns how many."""
     size = worker_settings().batch_size

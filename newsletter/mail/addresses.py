@@ -55,6 +55,8 @@ def envelope(message: EmailMessage) -> tuple[str, str]:
     # Benchmark: tests/perf/bench_delivery.py, "sender CPU per message".
     raw = {name.lower(): value for name, value in message.raw_items() if name in ("From", "To")}
     sender, recipient = address_of(raw.get("from", "")), address_of(raw.get("to", ""))
+    # A VERP envelope sender (newsletter.mail.message.DigestMessage) goes before From.
+    sender = getattr(message, "envelope_sender", None) or sender
     if not sender or not recipient:
         raise ValueError("a message needs From and To addresses")
     return ascii_domain(sender), ascii_domain(recipient)

@@ -84,6 +84,14 @@ def _html_part(html: str) -> EmailMessage:
     return part
 
 
+class DigestMessage(EmailMessage):
+    """A message that may name its own envelope sender (VERP), apart from its From header."""
+
+    # MAIL FROM when set; otherwise the From address. Never a header: the receiving server
+    # writes Return-Path from the envelope (RFC 5321 4.4).
+    envelope_sender: str | None = None
+
+
 def build_message(
     email: Email,
     *,
@@ -95,13 +103,16 @@ def build_message(
     list_id: str | None = None,
     date: datetime | None = None,
     bulk: bool = True,
+    envelope_sender: str | None = None,
 ) -> EmailMessage:
     """A multipart/alternative message (text, then HTML) with a bulk sender's headers.
 
     With `bulk=False` (the sign-up confirmation, a one-off message people asked for) there is
-    no List-Id, List-Unsubscribe or Precedence: bulk.
+    no List-Id, List-Unsubscribe or Precedence: bulk. `envelope_sender` (a VERP address) is
+    the MAIL FROM the transports use instead of the From address.
     """
-    message = EmailMessage(policy=POLICY)
+    message = DigestMessage(policy=POLICY)
+    message.envelope_sender = envelope_sender
     message["Message-ID"] = message_id
     message["Date"] = format_datetime(date or datetime.now(UTC))
     message["From"] = sender
@@ -117,8 +128,9 @@ def build_message(
     message["Auto-Submitted"] = "auto-generated"
     message["MIME-Version"] = _HEADERS["MIME-Version"]
     message["Content-Type"] = _HEADERS["Content-Type"]
-    message.attach(_text_part(email.text, "plain"))
-    message.attach(_html_part(email.html))
+    # Called on the base class: the parts are plain EmailMessages, not DigestMessages.
+    EmailMessage.attach(message, _text_part(email.text, "plain"))
+    EmailMessage.attach(message, _html_part(email.html))
     return message
 
 

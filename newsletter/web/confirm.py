@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse
 from starlette.requests import Request
 
 from newsletter import subscriptions
+from newsletter.bounces.events import lift
 from newsletter.models import ACTIVE, PAUSED, Subscriber
 from newsletter.web.context import Web, WebDep, require_csrf
 from newsletter.web.links import subscriber_for, token_for
@@ -46,5 +47,7 @@ def confirm(request: Request, token: str, web: WebDep) -> HTMLResponse:
         subscriber = subscriber_for(session, web.settings, "confirm", token)
         already = subscriber.state in (ACTIVE, PAUSED)
         subscriptions.confirm(session, subscriber, web.clock())
+        # A fresh confirmation is what lifts a bounce or complaint suppression.
+        lift(session, web.settings, subscriber.email)
     context = {**subscribed_context(web, subscriber), "already": already}
     return web.pages.render(request, "subscribed.html", context)

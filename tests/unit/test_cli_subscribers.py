@@ -342,3 +342,32 @@ def test_status_of_one_subscriber_shows_state_profile_and_deliveries_with_errors
     assert missing.exit_code == 2 and "no subscriber nobody@example.org" in missing.stderr
     bad = runner.invoke(app, ["status", "--email", "not-an-address"])
     assert bad.exit_code == 2
+
+
+def test_status_of_one_subscriber_shows_the_bounces_reported_later(env):
+    from newsletter.models import HARD
+
+    db = open_db()
+    try:
+        with db.session() as session:
+            ada = add(session, "ada@example.org", ACTIVE, "diffusion")
+            storage.add_bounce_event(
+                session,
+                subscriber_id=ada.id,
+                kind=HARD,
+                status="5.1.1",
+                recipient="ada@example.org",
+                reported_recipient="ada@example.org",
+                reason="smtp; 550 5.1.1 The email account that you tried to reach does not exist",
+                source="dsn",
+                outcome="suppressed",
+                received_at=storage.utcnow(),
+            )
+    finally:
+        db.dispose()
+    result = runner.invoke(app, ["status", "--email", "ada@example.org"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "Bounces and complaints reported later" in out
+    assert "5.1.1" in out and "suppressed" in out
+    assert "The email account that you tried to reach does not exist" in out
