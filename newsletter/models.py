@@ -222,6 +222,7 @@ class DeliveryResend(Base):
     previous_message_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     previous_sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     delivery_id: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 # Bounce and complaint events, as reported after the message left (DSNs, feedback loops).
