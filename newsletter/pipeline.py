@@ -28,8 +28,8 @@ from newsletter.mail import (
 )
 from newsletter.models import PLANNED, SKIPPED
 from newsletter.paper import Paper
+from newsletter.planned import PlannedItem, PlannedRow
 from newsletter.ranker import RankingPolicy, RecentPapers, rank_subscribers
-from newsletter.ranking import snippet_text
 from newsletter.render import DigestItem, EditionRenderer
 from newsletter.sources import SOURCES, SourceError, arxiv, hf_daily
 from newsletter.sources.http import SourceClient
@@ -230,7 +230,7 @@ class PlanReport:
     skipped: int = 0
     papers: int = 0
     invalid_profiles: list[int] = field(default_factory=list)
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[PlannedRow] = field(default_factory=list)
 
 
 # Subscribers ranked and committed together: the first chunk's digests are on their way while
@@ -265,7 +265,7 @@ def plan(
     ranker = _Ranker(db, settings, now, report, recent)
     for start in range(0, len(due), PLAN_CHUNK):
         rows = ranker.rows(due[start : start + PLAN_CHUNK])
-        planned = sum(row["state"] == PLANNED for row in rows)
+        planned = sum(row.state == PLANNED for row in rows)
         report.planned += planned
         report.skipped += len(rows) - planned
         if not write:
@@ -287,7 +287,7 @@ def rank_for(
     now: datetime,
     report: PlanReport | None = None,
     recent: RecentPapers | None = None,
-) -> list[dict[str, Any]]:
+) -> list[PlannedRow]:
     """Ledger rows (subscriber_id, edition, state, items) ranking the recent papers for `due`."""
     return _Ranker(db, settings, now, report or PlanReport(), recent).rows(due)
 
@@ -310,7 +310,7 @@ class _Ranker:
         self.window = recent.exact(now)
         report.papers = len(self.window)
 
-    def rows(self, due: Sequence[storage.DueSubscriber]) -> list[dict[str, Any]]:
+    def rows(self, due: Sequence[storage.DueSubscriber]) -> list[PlannedRow]:
         """Ledger rows (subscriber_id, edition, state, items) for these subscribers."""
         with self.db.session() as session:
             ranked = rank_subscribers(self.window, session, due, now=self.now)
@@ -323,23 +323,12 @@ class _Ranker:
                 )
                 self.report.invalid_profiles.append(one.subscriber.id)
                 continue
-            items = [
-                {
-                    "id": m.paper_id,
-                    "score": round(float(m.score), 2),
-                    "matched": list(m.matched),
-                    "snippet_html": m.snippet_html,
-                }
+            items = tuple(
+                PlannedItem(m.paper_id, round(float(m.score), 2), m.matched, m.snippet_html)
                 for m in one.matches
-            ]
-            rows.append(
-                {
-                    "subscriber_id": one.subscriber.id,
-                    "edition": one.subscriber.edition,
-                    "state": PLANNED if items or send_empty else SKIPPED,
-                    "items": items,
-                }
             )
+            state = PLANNED if items or send_empty else SKIPPED
+            rows.append(PlannedRow(one.subscriber.id, one.subscriber.edition, state, items))
         return rows
 
 
@@ -404,7 +393,7 @@ def _load_editions(
     """The edition caches of these rows, holding every paper they show (read only if new)."""
     editions = {row.edition: caches.edition(settings, row.edition) for row in rows}
     for edition, cache in editions.items():
-        wanted = {i for r in rows if r.edition == edition for i in _paper_ids(r.items)}
+        wanted = {i.paper_id for r in rows if r.edition == edition for i in r.items}
         missing = wanted - cache.papers.keys()
         if missing:
             cache.papers.update(storage.papers_by_id(session, missing))
@@ -413,13 +402,6 @@ def _load_editions(
                 session, settings.paper_window_days, settings.trending_size + 50, now
             )
     return editions
-
-
-def _paper_ids(items: Any) -> list[str]:
-    # A malformed stored item is skipped here; rendering its row fails, and only that row.
-    if not isinstance(items, list):
-        return []
-    return [i["id"] for i in items if isinstance(i, dict) and isinstance(i.get("id"), str)]
 
 
 class RenderError(Exception):
@@ -449,17 +431,18 @@ class _Digests:
     def _message(
         self, row: storage.ClaimedDelivery, papers: dict[str, Paper], trending: list[Paper]
     ) -> EmailMessage:
+        if row.malformed is not None:
+            raise RenderError(f"its stored items are malformed: {row.malformed}")
         items = [
             DigestItem(
-                paper=papers[item["id"]],
-                matched=tuple(item.get("matched", ())),
-                snippet_html=item.get("snippet_html", ""),
-                # Stored digests keep only the HTML excerpt (older ones both).
-                snippet_text=item.get("snippet_text") or snippet_text(item.get("snippet_html", "")),
-                score=item.get("score"),
+                paper=papers[item.paper_id],
+                matched=item.matched,
+                snippet_html=item.snippet_html,
+                snippet_text=item.snippet_text,
+                score=item.score,
             )
             for item in row.items
-            if item["id"] in papers
+            if item.paper_id in papers  # a paper deleted since the plan is left out
         ]
         listed = {item.paper.id for item in items}
         extra = [p for p in trending if p.id not in listed][: self.settings.trending_size]
@@ -710,26 +693,26 @@ def _describe(exc: Exception) -> str:
 def render_planned(
     db: Database,
     settings: Settings,
-    rows: Sequence[dict[str, Any]],
+    rows: Sequence[PlannedRow],
     *,
     now: datetime,
     edition_caches: EditionCaches | None = None,
 ) -> list[EmailMessage]:
     """Render ledger rows that were ranked but not stored (a dry run or a preview)."""
     with db.session() as session:
-        subscribers = storage.subscribers_by_id(session, (r["subscriber_id"] for r in rows))
-        papers = storage.papers_by_id(session, (i["id"] for r in rows for i in r["items"]))
+        subscribers = storage.subscribers_by_id(session, (r.subscriber_id for r in rows))
+        papers = storage.papers_by_id(session, (i.paper_id for r in rows for i in r.items))
         trending = storage.trending_papers(
             session, settings.paper_window_days, settings.trending_size + 50, now
         )
     digests = _Digests(settings, edition_caches or EditionCaches())
     messages = []
     for row in rows:
-        subscriber = subscribers[row["subscriber_id"]]
+        subscriber = subscribers[row.subscriber_id]
         claimed = storage.ClaimedDelivery(
             id=0,
-            edition=row["edition"],
-            items=row["items"],
+            edition=row.edition,
+            items=row.items,
             attempts=0,
             subscriber_id=subscriber.id,
             email=subscriber.email,
