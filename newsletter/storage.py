@@ -359,14 +359,23 @@ def create_deliveries(session: Session, rows: Sequence[PlannedRow], now: datetim
     """
     if not rows:
         return 0
+    # The item dicts are written inline, not by a function per item: a big plan has a million.
     values = [
         {
             "subscriber_id": row.subscriber_id,
             "edition": row.edition,
             "state": row.state,
-            "items": [_stored_item(item) for item in row.items],
-            "paper_ids": row.paper_ids,
-            "top_score": row.top_score,
+            "items": [
+                {
+                    "id": item.paper_id,
+                    "score": item.score,
+                    "matched": item.matched,  # a tuple: JSON writes it as an array
+                    "snippet_html": item.snippet_html,
+                }
+                for item in row.items
+            ],
+            "paper_ids": [item.paper_id for item in row.items],
+            "top_score": row.items[0].score if row.items else None,
         }
         for row in rows
     ]
@@ -380,16 +389,6 @@ def create_deliveries(session: Session, rows: Sequence[PlannedRow], now: datetim
         index_elements=["subscriber_id", "edition"]
     )
     return int(session.connection().execute(statement, values).rowcount)
-
-
-def _stored_item(item: PlannedItem) -> dict[str, Any]:
-    """An item as the ledger's JSON keeps it (models.Delivery.items)."""
-    return {
-        "id": item.paper_id,
-        "score": item.score,
-        "matched": list(item.matched),
-        "snippet_html": item.snippet_html,
-    }
 
 
 class MalformedItems(ValueError):
