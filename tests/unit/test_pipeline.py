@@ -203,3 +203,19 @@ def _claim_all(db) -> list[storage.ClaimedDelivery]:
         ids = storage.due_delivery_ids(session, storage.utcnow())
         claimed = storage.claim_deliveries(session, ids, storage.utcnow(), 60, holder)
         return storage.load_claimed(session, claimed, holder)
+
+
+# The package's face ------------------------------------------------------------------------
+
+
+def test_the_pipeline_keeps_its_public_names_and_each_step_says_what_it_owns():
+    import importlib
+    import pkgutil
+
+    for name in pipeline.__all__:
+        assert getattr(pipeline, name) is not None, name
+    assert callable(pipeline.deliver) and callable(pipeline.plan) and callable(pipeline.collect)
+    assert pipeline.DEMO_DATA.is_file()
+    for module in pkgutil.iter_modules(pipeline.__path__):
+        doc = importlib.import_module(f"newsletter.pipeline.{module.name}").__doc__ or ""
+        assert doc and "\n" not in doc.strip(), module.name
