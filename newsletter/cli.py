@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from rich.table import Table
 
 from newsletter.config import ConfigError, Settings, load_settings
 from newsletter.db import Database
+
+if TYPE_CHECKING:
+    from newsletter.planned import PlannedRow
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
@@ -275,17 +278,15 @@ def send(
         raise typer.Exit(1)
 
 
-def _dry_run_table(db: Database, config: Settings, rows: list[dict[str, Any]]) -> None:
+def _dry_run_table(db: Database, config: Settings, rows: list[PlannedRow]) -> None:
     from newsletter import pipeline, storage
 
-    planned = [row for row in rows if row["items"] or config.send_empty_note]
+    planned = [row for row in rows if row.items or config.send_empty_note]
     messages = pipeline.render_planned(db, config, planned, now=storage.utcnow())
     table = Table("to", "edition", "papers", "top score", "subject", title="dry run: nothing sent")
     for row, message in zip(planned, messages, strict=True):
-        top = f"{row['items'][0]['score']:.0f}" if row["items"] else "-"
-        table.add_row(
-            message["To"], str(row["edition"]), str(len(row["items"])), top, message["Subject"]
-        )
+        top = "-" if row.top_score is None else f"{row.top_score:.0f}"
+        table.add_row(message["To"], str(row.edition), str(len(row.items)), top, message["Subject"])
     console.print(table)
     console.print(f"{len(planned)} digests rendered, {len(rows) - len(planned)} with no match.")
 

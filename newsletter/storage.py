@@ -51,6 +51,7 @@ from newsletter.models import (
     Suppression,
 )
 from newsletter.paper import Paper
+from newsletter.planned import PlannedItem, PlannedRow
 
 PAPER_FIELDS = (
     "title",
@@ -356,22 +357,31 @@ _PLAN_ROWS_POSTGRES = text(
 ).bindparams(bindparam("now", type_=DateTime()))
 
 
-def create_deliveries(session: Session, rows: Sequence[dict[str, Any]], now: datetime) -> int:
+def create_deliveries(session: Session, rows: Sequence[PlannedRow], now: datetime) -> int:
     """Insert planned/skipped ledger rows; a row that already exists is left alone.
 
-    Each row: subscriber_id, edition, state, items. A new row reserves its papers (paper_ids),
-    so no later edition picks them again. Returns how many rows were created.
+    A new row reserves its papers (paper_ids), so no later edition picks them again.
+    Returns how many rows were created.
     """
     if not rows:
         return 0
+    # The item dicts are written inline, not by a function per item: a big plan has a million.
     values = [
         {
-            "subscriber_id": row["subscriber_id"],
-            "edition": row["edition"],
-            "state": row["state"],
-            "items": row["items"],
-            "paper_ids": [item["id"] for item in row["items"]],
-            "top_score": row["items"][0]["score"] if row["items"] else None,
+            "subscriber_id": row.subscriber_id,
+            "edition": row.edition,
+            "state": row.state,
+            "items": [
+                {
+                    "id": item.paper_id,
+                    "score": item.score,
+                    "matched": item.matched,  # a tuple: JSON writes it as an array
+                    "snippet_html": item.snippet_html,
+                }
+                for item in row.items
+            ],
+            "paper_ids": [item.paper_id for item in row.items],
+            "top_score": row.items[0].score if row.items else None,
         }
         for row in rows
     ]
@@ -385,6 +395,38 @@ def create_deliveries(session: Session, rows: Sequence[dict[str, Any]], now: dat
         index_elements=["subscriber_id", "edition"]
     )
     return int(session.connection().execute(statement, values).rowcount)
+
+
+class MalformedItems(ValueError):
+    """A ledger row's stored items are not a list of items this version can read."""
+
+
+def planned_items(stored: Any) -> tuple[PlannedItem, ...]:
+    """The typed items of a ledger row's stored JSON; raises MalformedItems naming the fault.
+
+    Reads every shape the ledger has held: older rows also kept a `snippet_text` (derived from
+    the HTML one, so it is ignored); rows written by hand or by old tests may lack `matched`
+    or `snippet_html`.
+    """
+    if not isinstance(stored, list):
+        raise MalformedItems(f"items are a {type(stored).__name__}, not a list")
+    return tuple(_planned_item(position, item) for position, item in enumerate(stored))
+
+
+def _planned_item(position: int, item: Any) -> PlannedItem:
+    if not isinstance(item, dict):
+        raise MalformedItems(f"item {position} is a {type(item).__name__}, not an object")
+    paper_id, score = item.get("id"), item.get("score")
+    matched, snippet = item.get("matched", []), item.get("snippet_html", "")
+    if not isinstance(paper_id, str) or not paper_id:
+        raise MalformedItems(f"item {position} has no paper id")
+    if isinstance(score, bool) or not isinstance(score, (int, float)):
+        raise MalformedItems(f"item {position} ({paper_id}) has no numeric score")
+    if not isinstance(matched, list) or not all(isinstance(m, str) for m in matched):
+        raise MalformedItems(f"item {position} ({paper_id}): matched is not a list of terms")
+    if not isinstance(snippet, str):
+        raise MalformedItems(f"item {position} ({paper_id}): snippet_html is not text")
+    return PlannedItem(paper_id, float(score), tuple(matched), snippet)
 
 
 # Delivering --------------------------------------------------------------------------------
@@ -464,9 +506,11 @@ def claim_deliveries(
 
 @dataclass(frozen=True, slots=True)
 class ClaimedDelivery:
+    """A claimed ledger row with what rendering its digest needs, its items read once."""
+
     id: int
     edition: date
-    items: list[dict[str, Any]]
+    items: tuple[PlannedItem, ...]
     attempts: int
     subscriber_id: int
     email: str
@@ -475,6 +519,8 @@ class ClaimedDelivery:
     link_key: str
     hard_failures: int = 0
     claim_token: str = ""  # the holder token its marks must name
+    # Why the stored items could not be read: this row then fails alone, at rendering.
+    malformed: str | None = None
 
 
 def load_claimed(session: Session, ids: Sequence[int], holder: str) -> list[ClaimedDelivery]:
@@ -497,7 +543,29 @@ def load_claimed(session: Session, ids: Sequence[int], holder: str) -> list[Clai
         .where(_held(Delivery.id.in_(list(ids)), holder))
         .order_by(Delivery.id)
     )
-    return [ClaimedDelivery(*row) for row in rows]
+    claimed = []
+    for row in rows:
+        try:
+            items, malformed = planned_items(row[2]), None
+        except MalformedItems as exc:
+            items, malformed = (), str(exc)
+        claimed.append(
+            ClaimedDelivery(
+                id=row[0],
+                edition=row[1],
+                items=items,
+                attempts=row[3],
+                subscriber_id=row[4],
+                email=row[5],
+                keywords=row[6],
+                show_trending=row[7],
+                link_key=row[8],
+                hard_failures=row[9],
+                claim_token=row[10],
+                malformed=malformed,
+            )
+        )
+    return claimed
 
 
 def _held(rows: Any, holder: str) -> Any:

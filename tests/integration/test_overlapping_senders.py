@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 from newsletter import pipeline, storage
 from newsletter.db import Database
 from newsletter.models import ACTIVE, PLANNED, SENDING, SENT, Delivery
+from newsletter.planned import PlannedItem, PlannedRow
 
 pytestmark = pytest.mark.integration
 
@@ -94,15 +95,8 @@ def plan_readers(db: Database, count: int) -> list[int]:
                 digest_size=10,
                 created_at=now,
             )
-            items = [{"id": p, "score": 50.0, "matched": ["agents"]} for p in papers]
-            rows.append(
-                {
-                    "subscriber_id": subscriber.id,
-                    "edition": EDITION,
-                    "state": PLANNED,
-                    "items": items,
-                }
-            )
+            items = tuple(PlannedItem(p, 50.0, ("agents",)) for p in papers)
+            rows.append(PlannedRow(subscriber.id, EDITION, PLANNED, items))
         storage.create_deliveries(session, rows, now)
     with db.session() as session:
         return storage.due_delivery_ids(session, storage.utcnow())

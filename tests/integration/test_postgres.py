@@ -16,6 +16,7 @@ from newsletter import pipeline, storage, subscriptions
 from newsletter.config import load_settings
 from newsletter.db import Database
 from newsletter.models import ACTIVE, PLANNED, SENDING, SENT, Delivery, Subscriber
+from newsletter.planned import PlannedItem, PlannedRow
 
 pytestmark = pytest.mark.integration
 
@@ -39,14 +40,7 @@ def add_planned(db: Database, count: int) -> list[int]:
                 digest_size=10,
                 created_at=NOW,
             )
-            rows.append(
-                {
-                    "subscriber_id": subscriber.id,
-                    "edition": EDITION,
-                    "state": PLANNED,
-                    "items": [{"id": f"p{n}", "score": 50.0}],
-                }
-            )
+            rows.append(PlannedRow(subscriber.id, EDITION, PLANNED, (PlannedItem(f"p{n}", 50.0),)))
         storage.create_deliveries(session, rows, NOW)
     with db.session() as session:
         return storage.due_delivery_ids(session, NOW)
@@ -147,15 +141,8 @@ def test_concurrent_planners_write_each_edition_once(backend_db):
             ).id
             for n in range(200)
         ]
-    rows = [
-        {
-            "subscriber_id": s,
-            "edition": EDITION,
-            "state": PLANNED,
-            "items": [{"id": "a", "score": 9.0}, {"id": "b", "score": 8.0}],
-        }
-        for s in subscribers
-    ]
+    items = (PlannedItem("a", 9.0), PlannedItem("b", 8.0))
+    rows = [PlannedRow(s, EDITION, PLANNED, items) for s in subscribers]
     barrier = threading.Barrier(4)
     created: list[int] = []
 

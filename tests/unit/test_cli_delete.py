@@ -13,6 +13,7 @@ from newsletter.cli import app
 from newsletter.config import load_settings
 from newsletter.db import Database
 from newsletter.models import PLANNED, SENT, Delivery, Subscriber
+from newsletter.planned import PlannedRow
 
 runner = CliRunner()
 
@@ -30,10 +31,10 @@ def db(tmp_path, monkeypatch):
             subscriber = storage.subscriber_by_email(session, email)
             assert subscriber is not None
             rows = [
-                {"subscriber_id": subscriber.id, "edition": date(2026, 6, day), "state": state}
+                PlannedRow(subscriber.id, date(2026, 6, day), state)
                 for day, state in ((11, SENT), (12, PLANNED))
             ]
-            storage.create_deliveries(session, [{**r, "items": []} for r in rows], storage.utcnow())
+            storage.create_deliveries(session, rows, storage.utcnow())
     yield database
     database.dispose()
 

@@ -31,6 +31,7 @@ from newsletter.models import (
     SourceRun,
     Subscriber,
 )
+from newsletter.planned import PlannedItem, PlannedRow
 
 NOW = datetime(2026, 6, 12, 9, 30)
 FIRST = "0001"
@@ -464,8 +465,9 @@ def add_planned_subscriber(database: Database) -> None:
             digest_size=10,
             created_at=NOW,
         )
-        edition = {"edition": date(2026, 6, 12), "state": PLANNED, "items": [_item(P1, 9.0)]}
-        storage.create_deliveries(session, [{"subscriber_id": ada.id, **edition}], NOW)
+        item = PlannedItem(P1, 9.0, ("agents",), "<b>é</b>")
+        row = PlannedRow(ada.id, date(2026, 6, 12), PLANNED, (item,))
+        storage.create_deliveries(session, [row], NOW)
 
 
 def test_rebuilding_a_referenced_table_keeps_the_rows_that_refer_to_it(

@@ -16,6 +16,7 @@ from newsletter.cli import app
 from newsletter.config import load_settings
 from newsletter.db import Database
 from newsletter.models import Delivery
+from newsletter.planned import PlannedRow
 from newsletter.profile import parse_profile
 from newsletter.ranker import PaperWindow, RankingPolicy, RecentPapers
 from newsletter.sources import hf_daily
@@ -137,9 +138,9 @@ def tuned(tmp_path: Path) -> Database:
     db.dispose()
 
 
-def dry_plan(db: Database, recent: RecentPapers | None = None, **kw: object) -> list[dict]:
+def dry_plan(db: Database, recent: RecentPapers | None = None, **kw: object) -> list[PlannedRow]:
     report = pipeline.plan(db, db.settings, write=False, recent=recent, **kw)
-    return sorted(report.rows, key=lambda row: row["subscriber_id"])
+    return sorted(report.rows, key=lambda row: row.subscriber_id)
 
 
 def test_the_planner_and_the_pages_rank_with_one_index(tuned):

@@ -7,6 +7,7 @@ import pytest
 from newsletter import storage
 from newsletter.models import ACTIVE, BOUNCING, FAILED, PLANNED, RETRY, SENT, Delivery
 from newsletter.paper import Paper
+from newsletter.planned import PlannedItem, PlannedRow
 
 NOW = datetime(2026, 6, 12, 9, 30)
 
@@ -62,12 +63,8 @@ def test_due_subscribers_follow_local_send_hour(db):
 def test_edition_created_once_and_papers_reserved(db):
     with db.session() as session:
         subscriber = add(session, "a@example.org")
-    row = {
-        "subscriber_id": subscriber.id,
-        "edition": date(2026, 6, 12),
-        "state": PLANNED,
-        "items": [{"id": "p1", "score": 80.0}, {"id": "p2", "score": 40.0}],
-    }
+    items = (PlannedItem("p1", 80.0), PlannedItem("p2", 40.0))
+    row = PlannedRow(subscriber.id, date(2026, 6, 12), PLANNED, items)
     with db.session() as session:
         assert storage.create_deliveries(session, [row], NOW) == 1
     with db.session() as session:
@@ -89,14 +86,7 @@ def planned(db):
             subscriber = add(session, f"s{n}@example.org")
             storage.create_deliveries(
                 session,
-                [
-                    {
-                        "subscriber_id": subscriber.id,
-                        "edition": date(2026, 6, 12),
-                        "state": PLANNED,
-                        "items": [{"id": "p", "score": 50.0}],
-                    }
-                ],
+                [PlannedRow(subscriber.id, date(2026, 6, 12), PLANNED, (PlannedItem("p", 50.0),))],
                 NOW,
             )
         ids = storage.due_delivery_ids(session, NOW)

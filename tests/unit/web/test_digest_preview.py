@@ -27,7 +27,7 @@ def test_the_page_lists_what_the_planner_would_plan(w, db, settings, web_papers,
     subscriber = w.add(keywords=keywords, send_hour=0, digest_size=4)
     page = w.client.get(w.path("manage", subscriber)).text
     (row,) = pipeline.plan(db, settings, write=False).rows
-    planned = [item["id"] for item in row["items"]]
+    planned = row.paper_ids
     assert planned and len(planned) <= 4
     titles = re.findall(r'<h3><a href="[^"]+" rel="noopener noreferrer">([^<]+)</a></h3>', page)
     assert [html.unescape(title) for title in titles] == _paper_titles(db, planned)

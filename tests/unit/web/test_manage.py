@@ -146,10 +146,12 @@ def test_todays_digest_leaves_out_papers_already_sent(w, active, db, web_papers)
 def _plan(db, subscriber_id: int, paper_ids: list[str] | None = None) -> None:
     from datetime import date
 
-    items = [{"id": p, "score": 50.0, "matched": []} for p in paper_ids or ["2606.00001"]]
-    row = {"subscriber_id": subscriber_id, "edition": date.today(), "state": PLANNED}
+    from newsletter.planned import PlannedItem, PlannedRow
+
+    items = tuple(PlannedItem(p, 50.0) for p in paper_ids or ["2606.00001"])
+    row = PlannedRow(subscriber_id, date.today(), PLANNED, items)
     with db.session() as session:
-        storage.create_deliveries(session, [{**row, "items": items}], storage.utcnow())
+        storage.create_deliveries(session, [row], storage.utcnow())
 
 
 def _planned(db, subscriber_id: int) -> int:

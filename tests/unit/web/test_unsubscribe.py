@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from newsletter import storage
 from newsletter.models import ACTIVE, PLANNED, UNSUBSCRIBED, Delivery
+from newsletter.planned import PlannedItem, PlannedRow
 
 ONE_CLICK = {"content-type": "application/x-www-form-urlencoded"}
 RESUBSCRIBE = re.compile(r'<form method="post" action="(/resubscribe/[^"]+)">')
@@ -157,12 +158,7 @@ def test_an_old_digest_link_still_works(w, active):
 
 
 def _plan(db, subscriber_id: int) -> None:
-    row = {
-        "subscriber_id": subscriber_id,
-        "edition": date.today(),
-        "state": PLANNED,
-        "items": [{"id": "2606.00001", "score": 50.0, "matched": []}],
-    }
+    row = PlannedRow(subscriber_id, date.today(), PLANNED, (PlannedItem("2606.00001", 50.0),))
     with db.session() as session:
         storage.create_deliveries(session, [row], storage.utcnow())
     assert _planned(db, subscriber_id) == 1

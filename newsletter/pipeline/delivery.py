@@ -1,0 +1,208 @@
+"""Deliver: claim due digests in batches, send each over one connection, record outcomes."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from newsletter import storage
+from newsletter.config import Settings
+from newsletter.db import Database
+from newsletter.mail import (
+    PermanentSendError,
+    SendError,
+    TransientSendError,
+    open_transport,
+)
+from newsletter.mail.outbox import OutboxTransport
+from newsletter.pipeline.claims import Claim, clock_from
+from newsletter.pipeline.digests import Digests, RenderError
+from newsletter.pipeline.editions import EditionCache, EditionCaches, load_editions
+from newsletter.pipeline.progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeliverReport:
+    """What one deliver() call did; `paths` are the .eml files written to the outbox."""
+
+    sent: int = 0
+    retry: int = 0
+    failed: int = 0
+    released: int = 0
+    paths: list[str] = field(default_factory=list)
+
+
+def _retry_delay(settings: Settings, attempts: int) -> timedelta:
+    # Exponential backoff with jitter, so retries of one outage do not arrive together.
+    base = settings.retry_base_seconds * (2 ** max(attempts - 1, 0))
+    return timedelta(seconds=base * random.uniform(0.8, 1.2))
+
+
+def deliver(
+    db: Database,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    ids: Sequence[int] | None = None,
+    stop: threading.Event | None = None,
+    progress: Progress | None = None,
+    edition_caches: EditionCaches | None = None,
+) -> DeliverReport:
+    """Send every due digest (or just `ids`), in batches over one connection per batch.
+
+    Each row is claimed with a lease before sending and marked the moment the server accepts
+    it, so a crash resends at most the message in flight, and never a delivered one. Each
+    batch's lease runs from its own claim and is renewed while it sends; a row another sender
+    took over (after a stall longer than the lease) is left to it.
+    On `stop`, the rest of the claimed batch goes back to the ledger untouched.
+    `edition_caches` is the caller's, kept between calls; without it the renderers last one call.
+    """
+
+    clock = clock_from(now)
+    now = clock()
+    report = DeliverReport()
+    if ids is None:
+        with db.session() as session:
+            ids = storage.due_delivery_ids(session, now)
+    caches = edition_caches or EditionCaches()
+    digests = Digests(settings, caches)
+    for start in range(0, len(ids), settings.batch_size):
+        if stop is not None and stop.is_set():
+            break
+        batch = ids[start : start + settings.batch_size]
+        claim = Claim(settings, clock)
+        with db.session() as session:
+            rows = claim.claim(session, batch)
+            editions = load_editions(session, settings, rows, now, caches)
+        if rows:
+            _send_batch(db, settings, digests, rows, editions, report, stop, progress, claim)
+    return report
+
+
+def _send_batch(
+    db: Database,
+    settings: Settings,
+    digests: Digests,
+    rows: list[storage.ClaimedDelivery],
+    editions: dict[date, EditionCache],
+    report: DeliverReport,
+    stop: threading.Event | None,
+    progress: Progress | None,
+    claim: Claim,
+) -> None:
+
+    pending = list(rows)
+    try:
+        # Each acceptance is recorded at once by one UPDATE on a connection the batch keeps,
+        # committed without waiting for the disk: only a crash of the database server in the
+        # next ~0.6 s could lose the mark, and the row would then be resent with the same
+        # Message-ID after its lease, as after a crash between the server's accept and the mark.
+        with open_transport(settings) as transport, db.quick_commits() as ledger:
+            while pending:
+                if stop is not None and stop.is_set():
+                    break
+                pending = claim.keep(ledger, pending)
+                if not pending:
+                    break
+                row = pending[0]
+                edition = editions[row.edition]
+                try:
+                    message = digests.message(row, edition.papers, edition.trending or [])
+                    result = transport.send(message)
+                except Exception as exc:  # whatever went wrong, it went wrong for this row only
+                    _record_failure(db, settings, row, exc, report)
+                else:
+                    mid, at = message["Message-ID"], storage.utcnow()
+                    if not storage.mark_sent(ledger, row.id, mid, at, row.claim_token):
+                        claim.lost(row)
+                    # Only a subscriber with failures on record needs the reset UPDATE.
+                    elif row.hard_failures:
+                        storage.record_send_outcome(
+                            ledger,
+                            row.subscriber_id,
+                            hard_failure=False,
+                            threshold=settings.bounce_threshold,
+                        )
+                    report.sent += 1
+                    # The outbox answers with the file's path; a relay's "250 OK" is no path.
+                    if isinstance(transport, OutboxTransport) and isinstance(result, str):
+                        report.paths.append(result)
+                pending.pop(0)
+                if progress:
+                    progress(1)
+    except TransientSendError as exc:
+        # The connection could not be (re)opened: the whole rest of the batch retries later.
+        log.warning("deliver: %s; %d digests will be retried", exc, len(pending))
+        for row in pending:
+            _record_failure(db, settings, row, exc, report)
+        pending = []
+    finally:
+        if pending:
+            with db.session() as session:
+                ids = [row.id for row in pending]
+                report.released += storage.release_deliveries(session, ids, claim.holder)
+
+
+def _record_failure(
+    db: Database,
+    settings: Settings,
+    row: storage.ClaimedDelivery,
+    exc: Exception,
+    report: DeliverReport,
+) -> None:
+    """A 5xx fails the delivery; anything else retries with backoff until max_attempts.
+
+    Any exception is recorded, not only a SendError: a row that cannot be rendered, or that
+    trips up the mail library, must not stop the rows after it.
+    """
+
+    error = _describe(exc)
+    permanent = isinstance(exc, PermanentSendError)
+    # Only a refused recipient says the address is bad; a 5xx at DATA rejects content, and an
+    # address the relay cannot carry (stage "address") is the relay's limit.
+    bounced = isinstance(exc, PermanentSendError) and exc.stage == "rcpt"
+    with db.session() as session:
+        if permanent or row.attempts >= settings.max_attempts:
+            storage.mark_failed(session, row.id, error, row.claim_token)
+            report.failed += 1
+            outcome = "failed"
+            if bounced:
+                storage.record_send_outcome(
+                    session,
+                    row.subscriber_id,
+                    hard_failure=True,
+                    threshold=settings.bounce_threshold,
+                )
+        else:
+            retry_at = storage.utcnow() + _retry_delay(settings, row.attempts)
+            storage.mark_retry(session, row.id, error, retry_at, row.claim_token)
+            report.retry += 1
+            outcome = "will retry"
+    # One line with the row's context; a traceback only at debug level, or 100,000 rows
+    # failing the same way would bury everything else in the log.
+    level = logging.INFO if isinstance(exc, SendError) else logging.WARNING
+    log.log(
+        level,
+        "deliver %d to %s (attempt %d, %s): %s",
+        row.id,
+        row.email,
+        row.attempts,
+        outcome,
+        error,
+    )
+    log.debug("deliver %d: traceback", row.id, exc_info=exc)
+
+
+MAX_ERROR_CHARS = 1000
+
+
+def _describe(exc: Exception) -> str:
+    """The error text kept on the row: one line, bounded, naming the exception if not ours."""
+    text = str(exc) if isinstance(exc, (SendError, RenderError)) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:MAX_ERROR_CHARS]

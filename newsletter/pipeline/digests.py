@@ -1,0 +1,83 @@
+"""Rendering a ledger row (claimed, or planned and not stored) into its digest message."""
+
+from __future__ import annotations
+
+from datetime import date
+from email.message import EmailMessage
+
+from newsletter import storage
+from newsletter.bounces import verp
+from newsletter.config import Settings
+from newsletter.mail import (
+    build_message,
+    message_id_for,
+    sender_domain,
+)
+from newsletter.paper import Paper
+from newsletter.pipeline.editions import EditionCaches
+from newsletter.render import DigestItem, EditionRenderer
+from newsletter.tokens import link
+
+
+class RenderError(Exception):
+    """A digest could not be rendered (e.g. its stored items are malformed)."""
+
+
+class Digests:
+    """Renders the claimed deliveries of one run, one EditionRenderer per edition."""
+
+    def __init__(self, settings: Settings, caches: EditionCaches) -> None:
+        self.settings = settings
+        self.caches = caches
+        self.domain = sender_domain(settings.from_address)
+
+    def renderer(self, edition: date) -> EditionRenderer:
+        """The edition's renderer, from the caller's caches."""
+        return self.caches.edition(self.settings, edition).renderer
+
+    def message(
+        self, row: storage.ClaimedDelivery, papers: dict[str, Paper], trending: list[Paper]
+    ) -> EmailMessage:
+        """The digest of one ledger row; raises RenderError whatever went wrong."""
+        try:
+            return self._message(row, papers, trending)
+        except Exception as exc:
+            raise RenderError(f"cannot render the digest: {type(exc).__name__}: {exc}") from exc
+
+    def _message(
+        self, row: storage.ClaimedDelivery, papers: dict[str, Paper], trending: list[Paper]
+    ) -> EmailMessage:
+        if row.malformed is not None:
+            raise RenderError(f"its stored items are malformed: {row.malformed}")
+        items = [
+            DigestItem(
+                paper=papers[item.paper_id],
+                matched=item.matched,
+                snippet_html=item.snippet_html,
+                snippet_text=item.snippet_text,
+                score=item.score,
+            )
+            for item in row.items
+            if item.paper_id in papers  # a paper deleted since the plan is left out
+        ]
+        listed = {item.paper.id for item in items}
+        extra = [p for p in trending if p.id not in listed][: self.settings.trending_size]
+        unsubscribe_url = link(self.settings, "unsubscribe", row.subscriber_id, row.link_key)
+        email = self.renderer(row.edition).render_digest(
+            email=row.email,
+            keywords_text=row.keywords,
+            items=items,
+            trending=extra if row.show_trending else [],
+            unsubscribe_url=unsubscribe_url,
+            manage_url=link(self.settings, "manage", row.subscriber_id, row.link_key),
+        )
+        return build_message(
+            email,
+            sender=self.settings.from_address,
+            recipient=row.email,
+            message_id=message_id_for(row.id, row.edition, self.domain),
+            unsubscribe_url=unsubscribe_url,
+            unsubscribe_mailto=self.settings.unsubscribe_mailto,
+            list_id=self.settings.list_id,
+            envelope_sender=verp.return_path(self.settings, row.id),
+        )

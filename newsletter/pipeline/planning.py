@@ -1,0 +1,137 @@
+"""Plan: rank the recent papers for the subscribers now due and write their ledger rows."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from newsletter import storage
+from newsletter.config import Settings
+from newsletter.db import Database
+from newsletter.models import PLANNED, SKIPPED
+from newsletter.pipeline.progress import Progress
+from newsletter.planned import PlannedItem, PlannedRow
+from newsletter.ranker import RankingPolicy, RecentPapers, rank_subscribers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PlanReport:
+    """What one plan() call did; `rows` holds the rows of a dry run (write=False)."""
+
+    due: int = 0
+    planned: int = 0
+    skipped: int = 0
+    papers: int = 0
+    invalid_profiles: list[int] = field(default_factory=list)
+    rows: list[PlannedRow] = field(default_factory=list)
+
+
+# Subscribers ranked and committed together: the first chunk's digests are on their way while
+# the rest is ranked, and a big day never holds every row in memory.
+PLAN_CHUNK = 5000
+
+
+def plan(
+    db: Database,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    edition: date | None = None,
+    write: bool = True,
+    progress: Progress | None = None,
+    recent: RecentPapers | None = None,
+) -> PlanReport:
+    """Rank the recent papers for every subscriber whose send time has come; write the ledger.
+
+    Identical profiles are ranked once; papers a subscriber already had are never planned again.
+    Concurrent planners are safe: the (subscriber, edition) key keeps the first row.
+    With `write=False` nothing is stored and the rows are returned in the report (dry run).
+    `progress` is called after each committed chunk of rows, so their delivery can start.
+    `recent` is the caller's index of the recent papers, reused when no paper changed since.
+    """
+    now = now or storage.utcnow()
+    with db.session() as session:
+        due = storage.due_subscribers(session, now, edition)
+    report = PlanReport(due=len(due))
+    if not due:
+        return report
+    ranker = _Ranker(db, settings, now, report, recent)
+    for start in range(0, len(due), PLAN_CHUNK):
+        rows = ranker.rows(due[start : start + PLAN_CHUNK])
+        planned = sum(row.state == PLANNED for row in rows)
+        report.planned += planned
+        report.skipped += len(rows) - planned
+        if not write:
+            report.rows.extend(rows)
+            continue
+        with db.session() as session:
+            storage.create_deliveries(session, rows, now)
+        if progress:
+            progress(len(rows))
+    if write:
+        log.info("plan: %d due, %d planned, %d skipped", report.due, report.planned, report.skipped)
+    else:  # a dry run stores nothing: it must not say it planned anything
+        log.info(
+            "plan (dry run, nothing stored): %d due, %d would be planned, %d would be skipped",
+            report.due,
+            report.planned,
+            report.skipped,
+        )
+    return report
+
+
+def rank_for(
+    db: Database,
+    settings: Settings,
+    due: Sequence[storage.DueSubscriber],
+    *,
+    now: datetime,
+    report: PlanReport | None = None,
+    recent: RecentPapers | None = None,
+) -> list[PlannedRow]:
+    """Ledger rows (subscriber_id, edition, state, items) ranking the recent papers for `due`."""
+    return _Ranker(db, settings, now, report or PlanReport(), recent).rows(due)
+
+
+class _Ranker:
+    """One window of recent papers, ranking any number of chunks of due subscribers."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        now: datetime,
+        report: PlanReport,
+        recent: RecentPapers | None = None,
+    ) -> None:
+        self.db, self.settings, self.now, self.report = db, settings, now, report
+        recent = recent or RecentPapers(db, settings)
+        if recent.policy != RankingPolicy.from_settings(settings):
+            raise ValueError("the recent papers were indexed with other ranking settings")
+        self.window = recent.exact(now)
+        report.papers = len(self.window)
+
+    def rows(self, due: Sequence[storage.DueSubscriber]) -> list[PlannedRow]:
+        """Ledger rows (subscriber_id, edition, state, items) for these subscribers."""
+        with self.db.session() as session:
+            ranked = rank_subscribers(self.window, session, due, now=self.now)
+        send_empty = self.settings.send_empty_note
+        rows = []
+        for one in ranked:
+            if one.error is not None:
+                log.warning(
+                    "plan: subscriber %d has an invalid profile: %s", one.subscriber.id, one.error
+                )
+                self.report.invalid_profiles.append(one.subscriber.id)
+                continue
+            items = tuple(
+                PlannedItem(m.paper_id, round(float(m.score), 2), m.matched, m.snippet_html)
+                for m in one.matches
+            )
+            state = PLANNED if items or send_empty else SKIPPED
+            rows.append(PlannedRow(one.subscriber.id, one.subscriber.edition, state, items))
+        return rows
