@@ -41,12 +41,22 @@ def workers_seen(settings: Settings, timeout: float = 1.0) -> list[str]:
     broker's control exchange, whatever tasks they run.
     """
     from celery import Celery
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
 
     assert settings.redis_url is not None
-    app = Celery("newsletter", broker=settings.redis_url, set_as_current=False)
-    app.conf.broker_transport_options = {"socket_timeout": 10, "socket_connect_timeout": 5}
-    try:
-        replies = app.control.ping(timeout=timeout) or []
-    finally:
-        app.close()
-    return sorted(name for reply in replies for name in reply)
+    for attempt in (1, 2):
+        app = Celery("newsletter", broker=settings.redis_url, set_as_current=False)
+        app.conf.broker_transport_options = {"socket_timeout": 10, "socket_connect_timeout": 5}
+        try:
+            replies = app.control.ping(timeout=timeout) or []
+        except (RedisConnectionError, OperationalError, ConnectionError):
+            # A connection kept from before a broker restart is closed by the server on first
+            # use; one more try on a new connection tells a restart from an outage.
+            if attempt == 2:
+                raise
+            continue
+        finally:
+            app.close()
+        return sorted(name for reply in replies for name in reply)
+    raise AssertionError("unreachable")
