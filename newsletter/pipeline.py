@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from newsletter import resources, storage
 from newsletter.bounces import verp
+from newsletter.bounces.events import suppress
 from newsletter.config import Settings
 from newsletter.db import Database
 from newsletter.mail import (
@@ -27,7 +28,7 @@ from newsletter.mail import (
     sender_domain,
 )
 from newsletter.mail.outbox import OutboxTransport
-from newsletter.models import PLANNED, SKIPPED
+from newsletter.models import HARD, PLANNED, SKIPPED
 from newsletter.paper import Paper
 from newsletter.ranker import RankingPolicy, RecentPapers, rank_subscribers
 from newsletter.ranking import snippet_text
@@ -688,13 +689,16 @@ def _record_failure(
             storage.mark_failed(session, row.id, error, row.claim_token)
             report.failed += 1
             outcome = "failed"
-            if bounced:
-                storage.record_send_outcome(
-                    session,
-                    row.subscriber_id,
-                    hard_failure=True,
-                    threshold=settings.bounce_threshold,
-                )
+            if bounced and storage.record_send_outcome(
+                session,
+                row.subscriber_id,
+                hard_failure=True,
+                threshold=settings.bounce_threshold,
+            ):
+                # Refused at RCPT that many times is as sure as a hard bounce report: the
+                # address goes on the suppression list too, so no import or operator
+                # `subscribe` mails it again without its owner confirming.
+                suppress(session, settings, row.email, HARD, error, storage.utcnow())
         else:
             retry_at = storage.utcnow() + _retry_delay(settings, row.attempts)
             storage.mark_retry(session, row.id, error, retry_at, row.claim_token)
