@@ -127,8 +127,8 @@ def as_received(raw: bytes) -> bytes:
     return received.encode() + raw
 
 
-def spam_report(command: str, raw: bytes, home: Path) -> tuple[float, list[str]]:
-    """SpamAssassin's score and the rules that fired, local tests only (-L), no Bayes."""
+def spam_report(command: str, raw: bytes, home: Path) -> tuple[float, dict[str, float]]:
+    """SpamAssassin's score and the rules that fired with their points (-L: local tests only)."""
     result = subprocess.run(
         [
             command,
@@ -150,10 +150,23 @@ def spam_report(command: str, raw: bytes, home: Path) -> tuple[float, list[str]]
     found = re.search(r"score=(-?[\d.]+) .*tests=(\S*)", status)
     assert found, status
     rules = [rule for rule in found.group(2).split(",") if rule and rule != "none"]
-    # Test mode adds the points of each rule to the text: shown with the score.
+    # Test mode adds the points of each rule to the text, one "pts RULE description" a line.
     details = result.stdout.decode(errors="replace").partition("Content analysis details:")[2]
     print(details.split("\n\n\n")[0].rstrip())
-    return float(found.group(1)), rules
+    points = {
+        rule: float(pts) for pts, rule in re.findall(r"(?m)^\s*(-?\d+\.\d+) ([A-Z0-9_]+) ", details)
+    }
+    assert set(points) == set(rules), (points, rules)
+    return float(found.group(1)), points
+
+
+def assert_clean(name: str, score: float, points: dict[str, float]) -> None:
+    """Below MAX_SCORE, and no rule adds points: each one that does is ours to fix."""
+    fired = ", ".join(f"{rule} {pts:+.1f}" for rule, pts in sorted(points.items()))
+    print(f"{name}: SpamAssassin score {score}, rules {fired or 'none'}")
+    assert "ALL_TRUSTED" not in points  # judged as mail from outside
+    assert score < MAX_SCORE, fired
+    assert not {rule for rule, pts in points.items() if pts > 0}, fired
 
 
 def verified_headers(raw: bytes, record: bytes) -> set[str]:
@@ -177,10 +190,7 @@ def test_a_digest_scores_low_and_its_signature_covers_the_bulk_headers(
     db, settings = service
     raw = digest_bytes(db, settings, faulty_smtp_server)
 
-    score, rules = spam_report(spamassassin, raw, tmp_path)
-    print(f"digest: SpamAssassin score {score}, rules {', '.join(rules) or 'none'}")
-    assert "ALL_TRUSTED" not in rules  # judged as mail from outside
-    assert score < MAX_SCORE, rules
+    assert_clean("digest", *spam_report(spamassassin, raw, tmp_path))
 
     signed = verified_headers(raw, dkim_key[1])
     assert signed >= DIGEST_SIGNED, sorted(signed)
@@ -192,10 +202,7 @@ def test_a_confirmation_scores_low_and_is_signed_without_bulk_headers(
     db, settings = service
     raw = confirmation_bytes(db, settings, faulty_smtp_server)
 
-    score, rules = spam_report(spamassassin, raw, tmp_path)
-    print(f"confirmation: SpamAssassin score {score}, rules {', '.join(rules) or 'none'}")
-    assert "ALL_TRUSTED" not in rules
-    assert score < MAX_SCORE, rules
+    assert_clean("confirmation", *spam_report(spamassassin, raw, tmp_path))
 
     signed = verified_headers(raw, dkim_key[1])
     assert signed >= CONFIRMATION_SIGNED, sorted(signed)
