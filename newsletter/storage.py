@@ -254,21 +254,24 @@ def subscriber_counts(session: Session) -> dict[str, int]:
 
 def record_send_outcome(
     session: Session | Connection, subscriber_id: int, *, hard_failure: bool, threshold: int
-) -> None:
-    """Count consecutive hard failures; past the threshold the subscriber is bouncing."""
+) -> bool:
+    """Count consecutive hard failures; past the threshold the subscriber is bouncing.
+
+    True when this failure is the one that made the subscriber bouncing.
+    """
     if not hard_failure:
         session.execute(
             update(Subscriber)
             .where(Subscriber.id == subscriber_id, Subscriber.hard_failures != 0)
             .values(hard_failures=0)
         )
-        return
+        return False
     session.execute(
         update(Subscriber)
         .where(Subscriber.id == subscriber_id)
         .values(hard_failures=Subscriber.hard_failures + 1)
     )
-    session.execute(
+    became = session.execute(
         update(Subscriber)
         .where(
             Subscriber.id == subscriber_id,
@@ -277,6 +280,7 @@ def record_send_outcome(
         )
         .values(state=BOUNCING)
     )
+    return bool(became.rowcount)  # type: ignore[attr-defined]
 
 
 # Planning ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from newsletter import storage
+from newsletter.bounces.events import suppress
 from newsletter.config import Settings
 from newsletter.db import Database
 from newsletter.mail import (
@@ -19,6 +20,7 @@ from newsletter.mail import (
     open_transport,
 )
 from newsletter.mail.outbox import OutboxTransport
+from newsletter.models import HARD
 from newsletter.pipeline.claims import Claim, clock_from
 from newsletter.pipeline.digests import Digests, RenderError
 from newsletter.pipeline.editions import EditionCache, EditionCaches, load_editions
@@ -172,13 +174,16 @@ def _record_failure(
             storage.mark_failed(session, row.id, error, row.claim_token)
             report.failed += 1
             outcome = "failed"
-            if bounced:
-                storage.record_send_outcome(
-                    session,
-                    row.subscriber_id,
-                    hard_failure=True,
-                    threshold=settings.bounce_threshold,
-                )
+            if bounced and storage.record_send_outcome(
+                session,
+                row.subscriber_id,
+                hard_failure=True,
+                threshold=settings.bounce_threshold,
+            ):
+                # Refused at RCPT that many times is as sure as a hard bounce report: the
+                # address goes on the suppression list too, so no import or operator
+                # `subscribe` mails it again without its owner confirming.
+                suppress(session, settings, row.email, HARD, error, storage.utcnow())
         else:
             retry_at = storage.utcnow() + _retry_delay(settings, row.attempts)
             storage.mark_retry(session, row.id, error, retry_at, row.claim_token)
