@@ -7,6 +7,7 @@ from datetime import date
 from typing import Any
 
 from newsletter.bounces import BounceEvent
+from newsletter.bounces.events import Kind
 from newsletter.mail.message import message_id_for
 
 
@@ -29,13 +30,12 @@ def _text(value: Any) -> str:
 def ses_events(message: dict[str, Any]) -> list[BounceEvent]:
     """An SES notification (the SNS Message, parsed): Bounce, Complaint; others ignored."""
     kind_of = _text(message.get("notificationType") or message.get("eventType"))
-    mail = message.get("mail") if isinstance(message.get("mail"), dict) else {}
-    headers = mail.get("commonHeaders") if isinstance(mail.get("commonHeaders"), dict) else {}
+    headers = _dict(_dict(message, "mail"), "commonHeaders")
     message_id = _text(headers.get("messageId")) or None
     if kind_of == "Bounce":
         bounce = _dict(message, "bounce")
         # Undetermined: SES could not tell; counted as soft, never suppressing at once.
-        kind = "hard" if bounce.get("bounceType") == "Permanent" else "soft"
+        kind: Kind = "hard" if bounce.get("bounceType") == "Permanent" else "soft"
         return [
             BounceEvent(
                 kind=kind,
@@ -77,6 +77,7 @@ def postmark_events(body: Any) -> list[BounceEvent]:
         raise PayloadError("a Postmark webhook body is a JSON object")
     record_type = _text(body.get("RecordType"))
     bounce_type = _text(body.get("Type"))
+    kind: Kind
     if record_type == "SpamComplaint" or bounce_type == "SpamComplaint":
         kind = "complaint"
     elif bounce_type in _POSTMARK_HARD:
@@ -87,7 +88,7 @@ def postmark_events(body: Any) -> list[BounceEvent]:
         return []
     return [
         BounceEvent(
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             recipient=_text(body.get("Email")),
             status=bounce_type,
             reason=_text(body.get("Details")) or _text(body.get("Description")),
@@ -106,6 +107,7 @@ def sendgrid_events(body: Any) -> list[BounceEvent]:
         if not isinstance(item, dict):
             raise PayloadError("a SendGrid event is a JSON object")
         name = item.get("event")
+        kind: Kind
         if name == "bounce":
             kind = "soft" if item.get("type") == "blocked" else "hard"
         elif name == "spamreport":
@@ -114,7 +116,7 @@ def sendgrid_events(body: Any) -> list[BounceEvent]:
             continue
         events.append(
             BounceEvent(
-                kind=kind,  # type: ignore[arg-type]
+                kind=kind,
                 recipient=_text(item.get("email")),
                 status=_text(item.get("status")) or name,
                 reason=_text(item.get("reason")) or name,
@@ -130,6 +132,7 @@ def mailgun_events(event: dict[str, Any]) -> list[BounceEvent]:
     """Mailgun's event-data: failed (permanent or temporary), complained; others ignored."""
     name = event.get("event")
     status = _dict(event, "delivery-status")
+    kind: Kind
     if name == "failed":
         kind = "hard" if event.get("severity") == "permanent" else "soft"
     elif name == "complained":
@@ -139,7 +142,7 @@ def mailgun_events(event: dict[str, Any]) -> list[BounceEvent]:
     headers = _dict(_dict(event, "message"), "headers")
     return [
         BounceEvent(
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             recipient=_text(event.get("recipient")),
             status=_text(status.get("code")) or _text(event.get("reason")),
             reason=_text(status.get("message")) or _text(status.get("description")) or name,
