@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -19,6 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from newsletter import storage
 from newsletter.bounces import BounceEvent, record
 from newsletter.mail.addresses import sender_domain
 from newsletter.web.context import Web
@@ -28,9 +31,16 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/webhooks")
 
 _certs = sns.CertificateCache()
-_mailgun_tokens = verify.TokenLedger()
 # A provider's batch is small; anything past this is not a webhook of ours.
 MAX_EVENTS = 1000
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A request's events, and the one-time token that must not have been used before."""
+
+    events: list[BounceEvent]
+    once: str | None = None
 
 
 def _web(request: Request) -> Web:
@@ -45,32 +55,40 @@ def _answer(status: int, **content: Any) -> JSONResponse:
 async def _handle(
     request: Request,
     configured: Callable[[Web], bool],
-    events_of: Callable[[Web, bytes], list[BounceEvent]],
+    events_of: Callable[[Web, bytes], list[BounceEvent] | Verified],
 ) -> JSONResponse:
     web = _web(request)
     if not configured(web):
         return _answer(404, error="not found")
     body = await request.body()  # capped by BodySizeLimitMiddleware
     try:
-        events = await run_in_threadpool(events_of, web, body)
+        found = await run_in_threadpool(events_of, web, body)
+        verified = found if isinstance(found, Verified) else Verified(found)
+        if len(verified.events) > MAX_EVENTS:
+            raise parse.PayloadError(f"more than {MAX_EVENTS} events")
+        outcomes = await run_in_threadpool(_record_all, web, verified)
     except verify.Forged as error:
         log.warning("webhook %s refused: %s", request.url.path, error)
         return _answer(403, error="forbidden")
     except parse.PayloadError as error:
         return _answer(400, error=str(error))
-    if len(events) > MAX_EVENTS:
-        return _answer(400, error=f"more than {MAX_EVENTS} events")
-    outcomes = await run_in_threadpool(_record_all, web, events)
     if outcomes and all(outcome in ("unknown", "forged") for outcome in outcomes):
         return _answer(422, error="names nobody we mailed", outcomes=outcomes)
     return _answer(200, outcomes=outcomes)
 
 
-def _record_all(web: Web, events: list[BounceEvent]) -> list[str]:
-    if not events:
+def _record_all(web: Web, verified: Verified) -> list[str]:
+    if not verified.events and verified.once is None:
         return []
+    now = web.clock()
     with web.db.session() as session:
-        return [str(record(session, web.settings, event, web.clock())) for event in events]
+        # The token is claimed in the transaction that records its events: a failure to
+        # record leaves it unused, so the provider's retry is not taken for a replay.
+        if verified.once is not None:
+            since = now - timedelta(seconds=web.settings.webhook_max_age)
+            if not storage.claim_webhook_token(session, verified.once, now, since):
+                raise verify.Forged("the token was used before (a replay)")
+        return [str(record(session, web.settings, event, now)) for event in verified.events]
 
 
 # --- generic ----------------------------------------------------------------------------------
@@ -145,22 +163,19 @@ async def sendgrid(request: Request) -> JSONResponse:
 # --- Mailgun ----------------------------------------------------------------------------------
 
 
-def _mailgun(web: Web, body: bytes) -> list[BounceEvent]:
+def _mailgun(web: Web, body: bytes) -> Verified:
     settings = web.settings
     assert settings.webhook_mailgun_signing_key
     payload = parse.json_body(body)
     if not isinstance(payload, dict):
         raise parse.PayloadError('a Mailgun webhook body is {"signature", "event-data"}')
-    verify.check_mailgun(
-        settings.webhook_mailgun_signing_key,
-        payload.get("signature"),
-        settings.webhook_max_age,
-        _mailgun_tokens,
+    token = verify.check_mailgun(
+        settings.webhook_mailgun_signing_key, payload.get("signature"), settings.webhook_max_age
     )
     event = payload.get("event-data")
     if not isinstance(event, dict):
         raise parse.PayloadError('no "event-data" object')
-    return parse.mailgun_events(event)
+    return Verified(parse.mailgun_events(event), once=f"mailgun:{token}")
 
 
 @router.post("/mailgun")

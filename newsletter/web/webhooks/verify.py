@@ -6,9 +6,7 @@ import base64
 import binascii
 import hashlib
 import hmac
-import threading
 import time
-from collections import OrderedDict
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -86,52 +84,23 @@ def _ec_key(value: str) -> ec.EllipticCurvePublicKey:
     return key
 
 
-class TokenLedger:
-    """Mailgun tokens seen within the max age: a token used twice is a replay.
-
-    Mailgun's signature covers only timestamp + token, not the event, so a captured signature
-    could carry any event; refusing a token's second use (and any stale timestamp) stops that.
-    Kept per process; a replay to another web process within the max age is refused only by
-    the event's own id (record() stores nothing twice).
-    """
-
-    def __init__(self, limit: int = 100_000) -> None:
-        self._seen: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
-        self._limit = limit
-
-    def claim(self, token: str, now: float, max_age: int) -> bool:
-        """True the first time `token` is seen within `max_age` seconds, else False."""
-        with self._lock:
-            while self._seen and (
-                len(self._seen) >= self._limit or next(iter(self._seen.values())) < now - max_age
-            ):
-                self._seen.popitem(last=False)
-            if token in self._seen:
-                return False
-            self._seen[token] = now
-            return True
-
-
 def check_mailgun(
-    signing_key: str,
-    signature: object,
-    max_age: int,
-    tokens: TokenLedger,
-    now: float | None = None,
-) -> None:
-    """HMAC-SHA256(signing key, timestamp + token) == signature, fresh, token unused."""
+    signing_key: str, signature: object, max_age: int, now: float | None = None
+) -> str:
+    """HMAC-SHA256(signing key, timestamp + token) == signature and fresh; returns the token.
+
+    Mailgun signs only timestamp + token, not the event: a captured signature could carry any
+    event, so the caller must refuse the token's second use (storage.claim_webhook_token).
+    """
     if not isinstance(signature, dict):
         raise Forged('no "signature" object')
     timestamp, token, given = (
         str(signature.get(k, "")) for k in ("timestamp", "token", "signature")
     )
-    moment = time.time() if now is None else now
-    _fresh(timestamp, max_age, moment)
+    _fresh(timestamp, max_age, time.time() if now is None else now)
     expected = hmac.new(
         signing_key.encode(), (timestamp + token).encode(), hashlib.sha256
     ).hexdigest()
     if not token or not _same(given, expected):
         raise Forged("the HMAC signature does not verify")
-    if not tokens.claim(token, moment, max_age):
-        raise Forged("the token was used before (a replay)")
+    return token

@@ -40,6 +40,7 @@ from newsletter.models import (
     BounceEvent,
     Delivery,
     Subscriber,
+    WebhookToken,
 )
 from newsletter.web.webhooks import sns
 
@@ -551,3 +552,41 @@ def test_fixtures_are_the_documented_bodies():
         "spamreport",
     }
     assert copy.deepcopy(fixture("ses_bounce.json"))["bounce"]["bounceType"] == "Permanent"
+
+
+def test_a_mailgun_token_replayed_to_another_web_process_is_refused(w):
+    """The tokens seen are in the database, shared by every web process."""
+    from fastapi.testclient import TestClient
+
+    from newsletter.web.app import create_app
+
+    alice = was_sent(w, "alice@example.com")
+    first = mailgun_signed("mailgun_complained.json")
+    first["event-data"]["recipient"] = "nobody@example.com"
+    assert post_json(w, "/webhooks/mailgun", first).status_code == 422
+    with w.db.session() as session:  # not in this process's memory: in the shared database
+        token = f"mailgun:{first['signature']['token']}"
+        assert session.get(WebhookToken, token) is not None
+    replay = fixture("mailgun_failed_permanent.json")
+    replay["signature"] = first["signature"]
+    with TestClient(create_app(w.settings, w.db)) as other:
+        assert other.post("/webhooks/mailgun", json=replay).status_code == 403
+    assert w.get(alice).state == ACTIVE
+
+
+def test_a_mailgun_token_is_not_spent_when_recording_fails(w, monkeypatch):
+    """A database error while recording rolls the token back: the provider's retry works."""
+    from newsletter.web import webhooks
+
+    alice = was_sent(w, "alice@example.com")
+    payload = mailgun_signed("mailgun_failed_permanent.json")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(webhooks, "record", broken)
+    with pytest.raises(RuntimeError):
+        post_json(w, "/webhooks/mailgun", payload)
+    monkeypatch.undo()
+    assert post_json(w, "/webhooks/mailgun", payload).status_code == 200
+    assert w.get(alice).state == BOUNCING
