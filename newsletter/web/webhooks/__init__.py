@@ -31,8 +31,10 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/webhooks")
 
 _certs = sns.CertificateCache()
-# A provider's batch is small; anything past this is not a webhook of ours.
-MAX_EVENTS = 1000
+# SendGrid posts batches of up to 768 KB; every other provider one event, well under the
+# site's 64 KiB. Anything past these is not a webhook of ours.
+BODY_LIMITS = {"/webhooks/sendgrid": 1024 * 1024}
+MAX_EVENTS = 5000
 
 
 @dataclass(frozen=True)

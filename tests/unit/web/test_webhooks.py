@@ -590,3 +590,17 @@ def test_a_mailgun_token_is_not_spent_when_recording_fails(w, monkeypatch):
     monkeypatch.undo()
     assert post_json(w, "/webhooks/mailgun", payload).status_code == 200
     assert w.get(alice).state == BOUNCING
+
+
+def test_a_full_sendgrid_batch_is_taken_and_a_larger_one_refused(w):
+    """SendGrid batches up to 768 KB: more than the site's 64 KiB, less than its own 1 MiB."""
+    subscriber = was_sent(w, "example@test.com")
+    events = fixture("sendgrid_events.json")
+    filler = [{**events[0], "sg_event_id": f"p{n}", "category": "c" * 200} for n in range(1700)]
+    body = json.dumps([*filler, events[1]]).encode()
+    assert 700_000 < len(body) < 1024 * 1024
+    response = post_json(w, "/webhooks/sendgrid", body, **sendgrid_headers(body))
+    assert response.status_code == 200, response.text[:200]
+    assert w.get(subscriber).state == BOUNCING
+    huge = json.dumps(filler * 2).encode()
+    assert post_json(w, "/webhooks/sendgrid", huge, **sendgrid_headers(huge)).status_code == 413
