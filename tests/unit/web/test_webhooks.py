@@ -235,7 +235,10 @@ def test_an_ses_complaint_unsubscribes_at_once(w, fake_sns):
         w, "/webhooks/ses", ses_notification(fake_sns, fixture("ses_complaint.json"))
     )
     assert response.status_code == 200, response.text
-    assert w.get(richard).state == UNSUBSCRIBED
+    assert w.get(richard).state == UNSUBSCRIBED and suppressed(w, "richard@example.com")
+    with w.db.session() as session:  # counted: the complaint rate reads these events
+        [event] = storage.bounce_events_for(session, richard)
+        assert event.kind == "complaint" and event.outcome == "unsubscribed"
 
 
 def test_the_same_sns_notification_twice_counts_once(w, fake_sns):
