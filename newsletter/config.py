@@ -61,6 +61,29 @@ def redact_url(url: str) -> str:
     return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1:***@", url))
 
 
+def load_ec_public_key(value: str) -> Any:
+    """SendGrid's verification key (base64 DER, as its settings page shows it, or PEM)."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import (
+        load_der_public_key,
+        load_pem_public_key,
+    )
+
+    try:
+        text = value.strip()
+        if text.startswith("-----BEGIN"):
+            key = load_pem_public_key(text.encode())
+        else:
+            key = load_der_public_key(base64.b64decode(text, validate=True))
+    except ValueError:
+        raise ValueError("is not a base64 or PEM public key") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ValueError("is not an elliptic-curve (ECDSA) public key")
+    return key
+
+
 def _port_ok(value: str) -> bool:
     try:
         urlsplit(value).port  # noqa: B018 - raises on a bad port
@@ -138,13 +161,38 @@ class Settings(BaseSettings):
     bounce_mailbox_url: str | None = None
     soft_bounce_threshold: int = Field(3, ge=1)  # soft bounces within the window that suppress
     soft_bounce_days: float = Field(7.0, gt=0)
+    # Provider webhooks (/webhooks/<provider>): each answers 404 until its secret is set.
+    webhook_generic_secret: str | None = None  # Authorization: Bearer <this>
+    webhook_postmark_user: str | None = None  # HTTP basic auth Postmark is configured with
+    webhook_postmark_password: str | None = None
+    webhook_sendgrid_public_key: str | None = None  # the signed Event Webhook's verification key
+    webhook_mailgun_signing_key: str | None = None  # Mailgun's HTTP webhook signing key
+    webhook_ses_topics: CommaList = ()  # SNS topic ARNs whose messages are believed
+    webhook_max_age: int = Field(300, ge=10, le=86400)  # seconds a signed timestamp stays good
+    # Hosts (host or host:port) SNS certificates and SubscribeURLs may come from besides
+    # sns.<region>.amazonaws.com: for tests only, never in production.
+    sns_cert_hosts: CommaList = ()
+    sns_ca_file: Path | None = None  # a CA bundle for those fetches (tests); unset: the system's
 
     @field_validator(
-        "sources", "arxiv_categories", "collect_hours", "trusted_proxies", mode="before"
+        "sources",
+        "arxiv_categories",
+        "collect_hours",
+        "trusted_proxies",
+        "webhook_ses_topics",
+        "sns_cert_hosts",
+        mode="before",
     )
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("webhook_sendgrid_public_key")
+    @classmethod
+    def _sendgrid_key(cls, value: str | None) -> str | None:
+        if value:
+            load_ec_public_key(value)
+        return value or None
 
     @field_validator("sources")
     @classmethod

@@ -272,3 +272,13 @@ class Suppression(Base):
     reason: Mapped[str] = mapped_column(String(16))  # hard, soft, complaint
     detail: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class WebhookToken(Base):
+    """A signed webhook's one-time token (provider-prefixed), kept for the max age."""
+
+    __tablename__ = "webhook_tokens"
+    __table_args__ = (Index("ix_webhook_tokens_seen_at", "seen_at"),)
+
+    token: Mapped[str] = mapped_column(String(160), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime)

@@ -49,6 +49,7 @@ from newsletter.models import (
     SourceRun,
     Subscriber,
     Suppression,
+    WebhookToken,
 )
 from newsletter.paper import Paper
 from newsletter.planned import PlannedItem, PlannedRow
@@ -1378,6 +1379,14 @@ def add_suppression(
         address_hash=address_hash, reason=reason, detail=detail, created_at=now
     )
     session.execute(statement.on_conflict_do_nothing(index_elements=["address_hash"]))
+
+
+def claim_webhook_token(session: Session, token: str, now: datetime, since: datetime) -> bool:
+    """True if `token` was not seen since `since` (and is now recorded), False on reuse."""
+    session.execute(delete(WebhookToken).where(WebhookToken.seen_at < since))
+    statement = _insert(session, WebhookToken).values(token=token[:160], seen_at=now)
+    result = session.execute(statement.on_conflict_do_nothing(index_elements=["token"]))
+    return bool(getattr(result, "rowcount", 0))
 
 
 def suppression(session: Session, address_hash: str) -> Suppression | None:

@@ -13,7 +13,17 @@ from newsletter.confirmations import make_confirmation_queue
 from newsletter.db import Database
 from newsletter.metrics import start_metrics_server
 from newsletter.ranker import RecentPapers
-from newsletter.web import admin, confirm, errors, health, manage, preview, signup, unsubscribe
+from newsletter.web import (
+    admin,
+    confirm,
+    errors,
+    health,
+    manage,
+    preview,
+    signup,
+    unsubscribe,
+    webhooks,
+)
 from newsletter.web.context import Web
 from newsletter.web.pages import STATIC_DIR, Pages
 from newsletter.web.papers import PreviewIndex
@@ -57,12 +67,12 @@ def create_app(
     confirmations = make_confirmation_queue(database, lambda: web.settings, lambda: web.clock())
     web.confirmations = confirmations
     app.state.web = web
-    for module in (signup, confirm, manage, unsubscribe, preview, health):
+    for module in (signup, confirm, manage, unsubscribe, preview, health, webhooks):
         app.include_router(module.router)
     admin.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)
     # The last added is the outermost: even a 413 gets the security headers.
-    app.add_middleware(BodySizeLimitMiddleware)
+    app.add_middleware(BodySizeLimitMiddleware, path_limits=webhooks.BODY_LIMITS)
     app.add_middleware(SecurityHeadersMiddleware, https=settings.base_url.startswith("https://"))
     return app
