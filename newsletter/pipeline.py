@@ -346,6 +346,8 @@ class _Ranker:
                     "id": m.paper_id,
                     "score": round(float(m.score), 2),
                     "matched": list(m.matched),
+                    # Where each entry matched, for the email to explain like the web page.
+                    "where": {label: list(fields) for label, fields in m.where.items()},
                     "snippet_html": m.snippet_html,
                 }
                 for m in one.matches
@@ -475,6 +477,7 @@ class _Digests:
                 # Stored digests keep only the HTML excerpt (older ones both).
                 snippet_text=item.get("snippet_text") or snippet_text(item.get("snippet_html", "")),
                 score=item.get("score"),
+                where=item.get("where") or {},
             )
             for item in row.items
             if item["id"] in papers
