@@ -452,7 +452,9 @@ class EditionRenderer:
         if item.score is not None:
             parts.append(_points(item.score))
         if item.matched:
-            entries = [f"{text} (in {where})" if where else text for text, where in self.explanation(item)]
+            entries = [
+                f"{text} (in {where})" if where else text for text, where in self.explanation(item)
+            ]
             parts.append("Matched: " + ", ".join(entries))
         matched = "   " + wrap(" · ".join(parts), 69, "   ") + "\n" if parts else ""
         snippet = self._wrapped(item.snippet_text or self.view(item.paper).summary)

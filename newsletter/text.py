@@ -43,7 +43,7 @@ def _converter() -> LatexNodes2Text:
 
 
 def _scripts(text: str) -> str:
-    """"n^2" -> "n²", "x_{10}" -> "x₁₀": the scripts Unicode has characters for."""
+    """ "n^2" -> "n²", "x_{10}" -> "x₁₀": the scripts Unicode has characters for."""
 
     def replace(found: re.Match[str]) -> str:
         body = found.group(2).strip("{}")

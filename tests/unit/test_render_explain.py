@@ -51,7 +51,9 @@ def test_subject_puts_brand_and_date_first_and_fits_78_characters(config):
 
 
 def test_subject_of_one_short_title_is_whole(config):
-    subject = render(config, [DigestItem(paper("2612.00001", "Label noise, revisited", "x"))]).subject
+    subject = render(
+        config, [DigestItem(paper("2612.00001", "Label noise, revisited", "x"))]
+    ).subject
     assert subject == "Paper Digest · Tue 1 Dec · Label noise, revisited"
 
 
@@ -69,8 +71,9 @@ def test_card_shows_score_and_where_each_entry_matched(config):
     labels = [s.get_text() for s in card.select("span.label")]
     assert labels == ["diffusion models in abstract", "agents in title, abstract"]
     assert card.select_one("span.where").get("style")  # inlined like the rest
-    assert "87/100 · Matched: diffusion models (in abstract), agents (in title, abstract)" in " ".join(
-        email.text.split()
+    assert (
+        "87/100 · Matched: diffusion models (in abstract), agents (in title, abstract)"
+        in " ".join(email.text.split())
     )
 
 

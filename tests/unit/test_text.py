@@ -11,7 +11,9 @@ from newsletter.sources import arxiv, hf_daily
 from newsletter.text import tex_to_text
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
-ABSTRACTS = {a["id"]: a["abstract"] for a in json.loads((FIXTURES / "tex/abstracts.json").read_text())}
+ABSTRACTS = {
+    a["id"]: a["abstract"] for a in json.loads((FIXTURES / "tex/abstracts.json").read_text())
+}
 
 
 def test_times_and_micro_in_an_arxiv_abstract_and_a_bare_percent_kept():
@@ -31,7 +33,9 @@ def test_textbf_escaped_percent_and_textcolor_in_a_real_abstract():
     text = tex_to_text(ABSTRACTS["2309.14348"])
     assert "we introduce a Robustly Aligned LLM (RA-LLM)" in text
     assert "from nearly 100% to around 10% or less." in text
-    assert text.endswith("WARNING: This paper contains unsafe model responses. Reader discretion is advised.")
+    assert text.endswith(
+        "WARNING: This paper contains unsafe model responses. Reader discretion is advised."
+    )
     assert "red" not in text.split("less.")[1]  # the colour's name is not text
     assert "{" not in text and "\\" not in text
 
