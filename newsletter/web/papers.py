@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
+from newsletter import storage
 from newsletter.models import Subscriber
 from newsletter.profile import Profile, parse_profile
 from newsletter.ranker import PaperWindow, RecentPapers, rank_profile, rank_subscriber
@@ -40,6 +41,9 @@ class Preview:
     considered: int = 0  # how many papers were ranked
     error: str | None = None
     shown: bool = field(default=False)  # keywords were given: say "nothing matched" if empty
+    # A subscriber's matches among the recent papers that an earlier digest already holds:
+    # left out of `items` (a paper is never sent twice), shown apart so none vanish silently.
+    sent: Sequence[PreviewItem] = ()
 
 
 def keywords_problem(text: str) -> str | None:
@@ -125,7 +129,23 @@ class PreviewIndex:
         if ranked.error is not None:
             return Preview(subscriber.keywords, error=ranked.error, shown=True)
         items = _items(window, ranked.matches)
-        return Preview(subscriber.keywords, items, len(window), shown=True)
+        sent = self._already_sent(window, session, subscriber, now=now)
+        return Preview(subscriber.keywords, items, len(window), shown=True, sent=sent)
+
+    def _already_sent(
+        self, window: PaperWindow, session: Session, subscriber: Subscriber, *, now: datetime
+    ) -> list[PreviewItem]:
+        """The recent papers the subscriber's keywords pick that a digest already holds."""
+        held = storage.reserved_paper_ids(session, [subscriber.id], window.policy.since(now))
+        sent = held.get(subscriber.id, set()) & set(window.papers)
+        if not sent:
+            return []
+        # Ranked without leaving anything out, as many as could be sent ones: the same order,
+        # scores and reasons the digests gave them.
+        matches = rank_profile(
+            window, parse_profile(subscriber.keywords), top_k=len(sent) + subscriber.digest_size
+        )
+        return _items(window, [m for m in matches if m.paper_id in sent])
 
 
 def _items(window: PaperWindow, matches: Sequence[Match]) -> list[PreviewItem]:

@@ -54,3 +54,40 @@ def test_schedule_times_follow_the_plan_interval_and_the_ledger():
     planned = first_digest_time(evening, 7, "Europe/Paris", planned_today=True)
     assert f"{planned:%d %H:%M}" == "02 07:00"
     assert f"{first_digest_time(evening, 22, 'Europe/Paris'):%d %H:%M}" == "01 22:00"
+
+
+def _manage_preview(w, subscriber: int) -> str:
+    page = w.client.get(w.path("manage", subscriber)).text
+    block = page.split('id="preview-results"', 1)[1].split("</section>", 1)[0]
+    return " ".join(block.split())
+
+
+def _send_todays_digest(w, db) -> list[str]:
+    from newsletter import pipeline, storage
+
+    (row,) = pipeline.plan(db, w.settings, write=False).rows
+    with db.session() as session:  # today's digest, written to the ledger as the planner does
+        storage.create_deliveries(session, [row], storage.utcnow())
+    w.web.papers.invalidate()
+    return [item["id"] for item in row["items"]]
+
+
+def test_after_a_digest_the_preview_counts_and_shows_the_sent_papers(w, db, web_papers):
+    subscriber = w.add(keywords="agents, reasoning", send_hour=0, digest_size=4)
+    assert "already sent" not in _manage_preview(w, subscriber)
+    sent = _send_todays_digest(w, db)
+    after = _manage_preview(w, subscriber)
+    new = after.count('<li class="paper">')
+    assert len(sent) == 4 and new >= 1
+    assert after.count('<li class="paper paper-sent">') == 4
+    assert after.count("Already sent to you") == 4
+    assert f"match: {new} new, 4 already sent to you." in after
+
+
+def test_when_every_match_was_sent_the_preview_says_so(w, db, web_papers):
+    subscriber = w.add(keywords="agents, reasoning", send_hour=0, digest_size=50)
+    sent = _send_todays_digest(w, db)
+    after = _manage_preview(w, subscriber)
+    assert "None of the" not in after and "Try broader words" not in after
+    assert f"Nothing new since your last digest: {len(sent)} of the 30 latest papers match" in after
+    assert after.count('<li class="paper paper-sent">') == len(sent)
