@@ -23,7 +23,7 @@ import re
 import secrets
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from email.utils import parseaddr
 from functools import cache, cached_property
 from pathlib import Path
@@ -276,6 +276,7 @@ class EditionRenderer:
             "edition_long": f"{day:%A}, {day.day} {day:%B %Y}",
             "edition_short": f"{day.day} {day:%B}",
             "preheader_padding": PREHEADER_PADDING,
+            "empty_note": empty_note(day),
         }
 
     def view(self, paper: Paper) -> PaperView:
@@ -481,7 +482,7 @@ class EditionRenderer:
         """One subscriber's digest: matched papers, then trending ones not already listed."""
         listed = {item.paper.id for item in items}
         trending = [p for p in trending if p.id not in listed][: self.settings.trending_size]
-        headline = _headline(len(items))
+        headline = _headline(len(items), self.edition)
         keywords = keywords_line(keywords_text)
         common = {
             "headline": headline,
@@ -532,10 +533,13 @@ def subject_parts(renderer: EditionRenderer, items: Sequence[DigestItem]) -> dic
     head = f"{site_name(renderer.settings)} · {day:%a} {day.day} {day:%b}"
     more = f" + {len(items) - 1} more" if len(items) > 1 else ""
     if not items:
-        return {"subject_head": head, "top_title": "", "more": ""}
+        weekend = day.weekday() >= 5
+        why = "No new arXiv papers on weekends" if weekend else "Nothing new on your keywords"
+        return {"subject_head": head, "top_title": "", "more": "", "empty_subject": why}
     room = SUBJECT_CHARS - len(head) - len(" · ") - len(more)
     title = renderer.view(items[0].paper).title
-    return {"subject_head": head, "top_title": _shorten(title, max(room, 10)), "more": more}
+    top = _shorten(title, max(room, 10))
+    return {"subject_head": head, "top_title": top, "more": more, "empty_subject": ""}
 
 
 def _points(score: float) -> str:
@@ -581,10 +585,32 @@ def _wrapper(width: int) -> re.Pattern[str]:
     return re.compile(rf"\S.{{0,{width - 1}}}(?= |$)|\S+")
 
 
-def _headline(count: int) -> str:
+def _headline(count: int, edition: date | None = None) -> str:
     if count == 0:
+        if edition is not None and edition.weekday() >= 5:
+            return "No new papers today: arXiv announces none on weekends"
         return "No new paper matched your keywords today"
     return f"{count} paper{'s' if count != 1 else ''} matched your keywords"
+
+
+def empty_note(edition: date) -> str:
+    """Why a digest is empty, and when the next one can bring papers (the empty-day note).
+
+    arXiv announces new papers Monday to Friday (its announcements fall in the first hour of
+    those days in UTC) and not on its holidays; Hugging Face lists few papers on those days.
+    """
+    days = 7 - edition.weekday() if edition.weekday() >= 4 else 1  # Fri, Sat, Sun -> Monday
+    upcoming = edition + timedelta(days=days)
+    when = "tomorrow" if days == 1 else f"on {upcoming:%A} {upcoming.day} {upcoming:%B}"
+    if edition.weekday() >= 5:
+        return (
+            "arXiv announces no new papers on weekends, so nothing new came today. "
+            f"The next announcement brings papers for your digest {when}."
+        )
+    return (
+        "Nothing new matched your keywords today (on an arXiv holiday no new papers come at "
+        f"all). Your next digest comes {when}, at your usual time."
+    )
 
 
 def _preheader(

@@ -121,3 +121,34 @@ def test_titles_and_summaries_of_stored_papers_are_cleaned_for_display(config):
     assert page.select_one("p.card-title a").get_text() == "Up to 6× faster"
     assert "Costs drop by 95% in O(n²) time." in page.select_one("p.snippet").get_text()
     assert "Costs drop by 95% in O(n²) time." in email.text
+
+
+def _empty(config: Settings, day: date) -> Email:
+    return EditionRenderer(config, day).render_digest(
+        email="reader@example.net",
+        keywords_text="agents",
+        items=[],
+        trending=[],
+        unsubscribe_url="https://news.example.org/unsubscribe/T",
+        manage_url="https://news.example.org/manage/T",
+    )
+
+
+def test_an_empty_weekend_note_says_why_and_when_the_next_comes(config):
+    email = _empty(config, date(2026, 12, 5))  # a Saturday
+    assert email.subject == "Paper Digest · Sat 5 Dec · No new arXiv papers on weekends"
+    text = " ".join(email.text.split())
+    assert "arXiv announces no new papers on weekends" in text
+    assert "for your digest on Monday 7 December." in text
+    assert "We will look again tomorrow" not in text
+    assert "arXiv announces no new papers on weekends" in email.html
+    assert max(len(line) for line in email.text.splitlines() if "http" not in line) <= 76
+
+
+def test_an_empty_weekday_note_names_holidays_and_the_next_day(config):
+    friday = " ".join(_empty(config, date(2026, 12, 4)).text.split())
+    assert "on an arXiv holiday no new papers come at all" in friday
+    assert "Your next digest comes on Monday 7 December" in friday
+    tuesday = _empty(config, date(2026, 12, 1))
+    assert "Your next digest comes tomorrow" in " ".join(tuesday.text.split())
+    assert tuesday.subject == "Paper Digest · Tue 1 Dec · Nothing new on your keywords"
