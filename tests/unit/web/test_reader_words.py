@@ -91,3 +91,38 @@ def test_when_every_match_was_sent_the_preview_says_so(w, db, web_papers):
     assert "None of the" not in after and "Try broader words" not in after
     assert f"Nothing new since your last digest: {len(sent)} of the 30 latest papers match" in after
     assert after.count('<li class="paper paper-sent">') == len(sent)
+
+
+def test_form_errors_are_sentences_marked_invalid_shown_once_without_the_input(w):
+    page = w.post_form(
+        "/",
+        email="<i>ada</i>",
+        keywords='"label noise',
+        send_hour="7",
+        timezone="Europe/Paris",
+        digest_size="10",
+    )
+    html = page.text
+    assert page.status_code == 422
+    assert (
+        'id="email"' in html
+        and 'aria-invalid="true"' in html.split('id="email"', 1)[1].split(">", 1)[0]
+    )
+    assert "&lt;i&gt;ada" not in html.split('id="email-error"', 1)[1].split("</p>", 1)[0]
+    keywords_error = "A quote is not closed: add the closing &#34; (at column 1)."
+    assert html.count(keywords_error) == 1, html
+    assert "unclosed quote" not in html
+    summary = html.split('class="alert alert-error"', 1)[1].split("</div>", 1)[0]
+    assert '<a href="#email">Email address</a>' in summary
+    assert '<a href="#keywords">Keywords</a>' in summary
+
+
+def test_the_css_rule_for_invalid_fields_outranks_the_input_type_rule():
+    from pathlib import Path
+
+    import newsletter
+
+    css = (Path(newsletter.__file__).parent / "templates/web/static/style.css").read_text()
+    rule = ':is(input, select, textarea)[aria-invalid="true"] { border-color: var(--danger);'
+    # Same specificity as input[type=email] (0,1,1), and later in the sheet: it wins.
+    assert rule in css and css.index(rule) > css.index("input[type=email], input[type=number]")
