@@ -71,7 +71,7 @@ class ProfileError(ValueError):
 
 # What a form says for the terse errors of the parser (the CLI keeps them short).
 _SENTENCES = {
-    "unclosed quote": "A quote is not closed: add the closing \"",
+    "unclosed quote": 'A quote is not closed: add the closing "',
     "empty entry": "There is an empty entry: remove the extra comma",
     "empty phrase": "A pair of quotes has nothing between them",
     "nothing after '-'": "A minus sign needs a word or phrase after it to leave out",

@@ -25,8 +25,8 @@ def test_an_evening_confirmation_says_the_digest_comes_within_minutes(w, pending
     page = w.post_form(pending)
     text = " ".join(page.text.split())
     assert (
-        "Your first digest comes within a few minutes, around <strong>21:05</strong> today (Europe/Paris)"
-        in text
+        "Your first digest comes within a few minutes, around <strong>21:05</strong> today "
+        "(Europe/Paris)" in text
     )
     assert "arrives around 07:00" not in text
     assert "After that, one comes every day around 07:00." in text
@@ -126,3 +126,20 @@ def test_the_css_rule_for_invalid_fields_outranks_the_input_type_rule():
     rule = ':is(input, select, textarea)[aria-invalid="true"] { border-color: var(--danger);'
     # Same specificity as input[type=email] (0,1,1), and later in the sheet: it wins.
     assert rule in css and css.index(rule) > css.index("input[type=email], input[type=number]")
+
+
+def test_the_preview_labels_words_found_apart_as_words():
+    from newsletter.paper import Paper
+    from newsletter.web.papers import _shown
+
+    apart = Paper(
+        id="2612.00002",
+        title="Score-based diffusion",
+        abstract="We study diffusion on graphs. Several models of mixing are compared.",
+        source="arxiv",
+    )
+    together = Paper(
+        id="2612.00003", title="Latent diffusion models", abstract="Fast.", source="arxiv"
+    )
+    assert _shown(apart, ("diffusion models",)) == {"diffusion models": "diffusion + models"}
+    assert _shown(together, ("diffusion models",)) == {"diffusion models": "diffusion models"}
