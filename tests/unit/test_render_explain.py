@@ -152,3 +152,33 @@ def test_an_empty_weekday_note_names_holidays_and_the_next_day(config):
     tuesday = _empty(config, date(2026, 12, 1))
     assert "Your next digest comes tomorrow" in " ".join(tuesday.text.split())
     assert tuesday.subject == "Paper Digest · Tue 1 Dec · Nothing new on your keywords"
+
+
+def test_a_planned_and_delivered_digest_explains_score_and_fields(db, settings, outbox):
+    """Through the ledger: the planner stores where each entry matched, the digest shows it."""
+    from newsletter import pipeline, storage, subscriptions
+
+    pipeline.load_demo_day(db)
+    with db.session() as session:
+        subscriptions.subscribe(
+            session,
+            settings,
+            email="ada@example.org",
+            keywords="agents, reasoning",
+            now=storage.utcnow(),
+            send_hour=0,
+            confirmed=True,
+        )
+    (row,) = pipeline.plan(db, settings, write=False).rows
+    assert all(item["where"] for item in row["items"])
+    assert pipeline.plan(db, settings).planned == 1
+    assert pipeline.deliver(db, settings).sent == 1
+    [message] = outbox()
+    text = " ".join(message.get_body(("plain",)).get_content().split())
+    html = message.get_body(("html",)).get_content()
+    first = row["items"][0]
+    label = first["matched"][0]
+    fields = ", ".join(first["where"][label])
+    assert f"{first['score']:.0f}/100 · Matched: " in text
+    assert f"{label} (in {fields})" in text
+    assert f"{first['score']:.0f}/100</span>" in html and f" in {fields}</span>" in html
