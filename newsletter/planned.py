@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import date
 
 from newsletter.ranking import snippet_text
@@ -10,12 +11,14 @@ from newsletter.ranking import snippet_text
 
 @dataclass(frozen=True, slots=True)
 class PlannedItem:
-    """One paper of a planned digest: its score, the entries it matched, its excerpt."""
+    """One paper of a planned digest: its score, the entries it matched (and in which fields:
+    title, abstract, keywords), its excerpt."""
 
     paper_id: str
     score: float
     matched: tuple[str, ...] = ()
     snippet_html: str = ""
+    where: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def snippet_text(self) -> str:

@@ -53,8 +53,37 @@ class ProfileError(ValueError):
 
     def __init__(self, what: str, line: int = 1, column: int = 1, *, multiline: bool = True):
         self.what, self.line, self.column = what, line, column
+        self.multiline = multiline
         where = f"line {line}, column {column}" if multiline else f"column {column}"
         super().__init__(f"{what} at {where}")
+
+    def sentence(self) -> str:
+        """The error as a form shows it: a sentence that says where, and never echoes input."""
+        what = self.what
+        for ending, plain in _PLAIN_WHAT.items():
+            if what.endswith(ending):  # these begin with the entry as written: leave it out
+                what = plain
+        where = f"line {self.line}, column {self.column}"
+        where = where if self.multiline else f"column {self.column}"
+        text = _SENTENCES.get(what, what[:1].upper() + what[1:])
+        return f"{text.rstrip('.')} (at {where})."
+
+
+# What a form says for the terse errors of the parser (the CLI keeps them short).
+_SENTENCES = {
+    "unclosed quote": 'A quote is not closed: add the closing "',
+    "empty entry": "There is an empty entry: remove the extra comma",
+    "empty phrase": "A pair of quotes has nothing between them",
+    "nothing after '-'": "A minus sign needs a word or phrase after it to leave out",
+    "nothing after the field name": "author: and cat: need a value after them",
+    "author: needs a name": "author: needs a name after it",
+    "an exclusion takes no weight": "An exclusion (-word) cannot take a weight (^)",
+    "no keywords: write at least one": "Enter at least one keyword",
+}
+_PLAIN_WHAT = {
+    " has no letters or digits to match": "an entry has no letters or digits to match",
+    " is not an arXiv category like cs.LG": "a category is not an arXiv category like cs.LG",
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ import re
 import secrets
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from email.utils import parseaddr
 from functools import cache, cached_property
 from pathlib import Path
@@ -34,9 +34,11 @@ import jinja2
 from markupsafe import Markup, escape
 from premailer import Premailer
 
+from newsletter.analysis import Analyzer, Token, phrase_spans, split_words
 from newsletter.config import Settings
 from newsletter.paper import Paper
 from newsletter.resources import TEMPLATES_DIR
+from newsletter.text import tex_to_text
 
 DEFAULT_SITE_NAME = "Paper Digest"
 MAX_AUTHORS = 3
@@ -66,6 +68,8 @@ class DigestItem:
     snippet_html: str = ""
     snippet_text: str = ""
     score: float | None = None
+    # entry -> the fields it matched in ("title", "abstract", "keywords"); empty for old rows.
+    where: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -146,12 +150,13 @@ def paper_view(paper: Paper) -> PaperView:
         meta.append(MetaPart("Project page", project))
     if from_hf:
         meta.append(MetaPart("arXiv", paper.arxiv_url))
+    # Papers stored before their TeX was cleaned at collection get it cleaned here.
     return PaperView(
-        title=" ".join(paper.title.split()),
+        title=tex_to_text(paper.title),
         url=paper.hf_url if from_hf else paper.arxiv_url,
         authors=format_authors(paper.authors),
         upvotes=paper.upvotes,
-        summary=_shorten(paper.ai_summary or paper.abstract, SUMMARY_CHARS),
+        summary=_shorten(tex_to_text(paper.ai_summary or paper.abstract), SUMMARY_CHARS),
         meta=tuple(meta),
     )
 
@@ -257,6 +262,10 @@ class EditionRenderer:
         self._views: dict[str, PaperView] = {}
         self._wraps: dict[str, str] = {}
         self._subject = self.env.get_template("email/digest/subject.txt")
+        self._labels: dict[tuple[str, str], str] = {}  # (paper id, entry) -> label shown
+        # Corpus-free: the rules that make two profiles equal (case, stems, acronyms).
+        self._analyzer = Analyzer()
+        self._postings: dict[str, list[dict[str, list[Token]]]] = {}
 
     @cached_property
     def _common(self) -> dict[str, Any]:
@@ -267,6 +276,7 @@ class EditionRenderer:
             "edition_long": f"{day:%A}, {day.day} {day:%B %Y}",
             "edition_short": f"{day.day} {day:%B}",
             "preheader_padding": PREHEADER_PADDING,
+            "empty_note": empty_note(day),
         }
 
     def view(self, paper: Paper) -> PaperView:
@@ -365,23 +375,63 @@ class EditionRenderer:
         return self._fragment(f"email/digest/trending.{kind}", {"cards": self._slot("cards")})
 
     @cached_property
-    def _label_tags(self) -> tuple[str, str, str]:
-        """The inlined labels wrapper, one label, and the <mark> opening tag."""
-        slots = {name: self._slot(name) for name in ("labels", "label", "mark")}
-        html = self._fragment("email/digest/labels.html", slots)
-        wrapper, label, mark = (line.strip() for line in html.splitlines() if line.strip())
-        return wrapper, label, mark[: mark.index(">") + 1]
+    def _label_tags(self) -> tuple[str, str, str, str, str]:
+        """The inlined labels wrapper, the score, one label, its fields and the <mark> tag."""
+        names = ("labels", "score", "label", "where", "mark")
+        html = self._fragment("email/digest/labels.html", {n: self._slot(n) for n in names})
+        wrapper, score, label, where, mark = (
+            line.strip() for line in html.splitlines() if line.strip()
+        )
+        return wrapper, score, label, where, mark[: mark.index(">") + 1]
+
+    def explanation(self, item: DigestItem) -> list[tuple[str, str]]:
+        """(label, where) for each matched entry of an item, as the card shows them.
+
+        An entry whose words matched only apart is labelled with its words ("diffusion +
+        models"), not as if the phrase had been found; `where` is "title, abstract" or "".
+        """
+        shown = []
+        for label in item.matched:
+            key = (item.paper.id, label)
+            found = self._labels.get(key)
+            if found is None:
+                words = words_apart(label, self._fields(item.paper), self._analyzer)
+                found = self._labels[key] = " + ".join(words) if words else label
+            shown.append((found, ", ".join(item.where.get(label, ()))))
+        return shown
+
+    def _fields(self, paper: Paper) -> list[dict[str, list[Token]]]:
+        """The paper's title, abstract and keywords as terms, read once per edition."""
+        found = self._postings.get(paper.id)
+        if found is None:
+            texts = (paper.title, paper.abstract, " ; ".join(paper.keywords))
+            found = self._postings[paper.id] = [
+                self._analyzer.postings(split_words(tex_to_text(text))) for text in texts
+            ]
+        return found
 
     # Per subscriber --------------------------------------------------------------------------
     def _card_html(self, item: DigestItem) -> str:
-        wrapper, label, mark = self._label_tags
+        wrapper, score_tag, label, where_tag, mark = self._label_tags
         labels = ""
-        if item.matched:
+        if item.matched or item.score is not None:
+            score = ""
+            if item.score is not None:
+                score = self._slot.fill(score_tag, {"score": _points(item.score)}) + "\n"
             # One label a line keeps lines short enough to send the HTML unencoded (7bit).
             inner = "\n".join(
-                self._slot.fill(label, {"label": html_ascii(escape(m))}) for m in item.matched
+                self._slot.fill(
+                    label,
+                    {
+                        "label": html_ascii(escape(text)),
+                        "where": self._slot.fill(where_tag, {"where": escape(f" in {where}")})
+                        if where
+                        else "",
+                    },
+                )
+                for text, where in self.explanation(item)
             )
-            labels = self._slot.fill(wrapper, {"labels": inner})
+            labels = self._slot.fill(wrapper, {"score": score, "labels": inner})
         # The snippet is escaped HTML whose only tags are <mark>: give them their style.
         snippet = item.snippet_html.replace("<mark>", mark) or escape(self.view(item.paper).summary)
         snippet = html_ascii(snippet)
@@ -399,9 +449,15 @@ class EditionRenderer:
         return found
 
     def _card_text(self, number: int, item: DigestItem) -> str:
-        matched = ""
+        parts = []
+        if item.score is not None:
+            parts.append(_points(item.score))
         if item.matched:
-            matched = "   " + wrap("Matched: " + ", ".join(item.matched), 69, "   ") + "\n"
+            entries = [
+                f"{text} (in {where})" if where else text for text, where in self.explanation(item)
+            ]
+            parts.append("Matched: " + ", ".join(entries))
+        matched = "   " + wrap(" · ".join(parts), 69, "   ") + "\n" if parts else ""
         snippet = self._wrapped(item.snippet_text or self.view(item.paper).summary)
         values = {"number": str(number), "matched": matched, "snippet": snippet}
         return self._slot.fill(self._card("txt", item.paper), values)
@@ -426,7 +482,7 @@ class EditionRenderer:
         """One subscriber's digest: matched papers, then trending ones not already listed."""
         listed = {item.paper.id for item in items}
         trending = [p for p in trending if p.id not in listed][: self.settings.trending_size]
-        headline = _headline(len(items))
+        headline = _headline(len(items), self.edition)
         keywords = keywords_line(keywords_text)
         common = {
             "headline": headline,
@@ -457,18 +513,61 @@ class EditionRenderer:
                 "trending_section": self._trending("txt", trending),
             },
         )
-        subject = self._subject.render(
-            **self._common, items=[_SubjectItem(self.view(item.paper)) for item in items]
-        )
+        subject = self._subject.render(**self._common, **subject_parts(self, items))
         while "\n\n\n" in text:  # at most one blank line anywhere (faster than a regex)
             text = text.replace("\n\n\n", "\n\n")
         text = text.strip() + "\n"
         return Email(subject=_one_line(subject), text=text, html=html)
 
 
-@dataclass(frozen=True)
-class _SubjectItem:
-    view: PaperView
+SUBJECT_CHARS = 78  # RFC 5322's line length: inbox lists show about this much
+
+
+def subject_parts(renderer: EditionRenderer, items: Sequence[DigestItem]) -> dict[str, str]:
+    """The subject's pieces: brand and date first (always whole), then the top title cut to fit.
+
+    "Paper Digest · Tue 1 Dec · <title> + 7 more": inbox lists cut long subjects, so what
+    identifies the mail comes first and only the title is shortened.
+    """
+    day = renderer.edition
+    head = f"{site_name(renderer.settings)} · {day:%a} {day.day} {day:%b}"
+    more = f" + {len(items) - 1} more" if len(items) > 1 else ""
+    if not items:
+        weekend = day.weekday() >= 5
+        why = "No new arXiv papers on weekends" if weekend else "Nothing new on your keywords"
+        return {"subject_head": head, "top_title": "", "more": "", "empty_subject": why}
+    room = SUBJECT_CHARS - len(head) - len(" · ") - len(more)
+    title = renderer.view(items[0].paper).title
+    top = _shorten(title, max(room, 10))
+    return {"subject_head": head, "top_title": top, "more": more, "empty_subject": ""}
+
+
+def _points(score: float) -> str:
+    """A score as the pages show it: "42/100"."""
+    return f"{score:.0f}/100"
+
+
+_LOOSE_ENTRY = re.compile(r"[^\W_][\w'-]*(?:\s+[\w'-]+)+")
+
+
+def words_apart(
+    label: str, fields: Sequence[Mapping[str, list[Token]]], analyzer: Analyzer
+) -> tuple[str, ...]:
+    """The words of an unquoted multi-word entry if they are nowhere adjacent in the paper.
+
+    The ranking lets "diffusion models" match a paper that says "diffusion" in one sentence
+    and "models" in another; calling that a "diffusion models" match would claim a phrase the
+    paper does not have. Empty when the phrase is there, or the entry is not such an entry.
+    """
+    text = label.split("^", 1)[0].strip()
+    if not _LOOSE_ENTRY.fullmatch(text):
+        return ()
+    phrase = analyzer.query_terms(text)
+    if len(phrase) < 2:
+        return ()
+    if any(phrase_spans(terms, phrase) for terms in fields):
+        return ()
+    return tuple(text.split())
 
 
 def wrap(text: str, width: int, indent: str) -> str:
@@ -486,10 +585,32 @@ def _wrapper(width: int) -> re.Pattern[str]:
     return re.compile(rf"\S.{{0,{width - 1}}}(?= |$)|\S+")
 
 
-def _headline(count: int) -> str:
+def _headline(count: int, edition: date | None = None) -> str:
     if count == 0:
+        if edition is not None and edition.weekday() >= 5:
+            return "No new papers today: arXiv announces none on weekends"
         return "No new paper matched your keywords today"
     return f"{count} paper{'s' if count != 1 else ''} matched your keywords"
+
+
+def empty_note(edition: date) -> str:
+    """Why a digest is empty, and when the next one can bring papers (the empty-day note).
+
+    arXiv announces new papers Monday to Friday (its announcements fall in the first hour of
+    those days in UTC) and not on its holidays; Hugging Face lists few papers on those days.
+    """
+    days = 7 - edition.weekday() if edition.weekday() >= 4 else 1  # Fri, Sat, Sun -> Monday
+    upcoming = edition + timedelta(days=days)
+    when = "tomorrow" if days == 1 else f"on {upcoming:%A} {upcoming.day} {upcoming:%B}"
+    if edition.weekday() >= 5:
+        return (
+            "arXiv announces no new papers on weekends, so nothing new came today. "
+            f"The next announcement brings papers for your digest {when}."
+        )
+    return (
+        "Nothing new matched your keywords today (on an arXiv holiday no new papers come at "
+        f"all). Your next digest comes {when}, at your usual time."
+    )
 
 
 def _preheader(

@@ -8,7 +8,9 @@ Every time is UTC.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from newsletter.config import Settings
 
@@ -96,3 +98,30 @@ def jobs(settings: Settings) -> list[Job]:
     interval = sweep_interval(settings)
     schedule.append(Job("sweep-leases", "sweep", Every(interval), interval))
     return schedule
+
+
+def plan_interval_minutes() -> int:
+    """Minutes between planning runs: how long a due digest can wait to be planned."""
+    minute = PLAN_EVERY.minute
+    return int(minute.removeprefix("*/")) if minute.startswith("*/") else 60
+
+
+def first_digest_time(
+    now: datetime, send_hour: int, zone: str, *, planned_today: bool = False
+) -> datetime:
+    """About when a subscriber's next digest is planned, in their zone (`now` is naive UTC).
+
+    Planning runs every few minutes and takes everyone whose local send hour has come and
+    whose digest for today is not planned yet. So someone who confirms in the evening, past
+    their send hour, gets today's digest at the next run, not tomorrow morning.
+    """
+    local = now.replace(tzinfo=UTC).astimezone(ZoneInfo(zone))
+    step = plan_interval_minutes()
+    if not planned_today and local.hour >= send_hour:
+        # The next planning run: the next multiple of the interval past the hour.
+        next_run = (local.minute // step + 1) * step
+        return local.replace(minute=0, second=0, microsecond=0) + timedelta(minutes=next_run)
+    day = local.date() if local.hour < send_hour else local.date() + timedelta(days=1)
+    wall = datetime.combine(day, time(send_hour), tzinfo=ZoneInfo(zone))
+    # A wall time skipped by a clock change: normalise through UTC.
+    return wall.astimezone(UTC).astimezone(ZoneInfo(zone))

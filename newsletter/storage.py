@@ -382,6 +382,8 @@ def create_deliveries(session: Session, rows: Sequence[PlannedRow], now: datetim
                     "score": item.score,
                     "matched": item.matched,  # a tuple: JSON writes it as an array
                     "snippet_html": item.snippet_html,
+                    # Where each entry matched, for the email to explain like the web page.
+                    "where": item.where,  # tuples: JSON writes them as arrays
                 }
                 for item in row.items
             ],
@@ -431,7 +433,16 @@ def _planned_item(position: int, item: Any) -> PlannedItem:
         raise MalformedItems(f"item {position} ({paper_id}): matched is not a list of terms")
     if not isinstance(snippet, str):
         raise MalformedItems(f"item {position} ({paper_id}): snippet_html is not text")
-    return PlannedItem(paper_id, float(score), tuple(matched), snippet)
+    where = item.get("where") or {}  # rows planned before the fields were kept have none
+    if not isinstance(where, dict) or not all(
+        isinstance(label, str)
+        and isinstance(fields, list)
+        and all(isinstance(f, str) for f in fields)
+        for label, fields in where.items()
+    ):
+        raise MalformedItems(f"item {position} ({paper_id}): where is not fields by entry")
+    fields = {label: tuple(names) for label, names in where.items()}
+    return PlannedItem(paper_id, float(score), tuple(matched), snippet, fields)
 
 
 # Delivering --------------------------------------------------------------------------------

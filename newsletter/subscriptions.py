@@ -8,6 +8,7 @@ storage.record_send_outcome(), in one statement per delivery.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -86,8 +87,24 @@ def normalize_email(raw: str) -> str:
     try:
         result = validate_email(raw.strip(), check_deliverability=False)
     except EmailNotValidError as exc:
-        raise SubscriptionError("email", f"{raw.strip() or 'An empty address'}: {exc}") from None
+        raise SubscriptionError("email", _email_problem(raw, exc)) from None
     return str(result.normalized).lower()
+
+
+def _email_problem(raw: str, exc: EmailNotValidError) -> str:
+    """Why an address cannot be used, as a sentence that does not repeat what was typed.
+
+    Echoing the input would put whatever anyone typed on the page (and in logs); the
+    validator's reason is kept when it does not quote the address.
+    """
+    typed = raw.strip()
+    if not typed:
+        return "Enter your email address."
+    reason = str(exc).strip()
+    pieces = [piece for piece in re.split(r"[@\s]+", typed) if len(piece) > 1]
+    if reason and not any(piece.lower() in reason.lower() for piece in pieces):
+        return f"This email address cannot be used. {reason.rstrip('.')}."
+    return "This email address cannot be used: check it for typing mistakes."
 
 
 def validate_keywords(text: str) -> str:
@@ -101,7 +118,7 @@ def validate_keywords(text: str) -> str:
     try:
         profile.parse_profile(text)
     except profile.ProfileError as exc:
-        raise SubscriptionError("keywords", str(exc)) from None
+        raise SubscriptionError("keywords", exc.sentence()) from None
     return text
 
 

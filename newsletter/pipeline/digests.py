@@ -56,6 +56,7 @@ class Digests:
                 snippet_html=item.snippet_html,
                 snippet_text=item.snippet_text,
                 score=item.score,
+                where=item.where,
             )
             for item in row.items
             if item.paper_id in papers  # a paper deleted since the plan is left out

@@ -129,7 +129,9 @@ class _Ranker:
                 self.report.invalid_profiles.append(one.subscriber.id)
                 continue
             items = tuple(
-                PlannedItem(m.paper_id, round(float(m.score), 2), m.matched, m.snippet_html)
+                PlannedItem(
+                    m.paper_id, round(float(m.score), 2), m.matched, m.snippet_html, m.where
+                )
                 for m in one.matches
             )
             state = PLANNED if items or send_empty else SKIPPED

@@ -24,6 +24,7 @@ from newsletter.sources.base import (
     outcome_of,
 )
 from newsletter.sources.http import HTTPStatusError, SourceClient, SourceResponse
+from newsletter.text import tex_to_text
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,8 @@ def _rss_item(item: Any, wanted: set[str], announced: date | None) -> Paper | No
         raise SourceError(SOURCE, f"item {paper_id} has no title")
     return Paper(
         id=paper_id,
-        title=title,
-        abstract=_DESCRIPTION_HEAD.sub("", description, count=1),
+        title=tex_to_text(title),
+        abstract=tex_to_text(_DESCRIPTION_HEAD.sub("", description, count=1)),
         authors=_split_authors(_child_text(item, f"{DC}creator")),
         published=announced or _rfc822_day(_child_text(item, "pubDate")),
         url=ABS_URL.format(id=paper_id),
@@ -236,8 +237,8 @@ def _atom_entry(entry: Any) -> Paper:
     terms += [c.get("term", "") for c in entry.iterfind(f"{ATOM}category")]
     return Paper(
         id=paper_id,
-        title=title,
-        abstract=_child_text(entry, f"{ATOM}summary"),
+        title=tex_to_text(title),
+        abstract=tex_to_text(_child_text(entry, f"{ATOM}summary")),
         authors=[
             name for a in entry.iterfind(f"{ATOM}author") if (name := _child_text(a, f"{ATOM}name"))
         ],

@@ -22,6 +22,7 @@ from newsletter.sources.base import (
     outcome_of,
 )
 from newsletter.sources.http import HTTPStatusError, SourceClient
+from newsletter.text import tex_to_text
 
 log = logging.getLogger(__name__)
 
@@ -85,20 +86,21 @@ def parse_entry(entry: Any) -> Paper:
     if paper_id is None:
         problem = f"id {raw_id!r} is not an arXiv id" if raw_id else "paper has no id"
         raise SourceError(SOURCE, problem)
-    title = clean_text(_str(paper, "title") or _str(entry, "title"))
+    # TeX cleaned at collection: the ranking indexes the words, not the markup.
+    title = tex_to_text(clean_text(_str(paper, "title") or _str(entry, "title")))
     if not title:
         raise SourceError(SOURCE, f"paper {paper_id} has no title")
     return Paper(
         id=paper_id,
         title=title,
-        abstract=clean_text(_str(paper, "summary") or _str(entry, "summary")),
+        abstract=tex_to_text(clean_text(_str(paper, "summary") or _str(entry, "summary"))),
         authors=_authors(paper.get("authors")),
         published=_day(_str(paper, "submittedOnDailyAt")),
         url=PAPER_URL.format(id=paper_id),
         upvotes=count(paper.get("upvotes")) or 0,
         source=SOURCE,
         keywords=_keywords(paper.get("ai_keywords")),
-        ai_summary=clean_text(_str(paper, "ai_summary")) or None,
+        ai_summary=tex_to_text(clean_text(_str(paper, "ai_summary"))) or None,
         comments=count(entry.get("numComments")) or 0,
         github_repo=_web_url(_str(paper, "githubRepo")),
         github_stars=count(paper.get("githubStars")),

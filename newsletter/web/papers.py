@@ -6,18 +6,23 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from zoneinfo import ZoneInfo
 
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
+from newsletter import storage
+from newsletter.analysis import Analyzer, split_words
 from newsletter.models import Subscriber
+from newsletter.paper import Paper
 from newsletter.profile import Profile, parse_profile
 from newsletter.ranker import PaperWindow, RecentPapers, rank_profile, rank_subscriber
 from newsletter.ranking import Match
-from newsletter.render import PaperView, paper_view
+from newsletter.render import PaperView, paper_view, words_apart
 from newsletter.storage import DueSubscriber
 from newsletter.subscriptions import SubscriptionError, validate_keywords
+from newsletter.text import tex_to_text
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,8 @@ class PreviewItem:
     matched: tuple[str, ...]
     where: dict[str, tuple[str, ...]]
     snippet_html: Markup
+    # entry -> how the page labels it: its words ("diffusion + models") if found only apart.
+    shown: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,9 @@ class Preview:
     considered: int = 0  # how many papers were ranked
     error: str | None = None
     shown: bool = field(default=False)  # keywords were given: say "nothing matched" if empty
+    # A subscriber's matches among the recent papers that an earlier digest already holds:
+    # left out of `items` (a paper is never sent twice), shown apart so none vanish silently.
+    sent: Sequence[PreviewItem] = ()
 
 
 def keywords_problem(text: str) -> str | None:
@@ -125,7 +135,40 @@ class PreviewIndex:
         if ranked.error is not None:
             return Preview(subscriber.keywords, error=ranked.error, shown=True)
         items = _items(window, ranked.matches)
-        return Preview(subscriber.keywords, items, len(window), shown=True)
+        sent = self._already_sent(window, session, subscriber, now=now)
+        return Preview(subscriber.keywords, items, len(window), shown=True, sent=sent)
+
+    def _already_sent(
+        self, window: PaperWindow, session: Session, subscriber: Subscriber, *, now: datetime
+    ) -> list[PreviewItem]:
+        """The recent papers the subscriber's keywords pick that a digest already holds."""
+        held = storage.reserved_paper_ids(session, [subscriber.id], window.policy.since(now))
+        sent = held.get(subscriber.id, set()) & set(window.papers)
+        if not sent:
+            return []
+        # Ranked without leaving anything out, as many as could be sent ones: the same order,
+        # scores and reasons the digests gave them.
+        matches = rank_profile(
+            window, parse_profile(subscriber.keywords), top_k=len(sent) + subscriber.digest_size
+        )
+        return _items(window, [m for m in matches if m.paper_id in sent])
+
+
+@cache
+def _analyzer() -> Analyzer:
+    return Analyzer()  # corpus-free, as the digests label their entries
+
+
+def _shown(paper: Paper, matched: Sequence[str]) -> dict[str, str]:
+    """The label of each matched entry, as the digest shows it (words found apart as words)."""
+    analyzer = _analyzer()
+    texts = (paper.title, paper.abstract, " ; ".join(paper.keywords))
+    fields = [analyzer.postings(split_words(tex_to_text(text))) for text in texts]
+    shown = {}
+    for label in matched:
+        words = words_apart(label, fields, analyzer)
+        shown[label] = " + ".join(words) if words else label
+    return shown
 
 
 def _items(window: PaperWindow, matches: Sequence[Match]) -> list[PreviewItem]:
@@ -137,6 +180,7 @@ def _items(window: PaperWindow, matches: Sequence[Match]) -> list[PreviewItem]:
             where=m.where,
             # The ranker escapes the abstract and adds only <mark> around the matches.
             snippet_html=Markup(m.snippet_html),
+            shown=_shown(window.papers[m.paper_id], m.matched),
         )
         for m in matches
     ]

@@ -95,7 +95,7 @@ def test_a_digest_arrives_complete_and_signed(server, renderer, papers, dkim_key
     assert received["Message-ID"] == "<digest.20260612.1@x.org>"
     assert received["Date"] and received["From"] == "Paper Digest <digest@x.org>"
     assert received["To"] == "reader1@example.net"
-    assert received["Subject"].endswith("Paper Digest, 12 June")
+    assert received["Subject"].startswith("Paper Digest · Fri 12 Jun · ")
     assert received["List-Id"] == "Paper Digest <digest.x.org>"
     assert received["List-Unsubscribe"] == (
         f"<{unsubscribe}>, <mailto:unsubscribe@x.org?subject=unsubscribe>"

@@ -232,8 +232,9 @@ def test_text_part_is_a_readable_version_of_the_same_digest(config, papers):
 
 def test_subject_names_the_top_paper_and_the_count(config, papers):
     email = digest(EditionRenderer(config, EDITION), [item(p) for p in papers[:3]])
-    assert email.subject.startswith(" ".join(papers[0].title.split())[:40])
-    assert "(+2 more)" in email.subject and "12 June" in email.subject
+    assert email.subject.startswith("Paper Digest · Fri 12 Jun · ")
+    assert " ".join(papers[0].title.split())[:30] in email.subject
+    assert email.subject.endswith(" + 2 more") and len(email.subject) <= 78
     assert "\n" not in email.subject
 
 
@@ -254,7 +255,7 @@ def test_nothing_matched_is_a_short_note(config, papers):
     assert "Nothing new matched your keywords today" in email.text
     assert "Nothing new matched your keywords today" in email.html
     assert soup(email).select("div.card") == []
-    assert email.subject.startswith("Nothing new on your keywords today")
+    assert email.subject == "Paper Digest · Fri 12 Jun · Nothing new on your keywords"
     assert soup(email).find("a", href=UNSUBSCRIBE)
 
 

@@ -189,7 +189,7 @@ def test_every_problem_is_named_at_once_beside_its_field():
         ("digest_size", 0, "The digest size must be from 1 to 50 papers."),
         ("digest_size", "", "Enter a number of papers from 1 to 50."),
         ("timezone", "", "Unknown time zone ''."),
-        ("email", "", "An empty address"),
+        ("email", "", "Enter your email address."),
     ],
 )
 def test_each_rule(field, value, message):

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from newsletter.sources import SourceError, hf_daily
+from newsletter.text import tex_to_text
 
 HF_JSON = "hf_daily_papers_2026-06-12.json"
 HF_PAGE = "hf_daily_page_2026-06-12.html"
@@ -39,7 +40,7 @@ def test_every_recorded_entry_becomes_a_paper_with_the_recorded_values(
     for paper, entry in zip(result.papers, hf_entries, strict=True):
         raw = entry["paper"]
         assert paper.title == " ".join(raw["title"].split())
-        assert paper.abstract == " ".join(raw["summary"].split())
+        assert paper.abstract == tex_to_text(raw["summary"])  # TeX as Unicode
         assert paper.authors == [a["name"] for a in raw["authors"]]
         assert paper.upvotes == raw["upvotes"]
         assert paper.comments == entry["numComments"]

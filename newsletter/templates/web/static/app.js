@@ -63,7 +63,8 @@
     });
     // Pages rendered with results already (preview, manage) need no first fetch.
     if (target.hasAttribute("data-rendered")) last = input.value.trim();
-    else if (input.value.trim()) update();
+    // A field the server marked invalid already shows its error beside it: not again below.
+    else if (input.value.trim() && input.getAttribute("aria-invalid") !== "true") update();
   }
 
   document.addEventListener("DOMContentLoaded", function () {
