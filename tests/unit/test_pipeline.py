@@ -133,8 +133,9 @@ def test_a_planned_row_is_stored_as_json_and_claimed_back_typed(db, settings):
             "score": 81.5,
             "matched": ["agents", "llm"],
             "snippet_html": "<mark>Agents</mark> &hellip;",
+            "where": {},
         },
-        {"id": "2606.00002", "score": 40.0, "matched": [], "snippet_html": ""},
+        {"id": "2606.00002", "score": 40.0, "matched": [], "snippet_html": "", "where": {}},
     ]
     assert (stored.paper_ids, stored.top_score) == (["2606.00001", "2606.00002"], 81.5)
     (claimed,) = _claim_all(db)

@@ -170,15 +170,15 @@ def test_a_planned_and_delivered_digest_explains_score_and_fields(db, settings, 
             confirmed=True,
         )
     (row,) = pipeline.plan(db, settings, write=False).rows
-    assert all(item["where"] for item in row["items"])
+    assert all(item.where for item in row.items)
     assert pipeline.plan(db, settings).planned == 1
     assert pipeline.deliver(db, settings).sent == 1
     [message] = outbox()
     text = " ".join(message.get_body(("plain",)).get_content().split())
     html = message.get_body(("html",)).get_content()
-    first = row["items"][0]
-    label = first["matched"][0]
-    fields = ", ".join(first["where"][label])
-    assert f"{first['score']:.0f}/100 · Matched: " in text
+    first = row.items[0]
+    label = first.matched[0]
+    fields = ", ".join(first.where[label])
+    assert f"{first.score:.0f}/100 · Matched: " in text
     assert f"{label} (in {fields})" in text
-    assert f"{first['score']:.0f}/100</span>" in html and f" in {fields}</span>" in html
+    assert f"{first.score:.0f}/100</span>" in html and f" in {fields}</span>" in html

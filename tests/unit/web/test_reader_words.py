@@ -69,7 +69,7 @@ def _send_todays_digest(w, db) -> list[str]:
     with db.session() as session:  # today's digest, written to the ledger as the planner does
         storage.create_deliveries(session, [row], storage.utcnow())
     w.web.papers.invalidate()
-    return [item["id"] for item in row["items"]]
+    return [item.paper_id for item in row.items]
 
 
 def test_after_a_digest_the_preview_counts_and_shows_the_sent_papers(w, db, web_papers):

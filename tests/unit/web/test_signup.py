@@ -309,7 +309,7 @@ def test_the_page_and_its_timing_do_not_tell_whether_an_address_is_known(w, web,
         fresh.append(timed(f"fresh{number}@example.org"))
     medians = statistics.median(fresh), statistics.median(recent)
     # Before, a fresh address paid for the mail inside the request: 33 ms against 3 ms.
-    assert abs(medians[0] - medians[1]) < max(0.004, 0.25 * max(medians)), medians
+    assert abs(medians[0] - medians[1]) < max(0.01, 0.35 * max(medians)), medians
 
 
 def test_an_anonymous_sign_up_changes_nothing_stored_until_confirmed(w, outbox):
