@@ -35,7 +35,7 @@ from newsletter.render import DigestItem, EditionRenderer
 from newsletter.sources import SOURCES, SourceError, arxiv, hf_daily
 from newsletter.sources.http import FetchCancelled, SourceClient
 from newsletter.subscriptions import normalize_email
-from newsletter.tokens import link
+from newsletter.tokens import link, view_link
 
 log = logging.getLogger(__name__)
 
@@ -444,6 +444,22 @@ class RenderError(Exception):
     """A digest could not be rendered (e.g. its stored items are malformed)."""
 
 
+def digest_items(stored: Sequence[dict[str, Any]], papers: dict[str, Paper]) -> list[DigestItem]:
+    """The cards of a ledger row's stored items, best first: what its mail and web page show."""
+    return [
+        DigestItem(
+            paper=papers[item["id"]],
+            matched=tuple(item.get("matched", ())),
+            snippet_html=item.get("snippet_html", ""),
+            # Stored digests keep only the HTML excerpt (older ones both).
+            snippet_text=item.get("snippet_text") or snippet_text(item.get("snippet_html", "")),
+            score=item.get("score"),
+        )
+        for item in stored
+        if item["id"] in papers
+    ]
+
+
 class _Digests:
     """Renders the claimed deliveries of one run, one EditionRenderer per edition."""
 
@@ -467,18 +483,7 @@ class _Digests:
     def _message(
         self, row: storage.ClaimedDelivery, papers: dict[str, Paper], trending: list[Paper]
     ) -> EmailMessage:
-        items = [
-            DigestItem(
-                paper=papers[item["id"]],
-                matched=tuple(item.get("matched", ())),
-                snippet_html=item.get("snippet_html", ""),
-                # Stored digests keep only the HTML excerpt (older ones both).
-                snippet_text=item.get("snippet_text") or snippet_text(item.get("snippet_html", "")),
-                score=item.get("score"),
-            )
-            for item in row.items
-            if item["id"] in papers
-        ]
+        items = digest_items(row.items, papers)
         listed = {item.paper.id for item in items}
         extra = [p for p in trending if p.id not in listed][: self.settings.trending_size]
         unsubscribe_url = link(self.settings, "unsubscribe", row.subscriber_id, row.link_key)
@@ -489,6 +494,7 @@ class _Digests:
             trending=extra if row.show_trending else [],
             unsubscribe_url=unsubscribe_url,
             manage_url=link(self.settings, "manage", row.subscriber_id, row.link_key),
+            view_url=view_link(self.settings, row.subscriber_id, row.link_key, row.id),
         )
         return build_message(
             email,

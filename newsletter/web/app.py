@@ -13,7 +13,7 @@ from newsletter.confirmations import make_confirmation_queue
 from newsletter.db import Database
 from newsletter.metrics import start_metrics_server
 from newsletter.ranker import RecentPapers
-from newsletter.web import admin, confirm, errors, health, manage, preview, signup, unsubscribe
+from newsletter.web import admin, archive, confirm, errors, health, manage, preview, signup, unsubscribe
 from newsletter.web.context import Web
 from newsletter.web.pages import STATIC_DIR, Pages
 from newsletter.web.papers import PreviewIndex
@@ -57,7 +57,7 @@ def create_app(
     confirmations = make_confirmation_queue(database, lambda: web.settings, lambda: web.clock())
     web.confirmations = confirmations
     app.state.web = web
-    for module in (signup, confirm, manage, unsubscribe, preview, health):
+    for module in (signup, confirm, manage, unsubscribe, preview, health, archive):
         app.include_router(module.router)
     admin.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
