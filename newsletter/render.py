@@ -480,7 +480,9 @@ class EditionRenderer:
             more = self._more("html", view_url, len(items))
             budget = max_html_bytes - (len(html) - sum(map(len, cards))) - len(more)
             shown = _fitting(cards, budget)
-            html = self._slot.fill(layout, {**values, "cards": "".join(cards[:shown]), "more": more})
+            html = self._slot.fill(
+                layout, {**values, "cards": "".join(cards[:shown]), "more": more}
+            )
         text = self._slot.fill(
             self._layout("txt", empty=not items),
             {
@@ -502,10 +504,6 @@ class EditionRenderer:
             text = text.replace("\n\n\n", "\n\n")
         text = text.strip() + "\n"
         return Email(subject=_one_line(subject), text=text, html=html)
-
-    def digest_cards(self, items: Sequence[DigestItem]) -> list[str]:
-        """The inlined HTML card of each item, as the digest mail shows them."""
-        return [self._card_html(item) for item in items]
 
 
 def _fitting(cards: Sequence[str], budget: int) -> int:

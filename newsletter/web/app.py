@@ -13,7 +13,17 @@ from newsletter.confirmations import make_confirmation_queue
 from newsletter.db import Database
 from newsletter.metrics import start_metrics_server
 from newsletter.ranker import RecentPapers
-from newsletter.web import admin, archive, confirm, errors, health, manage, preview, signup, unsubscribe
+from newsletter.web import (
+    admin,
+    archive,
+    confirm,
+    errors,
+    health,
+    manage,
+    preview,
+    signup,
+    unsubscribe,
+)
 from newsletter.web.context import Web
 from newsletter.web.pages import STATIC_DIR, Pages
 from newsletter.web.papers import PreviewIndex

@@ -185,7 +185,12 @@ def atom_feed(
     add(root, "title", f"{name}: {keywords_line(subscriber.keywords)}")
     updated = max((row.sent_at for row, _ in sent if row.sent_at), default=subscriber.created_at)
     add(root, "updated", _stamp(updated))
-    add(root, "link", rel="self", href=tokens.feed_link(settings, subscriber.id, subscriber.link_key))
+    add(
+        root,
+        "link",
+        rel="self",
+        href=tokens.feed_link(settings, subscriber.id, subscriber.link_key),
+    )
     add(root, "link", rel="alternate", href=f"{settings.base_url}/")
     author = ElementTree.SubElement(root, f"{{{ATOM}}}author")
     add(author, "name", name)
@@ -207,4 +212,3 @@ def atom_feed(
     return b'<?xml version="1.0" encoding="utf-8"?>\n' + ElementTree.tostring(
         root, encoding="utf-8", xml_declaration=False
     )
-

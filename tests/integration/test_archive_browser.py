@@ -74,6 +74,18 @@ def _delivered_digest(settings, db, smtp_server):
     return subscriber_id, smtp_server.to(EMAIL)[0]
 
 
+def _console_errors(page) -> list[str]:
+    """The page's console errors, as they come (the browser's own /favicon.ico request aside)."""
+    problems: list[str] = []
+
+    def seen(message) -> None:
+        if message.type == "error" and "favicon" not in (message.location or {}).get("url", ""):
+            problems.append(message.text)
+
+    page.on("console", seen)
+    return problems
+
+
 def _card_titles(page) -> list[str]:
     return [" ".join(t.split()) for t in page.locator(".card-title a").all_inner_texts()]
 
@@ -95,14 +107,7 @@ def test_view_in_browser_shows_the_mails_papers_and_the_archive_lists_it(
                 viewport={"width": width, "height": 900}, color_scheme=scheme
             )
             page = context.new_page()
-            problems: list[str] = []
-            # The browser's own /favicon.ico request is no concern of the page's.
-            page.on(
-                "console",
-                lambda m: problems.append(m.text)
-                if m.type == "error" and "favicon" not in (m.location or {}).get("url", "")
-                else None,
-            )
+            problems = _console_errors(page)
             page.goto(view_url)
             assert _card_titles(page) == mailed
             assert page.get_by_role("link", name="Unsubscribe").is_visible()

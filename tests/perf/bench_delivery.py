@@ -245,8 +245,10 @@ def naive_html(
         keywords_text="x, y",
         manage_url="https://news.example.org/manage/t",
         unsubscribe_url="https://news.example.org/unsubscribe/t",
-        view_link=Markup('<p class="view-online"><a href="https://news.example.org/digest/t">'
-        "View in browser</a></p>"),
+        view_link=Markup(
+            '<p class="view-online"><a href="https://news.example.org/digest/t">'
+            "View in browser</a></p>"
+        ),
         more="",
         empty=False,
     )

@@ -108,9 +108,7 @@ def test_no_entry_for_a_digest_not_sent(w, web_papers):
 def test_unsubscribing_revokes_the_view_and_feed_links(w, sent):
     subscriber_id, mail = sent
     view = view_path(mail)
-    feed = urlsplit(
-        tokens.feed_link(w.settings, subscriber_id, w.get(subscriber_id).link_key)
-    ).path
+    feed = urlsplit(tokens.feed_link(w.settings, subscriber_id, w.get(subscriber_id).link_key)).path
     assert w.client.get(view).status_code == 200 and w.client.get(feed).status_code == 200
     # The mail client's one-click unsubscribe (RFC 8058).
     one_click = w.client.post(
@@ -135,3 +133,28 @@ def test_forged_or_misdirected_links_are_refused(w, sent):
     (row,) = sent_rows(w, subscriber_id)
     stranger = tokens.make_view_token(w.settings, other, key, row.id)
     assert w.client.get(f"/digest/{stranger}").status_code == 404
+
+
+def test_hostile_paper_text_is_escaped_and_the_feed_still_parses(settings):
+    from datetime import date, datetime
+
+    from newsletter.models import Delivery, Subscriber
+    from newsletter.paper import Paper
+    from newsletter.render import DigestItem
+    from newsletter.web.archive import atom_feed
+
+    title = 'Tags <script>alert(1)</script> & "quotes" \x0b\x00 ]]> end'
+    paper = Paper(id="2606.00001", title=title, authors=["A <b>", "B & C"], source="arxiv")
+    item = DigestItem(paper, ("label <noise>",), "<mark>x</mark>", "why & <how>")
+    row = Delivery(id=1, edition=date(2026, 6, 12), sent_at=datetime(2026, 6, 12, 7, 0, 5))
+    reader = Subscriber(id=7, keywords="label noise", link_key="k" * 22)
+    body = atom_feed(settings, reader, [(row, item)])
+    assert b"<script>" not in body and b"&lt;script&gt;" in body
+    parsed = feedparser.parse(body)
+    assert not parsed.bozo, parsed.get("bozo_exception")
+    (entry,) = parsed.entries
+    assert entry.title == 'Tags <script>alert(1)</script> & "quotes"  ]]> end'
+    # Plain text (Atom's default type): the reader shows it as written, never as markup.
+    assert entry.summary == "Matched: label <noise>. why & <how>"
+    assert entry.updated == "2026-06-12T07:00:05Z"
+    assert entry.link == "https://arxiv.org/abs/2606.00001"
