@@ -143,8 +143,13 @@ def feed(token: str, web: WebDep) -> Response:
         subscriber = subscriber_for(session, web.settings, "feed", token)
         rows = storage.sent_deliveries(session, subscriber.id, FEED_DIGESTS)
         sent = [(row, item) for row in rows for item in row_items(session, row)]
-        body = atom_feed(web.settings, subscriber, sent)
+        # The address as the reader subscribed it: a fresh signature would differ every second.
+        body = atom_feed(web.settings, subscriber, sent, self_url=_feed_url(web, token))
     return Response(body, media_type=ATOM_TYPE, headers={"X-Robots-Tag": "noindex"})
+
+
+def _feed_url(web: Web, token: str) -> str:
+    return f"{web.settings.base_url}/feed/{token}.atom"
 
 
 def tag_host(settings: Settings) -> str:
@@ -170,7 +175,11 @@ def why_matched(item: DigestItem) -> str:
 
 
 def atom_feed(
-    settings: Settings, subscriber: Subscriber, sent: list[tuple[Delivery, DigestItem]]
+    settings: Settings,
+    subscriber: Subscriber,
+    sent: list[tuple[Delivery, DigestItem]],
+    *,
+    self_url: str | None = None,
 ) -> bytes:
     """Atom 1.0 of the papers sent; a paper appears once, at its latest sending."""
     ElementTree.register_namespace("", ATOM)
@@ -189,7 +198,7 @@ def atom_feed(
         root,
         "link",
         rel="self",
-        href=tokens.feed_link(settings, subscriber.id, subscriber.link_key),
+        href=self_url or tokens.feed_link(settings, subscriber.id, subscriber.link_key),
     )
     add(root, "link", rel="alternate", href=f"{settings.base_url}/")
     author = ElementTree.SubElement(root, f"{{{ATOM}}}author")

@@ -69,7 +69,13 @@ def test_the_manage_page_lists_past_digests_with_date_and_count(w, sent):
     assert f"· {len(row.items)} papers" in archive
     link = re.search(r'<a href="(/digest/[^"]+)"', archive).group(1)
     assert titles(w.client.get(link).text) == titles(w.client.get(view_path(mail)).text)
-    assert tokens.feed_link(w.settings, subscriber_id, w.get(subscriber_id).link_key) in archive
+    # The feed's address, absolute for feed readers, signed for this subscriber's key.
+    feed_url = re.search(r'class="feed-url"[^>]*value="([^"]+)"', archive).group(1)
+    assert feed_url.startswith(f"{w.settings.base_url}/feed/") and feed_url.endswith(".atom")
+    token = feed_url.removeprefix(f"{w.settings.base_url}/feed/").removesuffix(".atom")
+    key = w.get(subscriber_id).link_key
+    assert tokens.read_token(w.settings, "feed", token) == (subscriber_id, key)
+    assert w.client.get(urlsplit(feed_url).path).status_code == 200
 
 
 def test_the_feed_parses_with_stable_ids_and_one_entry_per_paper_sent(w, sent):
@@ -87,6 +93,8 @@ def test_the_feed_parses_with_stable_ids_and_one_entry_per_paper_sent(w, sent):
     expected = [f"tag:{host},2026:paper/{item['id']}" for item in row.items]
     assert [e.id for e in feeds[0].entries] == expected
     assert [e.id for e in feeds[1].entries] == expected
+    # The feed names itself by the address it was fetched at.
+    assert feeds[0].feed.links[0].href == feeds[1].feed.links[0].href == url
     entry = feeds[0].entries[0]
     assert entry.summary.startswith("Matched: ")
     assert entry.link.startswith("https://")
