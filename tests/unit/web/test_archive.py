@@ -166,3 +166,13 @@ def test_hostile_paper_text_is_escaped_and_the_feed_still_parses(settings):
     assert entry.summary == "Matched: label <noise>. why & <how>"
     assert entry.updated == "2026-06-12T07:00:05Z"
     assert entry.link == "https://arxiv.org/abs/2606.00001"
+
+
+def test_view_and_feed_links_never_reach_a_log_line_working(w, sent):
+    from newsletter import logs
+
+    subscriber_id, mail = sent
+    view = view_path(mail)
+    feed = urlsplit(tokens.feed_link(w.settings, subscriber_id, w.get(subscriber_id).link_key))
+    line = f'"GET {view} HTTP/1.1" 200; "GET {feed.path} HTTP/1.1" 200'
+    assert logs.redact(line) == '"GET /digest/… HTTP/1.1" 200; "GET /feed/… HTTP/1.1" 200'
