@@ -10,7 +10,7 @@ and the size distribution of every digest's HTML part (Gmail clips a message ove
 digest is cut to "see all N on the web" below 90 KB). Digests hold 1 to 50 papers, the range
 the settings page allows, most of them the default 10.
 
-    .venv/bin/python tests/perf/bench_delivery.py [--quick] [--digests N] [--batch N]
+    .venv/bin/python tests/perf/bench_delivery.py [--quick] [--digests N] [--batch N] [--fixed]
 """
 
 from __future__ import annotations
@@ -270,13 +270,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--digests", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=250, help="messages per connection")
     parser.add_argument("--naive", type=int, default=200, help="messages for the naive baseline")
+    parser.add_argument(
+        "--fixed",
+        action="store_true",
+        help=f"every digest of {PAPERS_PER_DIGEST} papers (as the throughput figures before sizes)",
+    )
     args = parser.parse_args(argv)
     count = 500 if args.quick else args.digests
     naive_count = min(args.naive, 50 if args.quick else args.naive)
 
     papers = load_papers()
     rng = random.Random(12)
-    sizes = rng.choices(DIGEST_SIZES, SIZE_WEIGHTS, k=count)
+    sizes = (
+        [PAPERS_PER_DIGEST] * count
+        if args.fixed
+        else rng.choices(DIGEST_SIZES, SIZE_WEIGHTS, k=count)
+    )
     people = [make_items(papers, rng, size) for size in sizes]
     html_sizes: list[int] = []
     trending = sorted(papers, key=lambda p: -p.upvotes)[:8]
@@ -297,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     size = sum(map(len, samples)) / len(samples)
     print(
-        f"digests: {count}, 1 to 50 papers (mostly {PAPERS_PER_DIGEST}), "
+        f"digests: {count}, {min(sizes)} to {max(sizes)} papers (mostly {PAPERS_PER_DIGEST}), "
         f"~{size / 1024:.0f} KiB per message, "
         f"{args.batch} per SMTP connection"
     )
