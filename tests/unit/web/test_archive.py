@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import feedparser
@@ -176,3 +177,21 @@ def test_view_and_feed_links_never_reach_a_log_line_working(w, sent):
     feed = urlsplit(tokens.feed_link(w.settings, subscriber_id, w.get(subscriber_id).link_key))
     line = f'"GET {view} HTTP/1.1" 200; "GET {feed.path} HTTP/1.1" 200'
     assert logs.redact(line) == '"GET /digest/… HTTP/1.1" 200; "GET /feed/… HTTP/1.1" 200'
+
+
+def test_two_digests_make_one_entry_per_paper_sent_newest_first(w, sent):
+    subscriber_id, _ = sent
+    tomorrow = storage.utcnow() + timedelta(days=1)
+    assert pipeline.plan(w.db, w.settings, now=tomorrow, edition=tomorrow.date()).planned == 1
+    assert pipeline.deliver(w.db, w.settings, now=tomorrow).sent == 1
+    rows = sent_rows(w, subscriber_id)
+    assert len(rows) == 2 and rows[0].edition > rows[1].edition
+    url = tokens.feed_link(w.settings, subscriber_id, w.get(subscriber_id).link_key)
+    parsed = feedparser.parse(w.client.get(urlsplit(url).path).content)
+    host = urlsplit(w.settings.base_url).hostname
+    expected = [f"tag:{host},2026:paper/{item['id']}" for row in rows for item in row.items]
+    assert len(set(expected)) == len(expected)  # a paper is never sent twice
+    assert [e.id for e in parsed.entries] == expected
+    # Both digests are in the archive, the latest first.
+    page = w.client.get(w.path("manage", subscriber_id)).text
+    assert page.count('<a href="/digest/') == 2
