@@ -6,8 +6,8 @@ import logging
 import re
 
 REDACTED = "…"
-# The pages whose path carries a signed token (more, rate and view-in-browser links included).
-_TOKEN_PATH = re.compile(r"(/(?:confirm|manage|unsubscribe|rate|view)/)[^/?#\s\"']+")
+# The pages whose path carries a signed token (rate, view-in-browser and feed links included).
+_TOKEN_PATH = re.compile(r"(/(?:confirm|manage|unsubscribe|rate|view|digest|feed)/)[^/?#\s\"']+")
 # Any itsdangerous token, wherever it appears (a query string, a referrer, an error message):
 # payload[.timestamp].signature, the signature 27 characters of URL-safe base64 at least.
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]{4,8})?\.[A-Za-z0-9_-]{27,}")

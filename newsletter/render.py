@@ -43,6 +43,10 @@ from newsletter.text import tex_to_text
 DEFAULT_SITE_NAME = "Paper Digest"
 MAX_AUTHORS = 3
 SUMMARY_CHARS = 320
+# Gmail clips a message whose HTML is over about 102 KB, hiding the rest (and the unsubscribe
+# link) behind "View entire message": a digest's HTML stays below this, cut to "see all N on
+# the web" when its cards would not fit.
+MAX_HTML_BYTES = 90_000
 # Invisible filler after the preheader so mail clients do not pull body text into the preview.
 PREHEADER_PADDING = Markup(("&#847;&zwnj;&nbsp;" * 10 + "\n") * 6)
 _BODY = re.compile(r"<body[^>]*>(.*)</body>", re.DOTALL)
@@ -237,6 +241,8 @@ LAYOUT_SLOTS = (
     "keywords_text",
     "manage_url",
     "unsubscribe_url",
+    "view_link",
+    "more",
 )
 
 
@@ -469,6 +475,24 @@ class EditionRenderer:
         cards = "".join(separator + self._trending_card(kind, p) for p in papers)
         return separator + "\n" + self._slot.fill(self._trending_section(kind), {"cards": cards})
 
+    def _view_link(self, kind: str, view_url: str | None) -> str:
+        if not view_url:
+            return ""
+        if kind == "txt":
+            return f"View in browser: {view_url}"
+        html = self._fragment("email/digest/view_link.html", {"view_url": self._slot("url")})
+        return self._slot.fill(html, {"url": html_ascii(escape(view_url))})
+
+    def _more(self, kind: str, view_url: str | None, count: int) -> str:
+        """The "see all N on the web" line after the cards of a cut digest."""
+        if not view_url:
+            return ""
+        if kind == "txt":
+            return f"\n\nSee all {count} on the web: {view_url}"
+        slots = {"view_url": self._slot("url"), "count": self._slot("count")}
+        html = self._fragment("email/digest/more.html", slots)
+        return self._slot.fill(html, {"url": html_ascii(escape(view_url)), "count": str(count)})
+
     def render_digest(
         self,
         *,
@@ -478,8 +502,14 @@ class EditionRenderer:
         trending: Sequence[Paper],
         unsubscribe_url: str,
         manage_url: str,
+        view_url: str | None = None,
+        max_html_bytes: int | None = MAX_HTML_BYTES,
     ) -> Email:
-        """One subscriber's digest: matched papers, then trending ones not already listed."""
+        """One subscriber's digest: matched papers, then trending ones not already listed.
+
+        With `view_url` the digest links to its web page at the top and, when its HTML would
+        be over `max_html_bytes`, keeps only the cards that fit, then "see all N on the web".
+        """
         listed = {item.paper.id for item in items}
         trending = [p for p in trending if p.id not in listed][: self.settings.trending_size]
         headline = _headline(len(items), self.edition)
@@ -491,16 +521,24 @@ class EditionRenderer:
             "unsubscribe_url": unsubscribe_url,
         }
         html_values = {key: html_ascii(escape(value)) for key, value in common.items()}
-        html = self._slot.fill(
-            self._layout("html", empty=not items),
-            {
-                **html_values,
-                "preheader": html_ascii(escape(_preheader(self, items, trending))),
-                "keywords_text": html_ascii(escape(keywords)),
-                "cards": "".join(self._card_html(item) for item in items),
-                "trending_section": self._trending("html", trending),
-            },
-        )
+        layout = self._layout("html", empty=not items)
+        values = {
+            **html_values,
+            "preheader": html_ascii(escape(_preheader(self, items, trending))),
+            "keywords_text": html_ascii(escape(keywords)),
+            "trending_section": self._trending("html", trending),
+            "view_link": self._view_link("html", view_url),
+        }
+        cards = [self._card_html(item) for item in items]
+        html = self._slot.fill(layout, {**values, "cards": "".join(cards), "more": ""})
+        shown = len(cards)
+        if view_url and max_html_bytes is not None and len(html) > max_html_bytes:
+            more = self._more("html", view_url, len(items))
+            budget = max_html_bytes - (len(html) - sum(map(len, cards))) - len(more)
+            shown = _fitting(cards, budget)
+            html = self._slot.fill(
+                layout, {**values, "cards": "".join(cards[:shown]), "more": more}
+            )
         text = self._slot.fill(
             self._layout("txt", empty=not items),
             {
@@ -508,9 +546,11 @@ class EditionRenderer:
                 "preheader": "",
                 "keywords_text": wrap(keywords, 72, ""),
                 "cards": "".join(
-                    "\n\n" + self._card_text(n, item) for n, item in enumerate(items, 1)
+                    "\n\n" + self._card_text(n, item) for n, item in enumerate(items[:shown], 1)
                 ),
+                "more": self._more("txt", view_url, len(items)) if shown < len(items) else "",
                 "trending_section": self._trending("txt", trending),
+                "view_link": self._view_link("txt", view_url),
             },
         )
         subject = self._subject.render(**self._common, **subject_parts(self, items))
@@ -518,6 +558,16 @@ class EditionRenderer:
             text = text.replace("\n\n\n", "\n\n")
         text = text.strip() + "\n"
         return Email(subject=_one_line(subject), text=text, html=html)
+
+
+def _fitting(cards: Sequence[str], budget: int) -> int:
+    """How many of the first cards fit in `budget` characters (at least one)."""
+    used = 0
+    for count, card in enumerate(cards):
+        used += len(card)
+        if used > budget:
+            return max(count, 1)
+    return len(cards)
 
 
 SUBJECT_CHARS = 78  # RFC 5322's line length: inbox lists show about this much

@@ -31,11 +31,13 @@ EMAIL_TEMPLATES = tuple(
         "digest/card.html",
         "digest/card.txt",
         "digest/labels.html",
+        "digest/more.html",
         "digest/subject.txt",
         "digest/trending.html",
         "digest/trending.txt",
         "digest/trending_card.html",
         "digest/trending_card.txt",
+        "digest/view_link.html",
     )
 )
 WEB_FILES = tuple(

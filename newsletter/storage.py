@@ -1413,3 +1413,45 @@ def remove_suppression(session: Session, address_hash: str) -> bool:
     """Lift a suppression; False if there was none."""
     result = session.execute(delete(Suppression).where(Suppression.address_hash == address_hash))
     return bool(getattr(result, "rowcount", 0))
+
+
+# The reader's archive and feed: the digests they were sent ------------------------------------
+
+
+def delivery_of_subscriber(
+    session: Session, delivery_id: int, subscriber_id: int
+) -> Delivery | None:
+    """One ledger row, if it is this subscriber's (a view link names both).
+
+    A resend replaces the row under a new id: the first mail's link then finds the new row.
+    """
+    for _ in range(10):  # each resend of the edition moved the row once more
+        row = session.scalar(
+            select(Delivery).where(
+                Delivery.id == delivery_id, Delivery.subscriber_id == subscriber_id
+            )
+        )
+        if row is not None:
+            return row
+        moved = session.scalar(
+            select(DeliveryResend.delivery_id).where(
+                DeliveryResend.previous_delivery_id == delivery_id,
+                DeliveryResend.subscriber_id == subscriber_id,
+            )
+        )
+        if moved is None:
+            return None
+        delivery_id = moved
+    return None
+
+
+def sent_deliveries(session: Session, subscriber_id: int, limit: int = 30) -> list[Delivery]:
+    """A subscriber's sent digests, the latest sent first (archive and feed)."""
+    return list(
+        session.scalars(
+            select(Delivery)
+            .where(Delivery.subscriber_id == subscriber_id, Delivery.state == SENT)
+            .order_by(Delivery.sent_at.desc(), Delivery.id.desc())
+            .limit(limit)
+        )
+    )

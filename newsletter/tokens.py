@@ -1,4 +1,4 @@
-"""Signed, purpose-bound links: confirm, manage, unsubscribe and resubscribe."""
+"""Signed, purpose-bound links: confirm, manage, unsubscribe, resubscribe, view and feed."""
 
 from __future__ import annotations
 
@@ -11,8 +11,15 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from newsletter.config import Settings
 
-Purpose = Literal["confirm", "manage", "unsubscribe", "resubscribe"]
-PURPOSES: tuple[Purpose, ...] = ("confirm", "manage", "unsubscribe", "resubscribe")
+Purpose = Literal["confirm", "manage", "unsubscribe", "resubscribe", "view", "feed"]
+PURPOSES: tuple[Purpose, ...] = (
+    "confirm",
+    "manage",
+    "unsubscribe",
+    "resubscribe",
+    "view",
+    "feed",
+)
 
 # 16 random bytes: a key is never guessed and never issued twice, unlike a row id.
 LINK_KEY_BYTES = 16
@@ -118,3 +125,40 @@ def _is_legacy(payload: object) -> bool:
 def link(settings: Settings, purpose: Purpose, subscriber_id: int, link_key: str) -> str:
     """The absolute URL of a signed link."""
     return f"{settings.base_url}/{purpose}/{make_token(settings, purpose, subscriber_id, link_key)}"
+
+
+def make_view_token(settings: Settings, subscriber_id: int, link_key: str, delivery_id: int) -> str:
+    """Sign (subscriber id, link key, delivery id): "view in browser" of one sent digest."""
+    return str(_serializer(settings, "view").dumps([subscriber_id, link_key, delivery_id]))
+
+
+def read_view_token(settings: Settings, token: str) -> tuple[int, str, int]:
+    """Return (subscriber id, link key, delivery id) of a view link, or raise TokenError.
+
+    Like manage links, view links last as long as the subscriber's link key.
+    """
+    try:
+        payload = _serializer(settings, "view").loads(token)
+    except BadSignature:
+        raise TokenError("This link is not valid.") from None
+    if (
+        not isinstance(payload, list)
+        or len(payload) != 3
+        or type(payload[0]) is not int
+        or not isinstance(payload[1], str)
+        or not payload[1]
+        or type(payload[2]) is not int
+    ):
+        raise TokenError("This link is not valid.")
+    return payload[0], payload[1], payload[2]
+
+
+def view_link(settings: Settings, subscriber_id: int, link_key: str, delivery_id: int) -> str:
+    """The absolute URL of one digest's web page."""
+    token = make_view_token(settings, subscriber_id, link_key, delivery_id)
+    return f"{settings.base_url}/digest/{token}"
+
+
+def feed_link(settings: Settings, subscriber_id: int, link_key: str) -> str:
+    """The absolute URL of the subscriber's Atom feed."""
+    return f"{settings.base_url}/feed/{make_token(settings, 'feed', subscriber_id, link_key)}.atom"

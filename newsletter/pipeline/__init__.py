@@ -12,7 +12,7 @@ from newsletter.pipeline.collecting import (
     load_papers,
 )
 from newsletter.pipeline.delivery import MAX_ERROR_CHARS, DeliverReport, deliver
-from newsletter.pipeline.digests import RenderError
+from newsletter.pipeline.digests import RenderError, digest_items
 from newsletter.pipeline.editions import EditionCaches
 from newsletter.pipeline.planning import PLAN_CHUNK, PlanReport, plan, rank_for
 from newsletter.pipeline.previews import preview, render_planned
@@ -33,6 +33,7 @@ __all__ = [
     "RenderError",
     "collect",
     "deliver",
+    "digest_items",
     "load_demo_day",
     "load_papers",
     "plan",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from email.message import EmailMessage
 
@@ -16,11 +17,29 @@ from newsletter.mail import (
 from newsletter.paper import Paper
 from newsletter.pipeline.editions import EditionCaches
 from newsletter.render import DigestItem, EditionRenderer
-from newsletter.tokens import link
+from newsletter.planned import PlannedItem
+from newsletter.tokens import link, view_link
 
 
 class RenderError(Exception):
     """A digest could not be rendered (e.g. its stored items are malformed)."""
+
+
+def digest_items(stored: Sequence[PlannedItem], papers: dict[str, Paper]) -> list[DigestItem]:
+    """The cards of a ledger row's items, best first: what its mail and its web page show
+    (a paper deleted since the plan is left out)."""
+    return [
+        DigestItem(
+            paper=papers[item.paper_id],
+            matched=item.matched,
+            snippet_html=item.snippet_html,
+            snippet_text=item.snippet_text,
+            score=item.score,
+            where=item.where,
+        )
+        for item in stored
+        if item.paper_id in papers
+    ]
 
 
 class Digests:
@@ -49,18 +68,7 @@ class Digests:
     ) -> EmailMessage:
         if row.malformed is not None:
             raise RenderError(f"its stored items are malformed: {row.malformed}")
-        items = [
-            DigestItem(
-                paper=papers[item.paper_id],
-                matched=item.matched,
-                snippet_html=item.snippet_html,
-                snippet_text=item.snippet_text,
-                score=item.score,
-                where=item.where,
-            )
-            for item in row.items
-            if item.paper_id in papers  # a paper deleted since the plan is left out
-        ]
+        items = digest_items(row.items, papers)
         listed = {item.paper.id for item in items}
         extra = [p for p in trending if p.id not in listed][: self.settings.trending_size]
         unsubscribe_url = link(self.settings, "unsubscribe", row.subscriber_id, row.link_key)
@@ -71,6 +79,10 @@ class Digests:
             trending=extra if row.show_trending else [],
             unsubscribe_url=unsubscribe_url,
             manage_url=link(self.settings, "manage", row.subscriber_id, row.link_key),
+            # A stored row has a web page; a preview (id 0) has none.
+            view_url=view_link(self.settings, row.subscriber_id, row.link_key, row.id)
+            if row.id
+            else None,
         )
         return build_message(
             email,

@@ -15,6 +15,7 @@ from newsletter.metrics import start_metrics_server
 from newsletter.ranker import RecentPapers
 from newsletter.web import (
     admin,
+    archive,
     confirm,
     errors,
     health,
@@ -67,7 +68,7 @@ def create_app(
     confirmations = make_confirmation_queue(database, lambda: web.settings, lambda: web.clock())
     web.confirmations = confirmations
     app.state.web = web
-    for module in (signup, confirm, manage, unsubscribe, preview, health, webhooks):
+    for module in (signup, confirm, manage, unsubscribe, preview, health, webhooks, archive):
         app.include_router(module.router)
     admin.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from newsletter import subscriptions
 from newsletter.models import Subscriber
+from newsletter.web.archive import archive_context
 from newsletter.web.context import FormDep, Web, WebDep, require_csrf
 from newsletter.web.forms import FormResult, parse_preferences, preference_values
 from newsletter.web.links import subscriber_for, token_for
@@ -94,6 +95,7 @@ def _context(web: Web, session: Session, subscriber: Subscriber, token: str) -> 
         "unsubscribe_url": web.pages.href(
             f"/unsubscribe/{token_for(web.settings, 'unsubscribe', subscriber)}"
         ),
+        **archive_context(web, session, subscriber),
     }
 
 

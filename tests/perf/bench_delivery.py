@@ -6,7 +6,11 @@ Needs Postfix's smtp-sink (`apt-get install -y postfix`). Three figures, one run
   raw    smtplib.sendmail of prebuilt messages of the same size, same batches
   naive  Jinja + premailer on every message (what per-recipient inlining would cost)
 
-    .venv/bin/python tests/perf/bench_delivery.py [--quick] [--digests N] [--batch N]
+and the size distribution of every digest's HTML part (Gmail clips a message over ~102 KB; a
+digest is cut to "see all N on the web" below 90 KB). Digests hold 1 to 50 papers, the range
+the settings page allows, most of them the default 10.
+
+    .venv/bin/python tests/perf/bench_delivery.py [--quick] [--digests N] [--batch N] [--fixed]
 """
 
 from __future__ import annotations
@@ -45,6 +49,11 @@ DATA = ROOT / "newsletter" / "data" / "hf_daily_papers_2026-06-12.json"
 SINK = "/usr/sbin/smtp-sink"
 EDITION = date(2026, 6, 12)
 PAPERS_PER_DIGEST = 10
+# How many papers the digests hold, and how often: the settings page allows 1 to 50.
+DIGEST_SIZES = (1, 3, 5, 10, 20, 30, 50)
+SIZE_WEIGHTS = (2, 4, 10, 60, 12, 7, 5)
+# The size cap of render.py, restated: the benchmark checks the renderer keeps to it.
+CAP_BYTES = 90_000
 
 
 def load_papers() -> list[Paper]:
@@ -74,10 +83,15 @@ def load_papers() -> list[Paper]:
         return papers
 
 
-def make_items(papers: Sequence[Paper], rng: random.Random) -> list[DigestItem]:
-    """Ten papers with a subscriber's matched keywords and a highlighted snippet."""
+def make_items(
+    papers: Sequence[Paper], rng: random.Random, count: int = PAPERS_PER_DIGEST
+) -> list[DigestItem]:
+    """`count` papers with a subscriber's matched keywords and a highlighted snippet."""
     items = []
-    for paper in rng.sample(list(papers), PAPERS_PER_DIGEST):
+    # The recorded day has 30 papers: a larger digest repeats them (the cards cost the same).
+    chosen = rng.sample(list(papers), min(count, len(papers)))
+    chosen += [rng.choice(papers) for _ in range(count - len(chosen))]
+    for paper in chosen:
         words = paper.keywords or paper.title.split()
         matched = tuple(rng.sample(words, min(len(words), rng.randint(1, 3))))
         sentence = (paper.ai_summary or paper.abstract)[:300]
@@ -125,9 +139,16 @@ def smtp_sink() -> Iterator[int]:
 
 
 def bench_ours(
-    settings: Settings, people: list[list[DigestItem]], trending: list[Paper], batch: int
+    settings: Settings,
+    people: list[list[DigestItem]],
+    trending: list[Paper],
+    batch: int,
+    html_sizes: list[int],
 ) -> tuple[float, list[bytes]]:
-    """Render, build and send every digest; return seconds and a few messages for `raw`."""
+    """Render, build and send every digest; return seconds and a few messages for `raw`.
+
+    The size of each digest's HTML part is appended to `html_sizes`.
+    """
     renderer = EditionRenderer(settings, EDITION)
     samples: list[bytes] = []
     assert settings.smtp_url
@@ -135,7 +156,10 @@ def bench_ours(
     for start in range(0, len(people), batch):
         with SMTPTransport(settings.smtp_url) as transport:
             for number in range(start, min(start + batch, len(people))):
-                message = digest_message(settings, renderer, number, people[number], trending)
+                message, html_size = digest_message(
+                    settings, renderer, number, people[number], trending
+                )
+                html_sizes.append(html_size)
                 transport.send(message)
                 if len(samples) < 50:
                     samples.append(serialize(message))
@@ -149,6 +173,7 @@ def digest_message(
     items: list[DigestItem],
     trending: list[Paper],
 ):  # type: ignore[no-untyped-def]
+    """One digest's message, and the size in bytes of its HTML part."""
     address = f"reader{number}@example.net"
     unsubscribe = f"{settings.base_url}/unsubscribe/{'t' * 60}{number}"
     email = renderer.render_digest(
@@ -158,8 +183,9 @@ def digest_message(
         trending=trending,
         unsubscribe_url=unsubscribe,
         manage_url=f"{settings.base_url}/manage/{'t' * 60}{number}",
+        view_url=f"{settings.base_url}/digest/{'t' * 70}{number}",
     )
-    return build_message(
+    message = build_message(
         email,
         sender=settings.from_address,
         recipient=address,
@@ -168,6 +194,7 @@ def digest_message(
         unsubscribe_mailto=settings.unsubscribe_mailto,
         list_id=settings.list_id,
     )
+    return message, len(email.html.encode())
 
 
 def bench_raw(port: int, samples: list[bytes], count: int, batch: int) -> float:
@@ -218,6 +245,11 @@ def naive_html(
         keywords_text="x, y",
         manage_url="https://news.example.org/manage/t",
         unsubscribe_url="https://news.example.org/unsubscribe/t",
+        view_link=Markup(
+            '<p class="view-online"><a href="https://news.example.org/digest/t">'
+            "View in browser</a></p>"
+        ),
+        more="",
         empty=False,
     )
     return inline_css(html)
@@ -238,13 +270,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--digests", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=250, help="messages per connection")
     parser.add_argument("--naive", type=int, default=200, help="messages for the naive baseline")
+    parser.add_argument(
+        "--fixed",
+        action="store_true",
+        help=f"every digest of {PAPERS_PER_DIGEST} papers (as the throughput figures before sizes)",
+    )
     args = parser.parse_args(argv)
     count = 500 if args.quick else args.digests
     naive_count = min(args.naive, 50 if args.quick else args.naive)
 
     papers = load_papers()
     rng = random.Random(12)
-    people = [make_items(papers, rng) for _ in range(count)]
+    sizes = (
+        [PAPERS_PER_DIGEST] * count
+        if args.fixed
+        else rng.choices(DIGEST_SIZES, SIZE_WEIGHTS, k=count)
+    )
+    people = [make_items(papers, rng, size) for size in sizes]
+    html_sizes: list[int] = []
     trending = sorted(papers, key=lambda p: -p.upvotes)[:8]
     with smtp_sink() as port:
         settings = Settings(
@@ -255,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             smtp_url=f"smtp://127.0.0.1:{port}",
         )
         cpu = time.process_time()
-        ours, samples = bench_ours(settings, people, trending, args.batch)
+        ours, samples = bench_ours(settings, people, trending, args.batch, html_sizes)
         cpu_ours, cpu = time.process_time() - cpu, time.process_time()
         raw = bench_raw(port, samples, count, args.batch)
         cpu_raw = time.process_time() - cpu
@@ -263,7 +306,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     size = sum(map(len, samples)) / len(samples)
     print(
-        f"digests: {count}, {PAPERS_PER_DIGEST} papers each, ~{size / 1024:.0f} KiB per message, "
+        f"digests: {count}, {min(sizes)} to {max(sizes)} papers (mostly {PAPERS_PER_DIGEST}), "
+        f"~{size / 1024:.0f} KiB per message, "
         f"{args.batch} per SMTP connection"
     )
     print(f"ours  (render + build + send): {count / ours:8.0f} digests/s  ({ours:.2f} s)")
@@ -278,6 +322,32 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"(render + inline only, {naive_count} digests; {1000 * naive / naive_count:.1f} ms each)"
     )
     print(f"speed-up over naive:           {(count / ours) / (naive_count / naive):8.0f}x")
+    print_sizes(html_sizes, sizes)
+
+
+def print_sizes(html_sizes: Sequence[int], papers: Sequence[int]) -> None:
+    """The distribution of the digests' HTML sizes; exits 1 if one is over the cap."""
+    ordered = sorted(html_sizes)
+
+    def at(share: float) -> int:
+        return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+    print(
+        f"HTML size of {len(ordered)} digests:  min {ordered[0] / 1000:.1f} KB, "
+        f"p50 {at(0.50) / 1000:.1f}, p90 {at(0.90) / 1000:.1f}, p99 {at(0.99) / 1000:.1f}, "
+        f"max {ordered[-1] / 1000:.1f} KB (cap {CAP_BYTES / 1000:.0f} KB, Gmail clips ~102 KB)"
+    )
+    for count in DIGEST_SIZES:
+        of_size = [s for s, n in zip(html_sizes, papers, strict=True) if n == count]
+        if of_size:
+            print(
+                f"  {count:2d} papers: {len(of_size):6d} digests, "
+                f"{min(of_size) / 1000:5.1f}-{max(of_size) / 1000:5.1f} KB"
+            )
+    over = sum(size > CAP_BYTES for size in ordered)
+    print(f"over the cap: {over}")
+    if over:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
