@@ -16,8 +16,8 @@ from newsletter.mail import (
 )
 from newsletter.paper import Paper
 from newsletter.pipeline.editions import EditionCaches
-from newsletter.render import DigestItem, EditionRenderer
 from newsletter.planned import PlannedItem
+from newsletter.render import DigestItem, EditionRenderer
 from newsletter.tokens import link, view_link
 
 

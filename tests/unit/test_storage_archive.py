@@ -8,6 +8,7 @@ from sqlalchemy import update
 
 from newsletter import storage, subscriptions
 from newsletter.models import PLANNED, SENT, Delivery
+from newsletter.planned import PlannedItem, PlannedRow
 
 NOW = datetime(2026, 6, 20, 7, 0)
 
@@ -26,12 +27,12 @@ def _rows(db, subscriber_id: int, days: int) -> list[int]:
         storage.create_deliveries(
             session,
             [
-                {
-                    "subscriber_id": subscriber_id,
-                    "edition": date(2026, 6, 10) + timedelta(days=day),
-                    "state": PLANNED,
-                    "items": [{"id": f"2606.{subscriber_id}{day:04d}", "score": 1.0}],
-                }
+                PlannedRow(
+                    subscriber_id,
+                    date(2026, 6, 10) + timedelta(days=day),
+                    PLANNED,
+                    (PlannedItem(f"2606.{subscriber_id}{day:04d}", 1.0),),
+                )
                 for day in range(days)
             ],
             NOW,
