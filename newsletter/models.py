@@ -58,9 +58,6 @@ class Subscriber(Base):
     keywords: Mapped[str] = mapped_column(Text)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     send_hour: Mapped[int] = mapped_column(Integer, default=7)
-    # How often (editions.FREQUENCIES) and, for weekly, on which local weekday (Monday = 0).
-    frequency: Mapped[str] = mapped_column(String(16), default="daily", server_default="daily")
-    send_weekday: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     digest_size: Mapped[int] = mapped_column(Integer, default=10)
     show_trending: Mapped[bool] = mapped_column(Boolean, default=True)
     # Carried in every signed link and compared with it: a new key (on unsubscribe and on
@@ -76,6 +73,9 @@ class Subscriber(Base):
     # ({"keywords", "timezone", "send_hour", "digest_size", "frequency", "send_weekday"}):
     # applied only when the owner confirms, so that nobody else can change the stored settings.
     pending_preferences: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # How often (editions.FREQUENCIES) and, for weekly, on which local weekday (Monday = 0).
+    frequency: Mapped[str] = mapped_column(String(16), default="daily", server_default="daily")
+    send_weekday: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 # Confirmation requests: queued by the sign-up page, sent in the background.
@@ -98,8 +98,6 @@ class ConfirmationRequest(Base):
     keywords: Mapped[str] = mapped_column(Text)
     timezone: Mapped[str] = mapped_column(String(64))
     send_hour: Mapped[int] = mapped_column(Integer)
-    frequency: Mapped[str] = mapped_column(String(16), default="daily", server_default="daily")
-    send_weekday: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     digest_size: Mapped[int] = mapped_column(Integer)
     requested_at: Mapped[datetime] = mapped_column(DateTime)
     state: Mapped[str] = mapped_column(String(16), default=QUEUED)
@@ -107,6 +105,8 @@ class ConfirmationRequest(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    frequency: Mapped[str] = mapped_column(String(16), default="daily", server_default="daily")
+    send_weekday: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class PaperRow(Base):
