@@ -28,6 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from newsletter import editions
+from newsletter.editions import DAILY
 from newsletter.models import (
     ACTIVE,
     BOUNCING,
@@ -50,8 +52,6 @@ from newsletter.models import (
     Subscriber,
     Suppression,
 )
-from newsletter import editions
-from newsletter.editions import DAILY
 from newsletter.paper import Paper
 
 PAPER_FIELDS = (
@@ -301,9 +301,9 @@ def due_subscribers(
     A period has one digest whatever the frequency was when it went out: a weekly edition is
     not due while any row of that week exists (someone who was daily until Wednesday), and a
     daily or weekday one not while this week's weekly row was made that local day (someone
-    who was weekly until their weekly digest this morning). With `edition`, every active subscriber who has
-    not had that edition is due, whatever the hour and the frequency (an operator sending a
-    day by hand).
+    who was weekly until their weekly digest this morning). With `edition`, every active
+    subscriber who has not had that edition is due, whatever the hour and the frequency (an
+    operator sending a day by hand).
     """
     aware = now.replace(tzinfo=UTC)
     zones = session.scalars(
