@@ -201,14 +201,19 @@ def test_switching_frequency_mid_week_sends_no_second_digest_nor_a_paper_twice(w
 
 def test_switching_to_daily_after_this_mornings_weekly_waits_for_tomorrow(week, smtp_server):
     db, settings = week
+    # Weekly on Wednesday: the edition is keyed by the Monday, the day after by its own date.
     add(
-        db, settings, "wes@example.org", frequency="weekly", weekday=0, now=datetime(2026, 6, 15, 6)
+        db, settings, "wes@example.org", frequency="weekly", weekday=2, now=datetime(2026, 6, 17, 6)
     )
-    tick(db, settings, datetime(2026, 6, 15, 7))
+    with db.session() as session:  # Tuesday's strong paper makes the weekly digest
+        storage.upsert_papers(session, papers_of(date(2026, 6, 16)), datetime(2026, 6, 16, 5))
+    tick(db, settings, datetime(2026, 6, 17, 7))
     assert len(smtp_server.to("wes@example.org")) == 1
     switch(db, "wes@example.org", "daily")
-    tick(db, settings, datetime(2026, 6, 15, 8))
-    tick(db, settings, datetime(2026, 6, 15, 23))
+    tick(db, settings, datetime(2026, 6, 17, 8))
+    tick(db, settings, datetime(2026, 6, 17, 23))
     assert len(smtp_server.to("wes@example.org")) == 1, "two digests on one day"
-    tick(db, settings, datetime(2026, 6, 16, 7))
+    tick(db, settings, datetime(2026, 6, 18, 7))
     assert len(smtp_server.to("wes@example.org")) == 2
+    editions = [edition for edition, _, _ in ledger(db, "wes@example.org")]
+    assert editions == [date(2026, 6, 15), date(2026, 6, 18)]
