@@ -151,3 +151,19 @@ def test_migration_0010_keeps_existing_subscribers_and_editions(tmp_path):
     with db.engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM deliveries")).scalar_one() == 1
     db.dispose()
+
+
+def test_the_forms_check_frequency_and_an_old_form_means_daily():
+    from newsletter.web.forms import parse_preferences, parse_signup
+
+    base = {"keywords": "diffusion", "timezone": "UTC", "send_hour": "7", "digest_size": "5"}
+    bad = parse_signup({**base, "email": "a@example.org", "frequency": "hourly"})
+    assert set(bad.errors) == {"frequency"} and bad.preferences is None
+    assert bad.values["frequency"] == "hourly"  # shown again as typed
+    weekly = parse_signup(
+        {**base, "email": "a@example.org", "frequency": "weekly", "send_weekday": "0"}
+    )
+    assert weekly.preferences is not None
+    assert (weekly.preferences.frequency, weekly.preferences.send_weekday) == ("weekly", 0)
+    old_tab = parse_preferences(base)  # a settings page opened before the choice existed
+    assert old_tab.preferences is not None and old_tab.preferences.frequency == "daily"
