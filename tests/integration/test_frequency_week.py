@@ -217,3 +217,21 @@ def test_switching_to_daily_after_this_mornings_weekly_waits_for_tomorrow(week, 
     assert len(smtp_server.to("wes@example.org")) == 2
     editions = [edition for edition, _, _ in ledger(db, "wes@example.org")]
     assert editions == [date(2026, 6, 15), date(2026, 6, 18)]
+
+
+def test_a_weekly_digest_skips_the_papers_a_daily_one_sent_that_week(week, smtp_server):
+    db, settings = week
+    tuesday = datetime(2026, 6, 9, 7)
+    add(db, settings, "dee@example.org", now=tuesday)
+    tick(db, settings, tuesday)  # Tuesday's strong paper goes out in a daily digest
+    [(_, state, sent)] = ledger(db, "dee@example.org")
+    assert (state, sent) == ("sent", ["2606.06099"])
+    switch(db, "dee@example.org", "weekly", weekday=0)
+    # Six days later, Tuesday's paper is still in the weekly window: it must not come again.
+    with db.session() as session:
+        storage.upsert_papers(session, papers_of(date(2026, 6, 11)), datetime(2026, 6, 11, 5))
+    tick(db, settings, datetime(2026, 6, 15, 7))
+    [_, (edition, state, items)] = ledger(db, "dee@example.org")
+    assert (edition, state) == (date(2026, 6, 15), "sent")
+    assert "2606.06099" not in items and "2606.06119" in items
+    assert len(smtp_server.to("dee@example.org")) == 2
