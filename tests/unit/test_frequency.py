@@ -167,3 +167,39 @@ def test_the_forms_check_frequency_and_an_old_form_means_daily():
     assert (weekly.preferences.frequency, weekly.preferences.send_weekday) == ("weekly", 0)
     old_tab = parse_preferences(base)  # a settings page opened before the choice existed
     assert old_tab.preferences is not None and old_tab.preferences.frequency == "daily"
+
+
+def test_two_planners_at_once_make_one_weekly_edition(backend_db):
+    import threading
+
+    from newsletter import pipeline
+    from newsletter.models import Delivery
+    from newsletter.paper import Paper
+
+    db = backend_db
+    monday = datetime(2026, 6, 15, 7)
+    with db.session() as session:
+        for n in range(20):
+            add(session, db.settings, f"r{n}@example.org", frequency="weekly", weekday=0)
+        papers = [
+            Paper(id=f"2606.0000{n}", title=f"Diffusion {n}", published=date(2026, 6, 14))
+            for n in range(5)
+        ]
+        storage.upsert_papers(session, papers, datetime(2026, 6, 14, 5))
+    with db.session() as session:
+        due = {row.id for row in storage.due_subscribers(session, monday)}
+    assert len(due) == 20
+    start = threading.Barrier(2)
+
+    def planner():
+        start.wait()
+        pipeline.plan(db, db.settings, now=monday)
+
+    threads = [threading.Thread(target=planner) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with db.session() as session:
+        rows = session.execute(select(Delivery.subscriber_id, Delivery.edition)).all()
+    assert sorted(rows) == sorted((i, date(2026, 6, 15)) for i in due)
