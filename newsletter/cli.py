@@ -326,9 +326,21 @@ def subscribe(
     timezone: Annotated[str | None, typer.Option(help="IANA time zone.")] = None,
     send_hour: Annotated[int | None, typer.Option(help="Local hour to send (0-23).")] = None,
     size: Annotated[int | None, typer.Option(help="Papers per digest.")] = None,
+    frequency: Annotated[
+        str | None, typer.Option(help="daily, weekdays or weekly (default: daily).")
+    ] = None,
+    weekday: Annotated[
+        str | None, typer.Option(help="The day of a weekly digest: Monday ... Sunday.")
+    ] = None,
 ) -> None:
     """Add (or update) a confirmed subscriber, as an operator."""
     from newsletter import storage, subscriptions
+    from newsletter.editions import WEEKDAY_NAMES
+
+    names = [name.lower() for name in WEEKDAY_NAMES]
+    day: int | str | None = weekday
+    if weekday is not None and weekday.strip().lower() in names:
+        day = names.index(weekday.strip().lower())
 
     with database() as db:
         try:
@@ -343,6 +355,8 @@ def subscribe(
                     digest_size=size,
                     now=storage.utcnow(),
                     confirmed=True,
+                    frequency=frequency,
+                    send_weekday=day,
                 )
                 summary = f"{subscriber.email} is {subscriber.state}"
         except subscriptions.SubscriptionError as exc:
@@ -472,6 +486,7 @@ def _subscriber_status(email: str) -> None:
     from rich.markup import escape
 
     from newsletter import storage, subscriptions
+    from newsletter.editions import describe
 
     try:
         address = subscriptions.normalize_email(email)
@@ -488,6 +503,7 @@ def _subscriber_status(email: str) -> None:
             ("state", subscriber.state),
             ("keywords", subscriber.keywords),
             ("send", f"{subscriber.send_hour:02d}:00 {subscriber.timezone}"),
+            ("how often", describe(subscriber.frequency, subscriber.send_weekday)),
             ("papers per digest", str(subscriber.digest_size)),
             ("trending", "yes" if subscriber.show_trending else "no"),
             ("signed up (UTC)", _when(subscriber.created_at)),

@@ -70,9 +70,12 @@ class Subscriber(Base):
     unsubscribed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     confirm_sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # What an unconfirmed sign-up of a known pending or unsubscribed address typed
-    # ({"keywords", "timezone", "send_hour", "digest_size"}): applied only when the owner
-    # confirms, so that nobody else can change the stored settings.
+    # ({"keywords", "timezone", "send_hour", "digest_size", "frequency", "send_weekday"}):
+    # applied only when the owner confirms, so that nobody else can change the stored settings.
     pending_preferences: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # How often (editions.FREQUENCIES) and, for weekly, on which local weekday (Monday = 0).
+    frequency: Mapped[str] = mapped_column(String(16), default="daily", server_default="daily")
+    send_weekday: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 # Confirmation requests: queued by the sign-up page, sent in the background.
@@ -102,6 +105,8 @@ class ConfirmationRequest(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    frequency: Mapped[str] = mapped_column(String(16), default="daily", server_default="daily")
+    send_weekday: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class PaperRow(Base):
@@ -155,7 +160,11 @@ class HttpValidator(Base):
 
 
 class Delivery(Base):
-    """The ledger: one row per (subscriber, edition); an edition is the subscriber's local date."""
+    """The ledger: one row per (subscriber, edition); an edition is the subscriber's period.
+
+    A local date for daily and weekday digests, the date of the ISO week's Monday for weekly
+    ones (newsletter.editions), so the unique key holds "one per period" for both.
+    """
 
     __tablename__ = "deliveries"
     __table_args__ = (

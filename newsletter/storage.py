@@ -7,7 +7,7 @@ import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,6 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from newsletter import editions
+from newsletter.editions import DAILY
 from newsletter.models import (
     ACTIVE,
     BOUNCING,
@@ -293,15 +295,21 @@ class DueSubscriber:
     keywords: str
     digest_size: int
     edition: date
+    # The local dates of the edition's papers: one day, or the week a weekly edition covers.
+    window_days: int = 1
 
 
 def due_subscribers(
     session: Session, now: datetime, edition: date | None = None
 ) -> list[DueSubscriber]:
-    """Active subscribers whose local send hour has come and whose edition is not planned yet.
+    """Active subscribers whose edition is due now (editions.edition_for) and not planned yet.
 
-    With `edition`, every active subscriber who has not had that edition is due, whatever
-    the hour (an operator sending a day by hand).
+    A period has one digest whatever the frequency was when it went out: a weekly edition is
+    not due while any row of that week exists (someone who was daily until Wednesday), and a
+    daily or weekday one not while this week's weekly row was made that local day (someone
+    who was weekly until their weekly digest this morning). With `edition`, every active
+    subscriber who has not had that edition is due, whatever the hour and the frequency (an
+    operator sending a day by hand).
     """
     aware = now.replace(tzinfo=UTC)
     zones = session.scalars(
@@ -310,16 +318,53 @@ def due_subscribers(
     due: list[DueSubscriber] = []
     for zone in zones:
         local = aware.astimezone(ZoneInfo(zone))
-        day = edition or local.date()
-        planned = exists().where(Delivery.subscriber_id == Subscriber.id, Delivery.edition == day)
-        conditions = [Subscriber.state == ACTIVE, Subscriber.timezone == zone, ~planned]
-        if edition is None:
-            conditions.append(Subscriber.send_hour <= local.hour)
-        rows = session.execute(
-            select(Subscriber.id, Subscriber.keywords, Subscriber.digest_size).where(*conditions)
+        if edition is not None:
+            due.extend(_due_in(session, zone, [], edition, edition, None, 1))
+            continue
+        # This week's weekly row, if it was made today (a daily row of a past day is not).
+        weekly_today = and_(
+            Delivery.edition == editions.period(editions.WEEKLY, local.date()).key,
+            Delivery.created_at >= _utc_naive(datetime.combine(local.date(), time(), local.tzinfo)),
         )
-        due.extend(DueSubscriber(id, keywords, size, day) for id, keywords, size in rows)
+        for frequency in editions.FREQUENCIES:
+            if not editions.sends_on(frequency, local.weekday(), local.date()):
+                continue
+            period = editions.period(frequency, local.date())
+            conditions = [Subscriber.frequency == frequency, Subscriber.send_hour <= local.hour]
+            if frequency == editions.WEEKLY:
+                conditions.append(Subscriber.send_weekday == local.weekday())
+                days, also = editions.WEEK_DAYS, None
+            else:
+                days, also = 1, weekly_today
+            due.extend(_due_in(session, zone, conditions, period.first, period.last, also, days))
     return due
+
+
+def _due_in(
+    session: Session,
+    zone: str,
+    conditions: list[Any],
+    first: date,
+    last: date,
+    also: Any,
+    days: int,
+) -> list[DueSubscriber]:
+    """Active subscribers of `zone` matching `conditions` with no row for [first, last] (nor
+    one matching `also`)."""
+    had = [Delivery.edition.between(first, last)]
+    if also is not None:
+        had.append(also)
+    planned = exists().where(Delivery.subscriber_id == Subscriber.id, or_(*had))
+    rows = session.execute(
+        select(Subscriber.id, Subscriber.keywords, Subscriber.digest_size).where(
+            Subscriber.state == ACTIVE, Subscriber.timezone == zone, ~planned, *conditions
+        )
+    )
+    return [DueSubscriber(id, keywords, size, first, days) for id, keywords, size in rows]
+
+
+def _utc_naive(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def reserved_paper_ids(
@@ -768,6 +813,8 @@ def queue_confirmation(
     send_hour: int,
     digest_size: int,
     now: datetime,
+    frequency: str = DAILY,
+    send_weekday: int = 0,
 ) -> int:
     """Queue the confirmation mail of a sign-up; returns the request's id.
 
@@ -780,6 +827,8 @@ def queue_confirmation(
         "timezone": timezone,
         "send_hour": send_hour,
         "digest_size": digest_size,
+        "frequency": frequency,
+        "send_weekday": send_weekday,
         "requested_at": now,
         "state": QUEUED,
         "attempts": 0,
@@ -826,6 +875,8 @@ class ConfirmationClaim:
     send_hour: int
     digest_size: int
     attempts: int
+    frequency: str = DAILY
+    send_weekday: int = 0
 
 
 def claim_confirmations(
@@ -857,6 +908,8 @@ def claim_confirmations(
             request.send_hour,
             request.digest_size,
             request.attempts,
+            request.frequency,
+            request.send_weekday,
         ),
         execution_options={"synchronize_session": False},
     )
@@ -870,6 +923,8 @@ def claim_confirmations(
             row.send_hour,
             row.digest_size,
             row.attempts,
+            row.frequency,
+            row.send_weekday,
         )
         for row in rows
     ]

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from newsletter import storage
 from newsletter.config import Settings
+from newsletter.editions import DAILY, FREQUENCIES
 from newsletter.models import ACTIVE, BOUNCING, PAUSED, PENDING, UNSUBSCRIBED, Subscriber
 from newsletter.tokens import new_link_key
 
@@ -54,6 +55,8 @@ class Preferences:
     digest_size: int
     show_trending: bool = True
     email: str | None = None
+    frequency: str = DAILY
+    send_weekday: int = 0  # the local weekday of a weekly digest, Monday = 0
 
 
 def validate_preferences(
@@ -64,10 +67,12 @@ def validate_preferences(
     digest_size: int | str,
     show_trending: bool = True,
     email: str | None = None,
+    frequency: str = DAILY,
+    send_weekday: int | str = 0,
 ) -> Preferences:
     """Check everything a subscriber chooses; the checked values, or every problem at once.
 
-    Hours and sizes may come as typed text (a form) or as numbers (the CLI). Raises
+    Hours, sizes and weekdays may come as typed text (a form) or as numbers (the CLI). Raises
     SubscriptionError naming the first field at fault, with `errors` for all of them.
     """
     return _checked(
@@ -77,6 +82,8 @@ def validate_preferences(
             "send_hour": lambda: _send_hour(send_hour),
             "timezone": lambda: _timezone(timezone),
             "digest_size": lambda: _digest_size(digest_size),
+            "frequency": lambda: _frequency(frequency),
+            "send_weekday": lambda: _send_weekday(send_weekday),
         },
         show_trending,
     )
@@ -159,6 +166,21 @@ def _send_hour(value: object) -> int:
     return hour
 
 
+def _frequency(value: object) -> str:
+    if value not in FREQUENCIES:
+        raise SubscriptionError(
+            "frequency", "Choose how often: every day, on weekdays, or once a week."
+        )
+    return str(value)
+
+
+def _send_weekday(value: object) -> int:
+    day = _integer(value, "send_weekday", "Choose a day of the week.")
+    if not 0 <= day <= 6:
+        raise SubscriptionError("send_weekday", "Choose a day of the week, Monday to Sunday.")
+    return day
+
+
 def _digest_size(value: object) -> int:
     size = _integer(value, "digest_size", "Enter a number of papers from 1 to 50.")
     if not 1 <= size <= 50:
@@ -194,6 +216,9 @@ def _stored(values: Mapping[str, Any], email: str | None = None) -> Preferences:
             "send_hour": lambda: _send_hour(values["send_hour"]),
             "timezone": lambda: _timezone(str(values["timezone"])),
             "digest_size": lambda: _digest_size(values["digest_size"]),
+            # Kept before there was a choice of frequency: what there was, every day.
+            "frequency": lambda: _frequency(values.get("frequency", DAILY)),
+            "send_weekday": lambda: _send_weekday(values.get("send_weekday", 0)),
         },
         True,
     )
@@ -218,6 +243,8 @@ def sign_up(session: Session, preferences: Preferences, now: datetime) -> int:
         send_hour=preferences.send_hour,
         digest_size=preferences.digest_size,
         now=now,
+        frequency=preferences.frequency,
+        send_weekday=preferences.send_weekday,
     )
 
 
@@ -234,6 +261,8 @@ def register_sign_up(
         "timezone": request.timezone,
         "send_hour": request.send_hour,
         "digest_size": request.digest_size,
+        "frequency": request.frequency,
+        "send_weekday": request.send_weekday,
     }
     return _subscribe(session, _stored(values, request.email), now, confirmed=False)
 
@@ -249,6 +278,8 @@ def subscribe(
     send_hour: int | None = None,
     digest_size: int | None = None,
     confirmed: bool = False,
+    frequency: str | None = None,
+    send_weekday: int | str | None = None,
 ) -> Subscriber:
     """Add a subscriber (pending until confirmed, or active when an operator adds them).
 
@@ -265,6 +296,8 @@ def subscribe(
         timezone=settings.timezone if timezone is None else timezone,
         send_hour=settings.send_hour if send_hour is None else send_hour,
         digest_size=settings.digest_size if digest_size is None else digest_size,
+        frequency=DAILY if frequency is None else frequency,
+        send_weekday=0 if send_weekday is None else send_weekday,
     )
     assert preferences.email is not None
     if confirmed and _suppressed(session, settings, preferences.email):
@@ -293,6 +326,8 @@ def _subscribe(
             timezone=preferences.timezone,
             send_hour=preferences.send_hour,
             digest_size=preferences.digest_size,
+            frequency=preferences.frequency,
+            send_weekday=preferences.send_weekday,
             created_at=now,
         )
     elif confirmed:  # an operator's word is final (a known subscriber keeps show_trending)
@@ -306,6 +341,8 @@ def _subscribe(
             "timezone": preferences.timezone,
             "send_hour": preferences.send_hour,
             "digest_size": preferences.digest_size,
+            "frequency": preferences.frequency,
+            "send_weekday": preferences.send_weekday,
         }
     if confirmed:
         confirm(session, subscriber, now)
@@ -359,6 +396,8 @@ def _set_preferences(subscriber: Subscriber, preferences: Preferences) -> None:
     subscriber.timezone = preferences.timezone
     subscriber.send_hour = preferences.send_hour
     subscriber.digest_size = preferences.digest_size
+    subscriber.frequency = preferences.frequency
+    subscriber.send_weekday = preferences.send_weekday
 
 
 # The subscriber's own changes, and the operator's -------------------------------------------

@@ -59,7 +59,55 @@ def plan(
     report = PlanReport(due=len(due))
     if not due:
         return report
-    ranker = _Ranker(db, settings, now, report, recent)
+    for ranker, group in _rankers(db, settings, now, report, recent, due):
+        _plan_group(db, ranker, group, report, write, progress, now)
+    if write:
+        log.info("plan: %d due, %d planned, %d skipped", report.due, report.planned, report.skipped)
+    else:  # a dry run stores nothing: it must not say it planned anything
+        log.info(
+            "plan (dry run, nothing stored): %d due, %d would be planned, %d would be skipped",
+            report.due,
+            report.planned,
+            report.skipped,
+        )
+    return report
+
+
+def _rankers(
+    db: Database,
+    settings: Settings,
+    now: datetime,
+    report: PlanReport,
+    recent: RecentPapers | None,
+    due: Sequence[storage.DueSubscriber],
+) -> list[tuple[_Ranker, list[storage.DueSubscriber]]]:
+    """The due subscribers by paper window: the recent papers, or a weekly edition's week.
+
+    A weekly window ranks the papers collected in the past seven days; its reservation read
+    covers the same days, so a paper a digest of that week already held is not picked again.
+    """
+    daily = [one for one in due if one.window_days <= 1]
+    weekly = [one for one in due if one.window_days > 1]
+    groups: list[tuple[_Ranker, list[storage.DueSubscriber]]] = []
+    if daily:
+        groups.append((_Ranker(db, settings, now, report, recent), daily))
+    if weekly:
+        days = max(settings.paper_window_days, float(max(one.window_days for one in weekly)))
+        week = settings.model_copy(update={"paper_window_days": days})
+        groups.append((_Ranker(db, week, now, report, RecentPapers(db, week)), weekly))
+    return groups
+
+
+def _plan_group(
+    db: Database,
+    ranker: _Ranker,
+    due: Sequence[storage.DueSubscriber],
+    report: PlanReport,
+    write: bool,
+    progress: Progress | None,
+    now: datetime,
+) -> None:
+    """Rank and store one window's subscribers, chunk by chunk."""
     for start in range(0, len(due), PLAN_CHUNK):
         rows = ranker.rows(due[start : start + PLAN_CHUNK])
         planned = sum(row.state == PLANNED for row in rows)
@@ -72,16 +120,6 @@ def plan(
             storage.create_deliveries(session, rows, now)
         if progress:
             progress(len(rows))
-    if write:
-        log.info("plan: %d due, %d planned, %d skipped", report.due, report.planned, report.skipped)
-    else:  # a dry run stores nothing: it must not say it planned anything
-        log.info(
-            "plan (dry run, nothing stored): %d due, %d would be planned, %d would be skipped",
-            report.due,
-            report.planned,
-            report.skipped,
-        )
-    return report
 
 
 def rank_for(

@@ -12,11 +12,19 @@ from typing import Any
 
 from newsletter import subscriptions
 from newsletter.config import Settings
+from newsletter.editions import DAILY
 from newsletter.models import Subscriber
 from newsletter.subscriptions import MAX_KEYWORDS_CHARS, Preferences, SubscriptionError
 
 MAX_FIELD_CHARS = MAX_KEYWORDS_CHARS + 100
-PREFERENCE_FIELDS = ("keywords", "send_hour", "timezone", "digest_size")
+PREFERENCE_FIELDS = (
+    "keywords",
+    "send_hour",
+    "timezone",
+    "digest_size",
+    "frequency",
+    "send_weekday",
+)
 
 
 @dataclass
@@ -51,6 +59,8 @@ def signup_defaults(settings: Settings) -> dict[str, str]:
         "send_hour": str(settings.send_hour),
         "timezone": settings.timezone,
         "digest_size": str(settings.digest_size),
+        "frequency": DAILY,
+        "send_weekday": "0",
     }
 
 
@@ -67,6 +77,8 @@ def preference_values(subscriber: Subscriber) -> dict[str, str]:
         "send_hour": str(subscriber.send_hour),
         "timezone": subscriber.timezone,
         "digest_size": str(subscriber.digest_size),
+        "frequency": subscriber.frequency,
+        "send_weekday": str(subscriber.send_weekday),
         "show_trending": "on" if subscriber.show_trending else "",
     }
 
@@ -87,6 +99,9 @@ def _checked(
             timezone=values["timezone"],
             send_hour=values["send_hour"],
             digest_size=values["digest_size"],
+            # A form from before the choice existed (an open tab) means what it did: daily.
+            frequency=values["frequency"] or DAILY,
+            send_weekday=values["send_weekday"] or "0",
             show_trending=show_trending,
             email=email,
         )

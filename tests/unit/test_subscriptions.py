@@ -263,7 +263,12 @@ def test_registering_a_known_address_keeps_what_is_stored(db, settings):
     # Coming back: what was typed waits for the owner's confirmation.
     assert (bob.state, bob.keywords, bob.send_hour) == (UNSUBSCRIBED, "transformers", 7)
     assert bob.link_key == before[unsubscribed].link_key
-    assert bob.pending_preferences == {**GOOD, "send_hour": 5}
+    assert bob.pending_preferences == {
+        **GOOD,
+        "send_hour": 5,
+        "frequency": "daily",
+        "send_weekday": 0,
+    }
 
 
 def test_a_queued_sign_up_no_longer_valid_is_refused_and_writes_nothing(db):
