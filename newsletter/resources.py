@@ -43,6 +43,7 @@ EMAIL_TEMPLATES = tuple(
 WEB_FILES = tuple(
     f"templates/web/{name}"
     for name in (
+        "_frequency.html",
         "_macros.html",
         "_results.html",
         "base.html",

@@ -14,6 +14,7 @@ from newsletter.cli import app
 from newsletter.config import load_settings
 from newsletter.db import Database, alembic_config, migrate
 from newsletter.models import SKIPPED, Subscriber
+from newsletter.planned import PlannedRow
 from newsletter.subscriptions import SubscriptionError
 
 runner = CliRunner()
@@ -87,7 +88,7 @@ def test_a_week_with_a_row_has_no_second_weekly_edition(backend_db):
         # A daily digest on Tuesday, before the reader chose weekly on Friday.
         storage.create_deliveries(
             session,
-            [{"subscriber_id": reader, "edition": date(2026, 6, 9), "state": SKIPPED, "items": []}],
+            [PlannedRow(reader, date(2026, 6, 9), SKIPPED)],
             datetime(2026, 6, 9, 7),
         )
     with db.session() as session:
