@@ -195,17 +195,20 @@ def _today(web: Web, subscriber: Subscriber) -> Any:
 
 @router.get("/subscribers/{subscriber_id}", response_class=HTMLResponse, dependencies=SIGNED_IN)
 def subscriber(request: Request, web: WebDep, subscriber_id: int) -> Response:
-    """One subscriber: profile, delivery history, resends, and the actions."""
+    """One subscriber: profile, delivery history, resends, bounces and complaints reported
+    later, and the actions."""
     with web.db.session() as session:
         found = _subscriber(session, subscriber_id)
         deliveries = storage.subscriber_deliveries(session, subscriber_id, 30)
         resends = storage.subscriber_resends(session, subscriber_id)
+        bounces = storage.bounce_events_for(session, subscriber_id)[:30]
         today = _today(web, found).date()
         session.expunge_all()
     context = {
         "subscriber": found,
         "deliveries": deliveries,
         "resends": resends,
+        "bounces": bounces,
         "today": today,
         "request_key": secrets.token_urlsafe(24),
         "notice": NOTICES.get(request.query_params.get("done", "")),

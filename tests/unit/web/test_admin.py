@@ -265,6 +265,29 @@ def test_a_subscriber_page_shows_the_profile_and_the_last_deliveries(w, db, oper
     assert f"digest.{today.replace('-', '')}." in row.group(1)  # its Message-ID
 
 
+def test_a_subscriber_page_shows_the_bounces_reported_later(w, db, operator, web_papers):
+    from newsletter.models import HARD
+
+    subscriber = sent_today(w, db)
+    with db.session() as session:
+        storage.add_bounce_event(
+            session,
+            subscriber_id=subscriber,
+            kind=HARD,
+            status="5.1.1",
+            recipient="ada@example.org",
+            reported_recipient="ada@example.org",
+            reason="smtp; 550 5.1.1 <ada@example.org>: Recipient address rejected",
+            source="dsn",
+            outcome="suppressed",
+            received_at=storage.utcnow(),
+        )
+    html = w.client.get(f"/admin/subscribers/{subscriber}").text
+    section = html.split('id="bounces-heading"', 1)[1]
+    assert "5.1.1" in section and "suppressed" in section and "dsn" in section
+    assert "Recipient address rejected" in section and "&lt;ada@example.org&gt;" in section
+
+
 def test_pause_resume_and_unsubscribe_from_the_dashboard(w, db, operator, web_papers):
     subscriber = sent_today(w, db, deliver=False)
     assert [r[3] for r in ledger(db)] == [PLANNED]
