@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -12,6 +13,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -221,31 +223,44 @@ def _done(web: Web, subscriber_id: int, what: str) -> RedirectResponse:
     return _to(web, f"/admin/subscribers/{subscriber_id}?done={what}")
 
 
+def _change_state(
+    request: Request,
+    web: Web,
+    subscriber_id: int,
+    change: Callable[[Session, Subscriber], None],
+    done: str,
+) -> RedirectResponse:
+    """Apply one state change to the subscriber, log who did it, and show the notice `done`."""
+    with web.db.session() as session:
+        change(session, _subscriber(session, subscriber_id))
+    log.info("operator %s %s subscriber %d", request.state.operator, done, subscriber_id)
+    return _done(web, subscriber_id, done)
+
+
 @router.post("/subscribers/{subscriber_id}/pause", dependencies=ACTION)
 def pause(request: Request, web: WebDep, subscriber_id: int) -> Response:
     """Pause an active subscriber (their planned digests are cancelled)."""
-    with web.db.session() as session:
-        subscriptions.pause(session, _subscriber(session, subscriber_id))
-    log.info("operator %s paused subscriber %d", request.state.operator, subscriber_id)
-    return _done(web, subscriber_id, "paused")
+    return _change_state(request, web, subscriber_id, subscriptions.pause, "paused")
 
 
 @router.post("/subscribers/{subscriber_id}/resume", dependencies=ACTION)
 def resume(request: Request, web: WebDep, subscriber_id: int) -> Response:
     """Make the subscriber active again (after a pause, bounces or an unsubscribe)."""
-    with web.db.session() as session:
-        subscriptions.resume(session, _subscriber(session, subscriber_id), web.clock())
-    log.info("operator %s resumed subscriber %d", request.state.operator, subscriber_id)
-    return _done(web, subscriber_id, "resumed")
+
+    def change(session: Session, found: Subscriber) -> None:
+        subscriptions.resume(session, found, web.clock())
+
+    return _change_state(request, web, subscriber_id, change, "resumed")
 
 
 @router.post("/subscribers/{subscriber_id}/unsubscribe", dependencies=ACTION)
 def unsubscribe(request: Request, web: WebDep, subscriber_id: int) -> Response:
     """Unsubscribe at once: no more mail, every link revoked."""
-    with web.db.session() as session:
-        subscriptions.unsubscribe(session, _subscriber(session, subscriber_id), web.clock())
-    log.info("operator %s unsubscribed subscriber %d", request.state.operator, subscriber_id)
-    return _done(web, subscriber_id, "unsubscribed")
+
+    def change(session: Session, found: Subscriber) -> None:
+        subscriptions.unsubscribe(session, found, web.clock())
+
+    return _change_state(request, web, subscriber_id, change, "unsubscribed")
 
 
 @router.post("/subscribers/{subscriber_id}/resend", dependencies=ACTION)
