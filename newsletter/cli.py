@@ -20,6 +20,9 @@ from newsletter.config import ConfigError, Settings, load_settings
 from newsletter.db import Database
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from newsletter.models import Subscriber
     from newsletter.planned import PlannedRow
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
@@ -52,6 +55,26 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a clear error and return the exit to raise; nothing has been changed."""
     errors.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code)
+
+
+def address_of(email: str) -> str:
+    """The address in its stored form, or exit with the reason it is not an address."""
+    from newsletter import subscriptions
+
+    try:
+        return subscriptions.normalize_email(email)
+    except subscriptions.SubscriptionError as exc:
+        raise fail(exc.message) from None
+
+
+def subscriber_at(session: Session, address: str) -> Subscriber:
+    """The subscriber of a (normalized) address, or exit saying there is none."""
+    from newsletter import storage
+
+    subscriber = storage.subscriber_by_email(session, address)
+    if subscriber is None:
+        raise fail(f"no subscriber {address}")
+    return subscriber
 
 
 def settings(**overrides: Any) -> Settings:
@@ -370,14 +393,9 @@ def unsubscribe(email: str) -> None:
     from newsletter import storage, subscriptions
 
     with database() as db:
-        try:
-            address = subscriptions.normalize_email(email)
-        except subscriptions.SubscriptionError as exc:
-            raise fail(exc.message) from None
+        address = address_of(email)
         with db.session() as session:
-            subscriber = storage.subscriber_by_email(session, address)
-            if subscriber is None:
-                raise fail(f"no subscriber {address}")
+            subscriber = subscriber_at(session, address)
             subscriptions.unsubscribe(session, subscriber, storage.utcnow())
     console.print(f"{address} is unsubscribed")
 
@@ -388,23 +406,17 @@ def delete(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete a subscriber and their delivery history for good; their links stop working."""
-    from newsletter import storage, subscriptions
+    from newsletter import subscriptions
 
     with database() as db:
-        try:
-            address = subscriptions.normalize_email(email)
-        except subscriptions.SubscriptionError as exc:
-            raise fail(exc.message) from None
+        address = address_of(email)
         with db.session() as session:
-            if storage.subscriber_by_email(session, address) is None:
-                raise fail(f"no subscriber {address}")
+            subscriber_at(session, address)
         if not yes and not typer.confirm(f"Delete {address} and their delivery history?"):
             raise fail("nothing deleted", code=1)
         with db.session() as session:
             # Looked up again: the answer to the question may have taken a while.
-            subscriber = storage.subscriber_by_email(session, address)
-            if subscriber is None:
-                raise fail(f"no subscriber {address}")
+            subscriber = subscriber_at(session, address)
             rows = subscriptions.delete(session, subscriber)
     console.print(f"{address} is deleted, with {rows} delivery record(s)")
 
@@ -485,17 +497,12 @@ def _subscriber_status(email: str) -> None:
     """State, profile and last deliveries (with their errors) of one subscriber."""
     from rich.markup import escape
 
-    from newsletter import storage, subscriptions
+    from newsletter import storage
     from newsletter.editions import describe
 
-    try:
-        address = subscriptions.normalize_email(email)
-    except subscriptions.SubscriptionError as exc:
-        raise fail(exc.message) from None
+    address = address_of(email)
     with database() as db, db.session() as session:
-        subscriber = storage.subscriber_by_email(session, address)
-        if subscriber is None:
-            raise fail(f"no subscriber {address}")
+        subscriber = subscriber_at(session, address)
         deliveries = storage.recent_deliveries(session, subscriber.id, RECENT_DELIVERIES)
         request = storage.confirmation_request_for(session, address)
         table = Table("", "", title=f"Subscriber {escape(address)}", show_header=False)
@@ -747,14 +754,10 @@ def suppressions_list() -> None:
 @suppressions_app.command("remove")
 def suppressions_remove(email: str) -> None:
     """Lift the suppression of an address (it still needs confirming or `subscribe`)."""
-    from newsletter import subscriptions
     from newsletter.bounces.events import lift
 
     with database() as db:
-        try:
-            address = subscriptions.normalize_email(email)
-        except subscriptions.SubscriptionError as exc:
-            raise fail(exc.message) from None
+        address = address_of(email)
         with db.session() as session:
             if not lift(session, db.settings, address):
                 raise fail(f"{address} is not suppressed", code=1)
