@@ -5,9 +5,6 @@ Screenshots go to the test's temporary directory."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +12,7 @@ import pytest
 from newsletter import pipeline, storage, subscriptions
 from newsletter.models import ACTIVE, PAUSED, SENT
 from newsletter.web.admin import accounts
+from tests.support.web import demo_site, watched_page
 
 PASSWORD = "a long operator passphrase"
 EMAIL = "ada@example.org"
@@ -22,73 +20,37 @@ EMAIL = "ada@example.org"
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def site(tmp_path, smtp_server) -> Iterator[tuple[str, object, object]]:
     """The web app under uvicorn in a thread, an operator, and a subscriber sent today's digest."""
-    import uvicorn
 
-    from newsletter.config import load_settings
-    from newsletter.db import Database
-    from newsletter.web.app import create_app
+    def prepare(settings, db) -> None:
+        now = storage.utcnow()
+        with db.session() as session:
+            accounts.add_operator(session, "olga", PASSWORD, now)
+            for email in (EMAIL, "bob@example.org"):
+                subscriptions.subscribe(
+                    session,
+                    settings,
+                    email=email,
+                    keywords="diffusion, agents, language models",
+                    timezone="UTC",
+                    now=now,
+                    confirmed=True,
+                )
+        pipeline.plan(db, settings, edition=now.date())
+        pipeline.deliver(db, settings)
+        assert len(smtp_server.to(EMAIL)) == 1
 
-    port = _free_port()
-    settings = load_settings(
-        var_dir=tmp_path / "var",
-        secret_key="browser-test",
-        sources="hf_daily",
-        smtp_url=smtp_server.url,
-        base_url=f"http://127.0.0.1:{port}",
-    )
-    db = Database(settings)
-    db.upgrade()
-    pipeline.load_demo_day(db)
-    now = storage.utcnow()
-    with db.session() as session:
-        accounts.add_operator(session, "olga", PASSWORD, now)
-        for email in (EMAIL, "bob@example.org"):
-            subscriptions.subscribe(
-                session,
-                settings,
-                email=email,
-                keywords="diffusion, agents, language models",
-                timezone="UTC",
-                now=now,
-                confirmed=True,
-            )
-    pipeline.plan(db, settings, edition=now.date())
-    pipeline.deliver(db, settings)
-    assert len(smtp_server.to(EMAIL)) == 1
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, db), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield settings.base_url, settings, db
-    server.should_exit = True
-    thread.join(timeout=20)
-    db.dispose()
+    with demo_site(tmp_path / "var", smtp_server.url, "browser-test", prepare) as (settings, db):
+        yield settings.base_url, settings, db
 
 
 @pytest.fixture
 def page(chromium):
     # No JavaScript: every page and chart is rendered by the server.
-    context = chromium.new_context(java_script_enabled=False, locale="en-GB")
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.problems = problems  # type: ignore[attr-defined]
-    yield page
-    context.close()
+    with watched_page(chromium, java_script_enabled=False, locale="en-GB") as page:
+        yield page
 
 
 def _state(db, email: str = EMAIL) -> str:

@@ -4,14 +4,13 @@ uvicorn, the digest delivered over SMTP to aiosmtpd, Debian's headless Chromium.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from newsletter import pipeline, storage, subscriptions, tokens
-from tests.support.net import free_port
+from tests.support.web import demo_site
 
 EMAIL = "reader@example.org"
 TITLE = re.compile(r'class="card-title"[^>]*>\s*<a [^>]*>([^<]+)</a>')
@@ -22,36 +21,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 @pytest.fixture
 def site(tmp_path, smtp_server) -> Iterator[tuple[object, object]]:
     """The web app under uvicorn in a thread; mail goes to the test's SMTP server."""
-    import uvicorn
-
-    from newsletter.config import load_settings
-    from newsletter.db import Database
-    from newsletter.web.app import create_app
-
-    port = free_port()
-    settings = load_settings(
-        var_dir=tmp_path / "var",
-        secret_key="archive-browser-test",
-        sources="hf_daily",
-        smtp_url=smtp_server.url,
-        base_url=f"http://127.0.0.1:{port}",
-    )
-    db = Database(settings)
-    db.upgrade()
-    pipeline.load_demo_day(db)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, db), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield settings, db
-    server.should_exit = True
-    thread.join(timeout=20)
-    db.dispose()
+    with demo_site(tmp_path / "var", smtp_server.url, "archive-browser-test") as site:
+        yield site
 
 
 def _delivered_digest(settings, db, smtp_server):

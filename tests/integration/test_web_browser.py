@@ -5,7 +5,6 @@ real SMTP server (aiosmtpd) that receives the mail the test then reads."""
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -14,7 +13,7 @@ import pytest
 
 from newsletter import pipeline, storage
 from newsletter.models import ACTIVE, PENDING, UNSUBSCRIBED
-from tests.support.net import free_port
+from tests.support.web import demo_site, watched_page
 
 EMAIL = "grace@example.org"
 KEYWORDS = 'diffusion, "reinforcement learning", -medical'
@@ -25,49 +24,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 @pytest.fixture
 def site(tmp_path, smtp_server) -> Iterator[tuple[str, object, object]]:
     """The web app under uvicorn in a thread; mail goes to the test's SMTP server."""
-    import uvicorn
-
-    from newsletter.config import load_settings
-    from newsletter.db import Database
-    from newsletter.web.app import create_app
-
-    port = free_port()
-    settings = load_settings(
-        var_dir=tmp_path / "var",
-        secret_key="browser-test",
-        sources="hf_daily",
-        smtp_url=smtp_server.url,
-        base_url=f"http://127.0.0.1:{port}",
-    )
-    db = Database(settings)
-    db.upgrade()
-    pipeline.load_demo_day(db)  # the papers the preview and the digest are made of
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, db), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield settings.base_url, settings, db
-    server.should_exit = True
-    thread.join(timeout=20)
-    db.dispose()
+    with demo_site(tmp_path / "var", smtp_server.url, "browser-test") as (settings, db):
+        yield settings.base_url, settings, db
 
 
 @pytest.fixture
 def page(tmp_path, chromium):
     # A reader in Tokyo: the sign-up form should pick up the browser's time zone.
-    context = chromium.new_context(timezone_id="Asia/Tokyo", locale="en-GB")
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    page.problems = problems  # type: ignore[attr-defined]
-    yield page
-    context.close()
+    with watched_page(chromium, timezone_id="Asia/Tokyo", locale="en-GB") as page:
+        yield page
 
 
 def _subscriber(db):
