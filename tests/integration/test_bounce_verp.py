@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from newsletter import pipeline, storage, subscriptions
+from newsletter import pipeline, storage
 from newsletter.bounces import parse, record, verp
 from newsletter.config import load_settings
 from newsletter.db import Database
 from newsletter.models import ACTIVE, BOUNCING, Delivery, Subscriber
+from tests.support.ledger import demo_day_subscribers
 
 pytestmark = pytest.mark.integration
 
@@ -36,18 +37,7 @@ def verp_db(tmp_path, smtp_server):
 
 def test_each_digest_is_sent_from_its_own_verp_address(verp_db, smtp_server):
     db, settings = verp_db, verp_db.settings
-    pipeline.load_demo_day(db)
-    with db.session() as session:
-        for email in ("ada@example.org", "bob@example.org"):
-            subscriptions.subscribe(
-                session,
-                settings,
-                email=email,
-                keywords="agents, reasoning",
-                now=storage.utcnow(),
-                send_hour=0,
-                confirmed=True,
-            )
+    demo_day_subscribers(db, settings, ("ada@example.org", "bob@example.org"), "agents, reasoning")
     assert pipeline.plan(db, settings).planned == 2
     assert pipeline.deliver(db, settings).sent == 2
     with db.session() as session:
@@ -96,17 +86,7 @@ def test_without_a_bounce_address_the_envelope_is_the_from_address(tmp_path, smt
     db = Database(settings)
     db.upgrade()
     try:
-        pipeline.load_demo_day(db)
-        with db.session() as session:
-            subscriptions.subscribe(
-                session,
-                settings,
-                email="ada@example.org",
-                keywords="agents",
-                now=storage.utcnow(),
-                send_hour=0,
-                confirmed=True,
-            )
+        demo_day_subscribers(db, settings, ["ada@example.org"], "agents")
         pipeline.plan(db, settings)
         assert pipeline.deliver(db, settings).sent == 1
         assert smtp_server.envelopes[0].mail_from == "digest@example.org"

@@ -7,11 +7,12 @@ from datetime import date
 import pytest
 from sqlalchemy import select
 
-from newsletter import pipeline, storage, subscriptions
+from newsletter import pipeline
 from newsletter.bounces.events import is_suppressed
 from newsletter.config import load_settings
 from newsletter.db import Database
 from newsletter.models import ACTIVE, BOUNCING, Subscriber, Suppression
+from tests.support.ledger import demo_day_subscribers
 
 pytestmark = pytest.mark.integration
 
@@ -28,18 +29,9 @@ def service(tmp_path, faulty_smtp_server):
     )
     db = Database(settings)
     db.upgrade()
-    pipeline.load_demo_day(db)
-    with db.session() as session:
-        for address in ("gone@example.org", "here@example.org"):
-            subscriptions.subscribe(
-                session,
-                settings,
-                email=address,
-                keywords="agents, language models",
-                now=storage.utcnow(),
-                send_hour=0,
-                confirmed=True,
-            )
+    demo_day_subscribers(
+        db, settings, ("gone@example.org", "here@example.org"), "agents, language models"
+    )
     yield db, settings
     db.dispose()
 

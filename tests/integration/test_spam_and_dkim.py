@@ -24,6 +24,7 @@ from newsletter import pipeline, storage, subscriptions
 from newsletter.config import Settings, load_settings
 from newsletter.db import Database
 from newsletter.web.mail import send_confirmation
+from tests.support.ledger import demo_day_subscribers
 from tests.support.system import require_system
 
 pytestmark = pytest.mark.integration
@@ -81,17 +82,7 @@ def spamassassin() -> str:
 
 def digest_bytes(db: Database, settings: Settings, server) -> bytes:
     """One digest of the recorded day, planned and delivered by the pipeline; the bytes sent."""
-    pipeline.load_demo_day(db)
-    with db.session() as session:
-        subscriptions.subscribe(
-            session,
-            settings,
-            email="reader@example.net",
-            keywords="agents, language models",
-            now=storage.utcnow(),
-            send_hour=0,
-            confirmed=True,
-        )
+    demo_day_subscribers(db, settings, ["reader@example.net"], "agents, language models")
     assert pipeline.plan(db, settings, edition=date(2026, 6, 12)).planned == 1
     assert pipeline.deliver(db, settings).sent == 1
     [raw] = server.raw

@@ -17,23 +17,13 @@ from newsletter import pipeline, storage, subscriptions
 from newsletter.models import PLANNED, Delivery
 from newsletter.planned import PlannedItem, PlannedRow
 from newsletter.render import EditionRenderer
+from tests.support.ledger import demo_day_subscribers
 
 
 @pytest.fixture
 def planned(db, settings) -> list[int]:
     """Two digests of today's edition planned, ready to deliver to the outbox."""
-    pipeline.load_demo_day(db)
-    with db.session() as session:
-        for email in ("ada@example.org", "bob@example.org"):
-            subscriptions.subscribe(
-                session,
-                settings,
-                email=email,
-                keywords="agents, reasoning",
-                now=storage.utcnow(),
-                send_hour=0,
-                confirmed=True,
-            )
+    demo_day_subscribers(db, settings, ("ada@example.org", "bob@example.org"), "agents, reasoning")
     assert pipeline.plan(db, settings).planned == 2
     with db.session() as session:
         return list(session.scalars(select(Delivery.id).order_by(Delivery.id)))
@@ -96,17 +86,7 @@ def test_an_expired_edition_is_made_again(settings):
 
 
 def test_the_planner_hands_out_typed_rows(db, settings):
-    pipeline.load_demo_day(db)
-    with db.session() as session:
-        subscriptions.subscribe(
-            session,
-            settings,
-            email="ada@example.org",
-            keywords="agents, reasoning",
-            now=storage.utcnow(),
-            send_hour=0,
-            confirmed=True,
-        )
+    demo_day_subscribers(db, settings, ["ada@example.org"], "agents, reasoning")
     (row,) = pipeline.plan(db, settings, write=False).rows
     assert isinstance(row, PlannedRow) and row.state == PLANNED and row.items
     assert all(isinstance(item, PlannedItem) for item in row.items)

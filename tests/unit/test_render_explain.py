@@ -10,6 +10,7 @@ from bs4 import BeautifulSoup
 from newsletter.config import Settings
 from newsletter.paper import Paper
 from newsletter.render import DigestItem, EditionRenderer, Email
+from tests.support.ledger import demo_day_subscribers
 
 EDITION = date(2026, 12, 1)  # a Tuesday
 LONG_TITLE = (
@@ -156,19 +157,9 @@ def test_an_empty_weekday_note_names_holidays_and_the_next_day(config):
 
 def test_a_planned_and_delivered_digest_explains_score_and_fields(db, settings, outbox):
     """Through the ledger: the planner stores where each entry matched, the digest shows it."""
-    from newsletter import pipeline, storage, subscriptions
+    from newsletter import pipeline
 
-    pipeline.load_demo_day(db)
-    with db.session() as session:
-        subscriptions.subscribe(
-            session,
-            settings,
-            email="ada@example.org",
-            keywords="agents, reasoning",
-            now=storage.utcnow(),
-            send_hour=0,
-            confirmed=True,
-        )
+    demo_day_subscribers(db, settings, ["ada@example.org"], "agents, reasoning")
     (row,) = pipeline.plan(db, settings, write=False).rows
     assert all(item.where for item in row.items)
     assert pipeline.plan(db, settings).planned == 1
