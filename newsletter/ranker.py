@@ -118,6 +118,7 @@ class RecentPapers:
 
     def __init__(self, db: Database, settings: Settings, *, ttl: float = INDEX_TTL_SECONDS) -> None:
         self.db = db
+        self.settings = settings
         self.policy = RankingPolicy.from_settings(settings)
         self.ttl = ttl
         self._building = threading.Lock()

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
-from newsletter import storage
+from newsletter import editions, storage
 from newsletter.analysis import Analyzer, split_words
 from newsletter.models import Subscriber
 from newsletter.paper import Paper
@@ -71,6 +71,16 @@ class PreviewIndex:
 
     def __init__(self, recent: RecentPapers) -> None:
         self.recent = recent
+        self._week: RecentPapers | None = None  # a weekly digest's window, made when first asked
+
+    def _weekly(self) -> RecentPapers:
+        """The index a weekly reader's digest ranks: the papers of the past seven days."""
+        if self._week is None:
+            policy = self.recent.policy
+            days = max(policy.window_days, editions.WEEK_DAYS)
+            settings = self.recent.settings.model_copy(update={"paper_window_days": days})
+            self._week = RecentPapers(self.recent.db, settings, ttl=self.recent.ttl)
+        return self._week
 
     @property
     def ttl(self) -> float:
@@ -129,8 +139,11 @@ class PreviewIndex:
         """What the subscriber's digest would hold if it were planned now (nothing is stored)."""
         local = now.replace(tzinfo=UTC).astimezone(ZoneInfo(subscriber.timezone))
         size = subscriber.digest_size
-        due = DueSubscriber(subscriber.id, subscriber.keywords, size, local.date())
-        window = self.recent.current(now)
+        weekly = subscriber.frequency == editions.WEEKLY
+        recent = self._weekly() if weekly else self.recent
+        days = editions.WEEK_DAYS if weekly else 1
+        due = DueSubscriber(subscriber.id, subscriber.keywords, size, local.date(), days)
+        window = recent.current(now)
         ranked = rank_subscriber(window, session, due, now=now)
         if ranked.error is not None:
             return Preview(subscriber.keywords, error=ranked.error, shown=True)
