@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from email.utils import parseaddr
@@ -406,7 +406,7 @@ class EditionRenderer:
             key = (item.paper.id, label)
             found = self._labels.get(key)
             if found is None:
-                words = words_apart(label, self._fields(item.paper), self._analyzer)
+                words = words_apart(label, lambda: self._fields(item.paper), self._analyzer)
                 found = self._labels[key] = " + ".join(words) if words else label
             shown.append((found, ", ".join(item.where.get(label, ()))))
         return shown
@@ -608,7 +608,9 @@ _LOOSE_ENTRY = re.compile(r"[^\W_][\w'-]*(?:\s+[\w'-]+)+")
 
 
 def words_apart(
-    label: str, fields: Sequence[Mapping[str, list[Token]]], analyzer: Analyzer
+    label: str,
+    fields: Sequence[Mapping[str, list[Token]]] | Callable[[], Sequence[Mapping[str, list[Token]]]],
+    analyzer: Analyzer,
 ) -> tuple[str, ...]:
     """The words of an unquoted multi-word entry if they are nowhere adjacent in the paper.
 
@@ -622,7 +624,9 @@ def words_apart(
     phrase = analyzer.query_terms(text)
     if len(phrase) < 2:
         return ()
-    if any(phrase_spans(terms, phrase) for terms in fields):
+    # The paper's terms are read only for such an entry: analysing every paper of an edition
+    # for the one-word entries too doubled the workers' CPU in bench_scale.py.
+    if any(phrase_spans(terms, phrase) for terms in (fields() if callable(fields) else fields)):
         return ()
     return tuple(text.split())
 

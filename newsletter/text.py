@@ -10,7 +10,7 @@ decides what to hand it and cleans up what it cannot know (superscripts, Hugging
 from __future__ import annotations
 
 import re
-from functools import cache
+from functools import cache, lru_cache
 
 from pylatexenc.latex2text import LatexNodes2Text, MacroTextSpec, get_default_latex_context_db
 from pylatexenc.latexwalker import LatexWalker
@@ -62,6 +62,10 @@ def _braced_names(text: str) -> str:
     return _BRACED_NAME.sub(replace, text)
 
 
+# Pure, and slow where there is markup (pylatexenc reads it token by token): every process
+# cleans a paper's text once, however many editions and renderers show it. Without this the
+# scale benchmark's workers (tests/perf/bench_scale.py) spent half their CPU here.
+@lru_cache(maxsize=20_000)
 def tex_to_text(value: str) -> str:
     """`value` with its TeX markup rendered as readable Unicode, whitespace collapsed.
 

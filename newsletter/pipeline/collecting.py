@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -17,6 +18,7 @@ from newsletter.paper import Paper
 from newsletter.pipeline.progress import Progress
 from newsletter.sources import SOURCES, SourceError, arxiv, hf_daily
 from newsletter.sources.http import FetchCancelled, SourceClient
+from newsletter.text import tex_to_text
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +183,12 @@ def _one_line(exc: BaseException, limit: int = 500) -> str:
 
 
 def load_papers(db: Database, papers: Iterable[Paper], *, source: str, url: str) -> CollectReport:
-    """Store papers read from a file (the demo day, a JSONL export) as one recorded run."""
+    """Store papers read from a file (the demo day, a JSONL export) as one recorded run.
+
+    Their text is stored clean, as the sources store theirs: TeX rendered as Unicode.
+    """
     started = storage.utcnow()
-    papers = list(papers)
+    papers = [_clean(paper) for paper in papers]
     with db.session() as session:
         new, updated = storage.upsert_papers(session, papers, started)
         storage.record_source_run(
@@ -205,3 +210,13 @@ def load_demo_day(db: Database) -> CollectReport:
 
     parsed = hf_daily.parse(DEMO_DATA.read_bytes())
     return load_papers(db, parsed.papers, source="hf_daily", url=f"file:{DEMO_DATA.name}")
+
+
+def _clean(paper: Paper) -> Paper:
+    """The paper with its title, abstract and AI summary as readable text (no TeX)."""
+    return dataclasses.replace(
+        paper,
+        title=tex_to_text(paper.title),
+        abstract=tex_to_text(paper.abstract),
+        ai_summary=tex_to_text(paper.ai_summary) or None if paper.ai_summary else paper.ai_summary,
+    )
