@@ -197,6 +197,30 @@ class Delivery(Base):
     sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
+# Ratings: +1 "more like this", -1 "less like this"; where each came from.
+LIKE, DISLIKE = 1, -1
+RATING_ORIGINS = ("email", "web", "import")
+
+
+class Rating(Base):
+    """A subscriber's rating of one paper: the latest wins, clearing deletes it.
+
+    `edition` is the digest it was rated from (null for a rating given elsewhere). Ratings
+    are the subscriber's: they go with them when the subscriber is deleted.
+    """
+
+    __tablename__ = "ratings"
+
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
+    paper_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # arXiv id, no version
+    value: Mapped[int] = mapped_column(Integer)  # LIKE or DISLIKE
+    origin: Mapped[str] = mapped_column(String(16), default="web")
+    edition: Mapped[date | None] = mapped_column(Date, nullable=True)
+    rated_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
 class Operator(Base):
     """Someone who may open the admin dashboard; the dashboard is off while there is none."""
 

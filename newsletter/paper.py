@@ -9,11 +9,37 @@ from datetime import date
 from typing import Any
 
 _VERSION = re.compile(r"v\d+$")
+# New-style (2401.12345) and old-style (hep-th/9901001, math.AG/0601001) ids, any version.
+_ARXIV_ID = re.compile(r"^(?:\d{4}\.\d{4,5}|[a-z][a-z-]*(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?$")
+# How people write an arXiv paper: a bare id, "arXiv:id", or an abs/pdf/html address.
+_WRITTEN_ID = re.compile(
+    r"^(?:arxiv:\s*|(?:https?://)?(?:www\.|export\.)?arxiv\.org/(?:abs|pdf|html)/)?"
+    r"(?P<id>[^\s?#]+?)(?:\.pdf)?/?(?:[?#].*)?$",
+    re.IGNORECASE,
+)
 
 
 def strip_version(arxiv_id: str) -> str:
     """Return an arXiv id without its version suffix ("2401.01234v2" -> "2401.01234")."""
     return _VERSION.sub("", arxiv_id.strip())
+
+
+def arxiv_id(value: str | None) -> str | None:
+    """The versionless arXiv id `value` is, or None if it is not an arXiv id."""
+    candidate = (value or "").strip()
+    if not _ARXIV_ID.match(candidate):
+        return None
+    return strip_version(candidate)
+
+
+def written_arxiv_id(value: str | None) -> str | None:
+    """The versionless arXiv id in an id, "arXiv:id" or arxiv.org address, or None.
+
+    "arXiv:2401.12345v2", "https://arxiv.org/abs/2401.12345" and ".../pdf/2401.12345v1.pdf"
+    all give "2401.12345".
+    """
+    written = _WRITTEN_ID.match((value or "").strip())
+    return arxiv_id(written.group("id")) if written else None
 
 
 @dataclass(slots=True)

@@ -8,6 +8,8 @@ Entries are separated by commas or new lines::
     author:Hinton, author:"Yann LeCun"
     cat:cs.LG                   an arXiv category (cat:cs matches every cs.* category)
     LLM^2, "label noise"^1.5    a weight from 0.1 to 10 (default 1)
+    like:2401.12345             a paper you like (arXiv id or address, version ignored):
+                                papers like it rank higher; a profile may be only likes
 
 Two profiles are equal when their entries are, up to case, Unicode form, plural, hyphenation,
 curated acronyms and order: the ranker then scores them once.
@@ -20,8 +22,10 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 from newsletter.analysis import PLAIN, name_words
+from newsletter.paper import written_arxiv_id
 
-MAX_ENTRIES = 50
+MAX_ENTRIES = 50  # keyword entries; liked papers have their own limit
+MAX_LIKES = 200
 MAX_ENTRY_CHARS = 100
 MIN_WEIGHT, MAX_WEIGHT = 0.1, 10.0
 
@@ -33,6 +37,7 @@ MatchKey = tuple[str, str, tuple[str, ...], str]
 _QUOTES = str.maketrans(dict.fromkeys("\u201c\u201d\u201e\u201f\u2033\u301d\u301e\uff02", '"'))
 _WEIGHT = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
 _PREFIX = re.compile(r"(author|cat)\s*:", re.IGNORECASE)
+_LIKE = re.compile(r"like\s*:\s*", re.IGNORECASE)
 _CATEGORY = re.compile(r"[a-z][a-z-]*(?:\.[a-z][a-z-]*)?", re.IGNORECASE | re.ASCII)
 _SIMPLE = re.compile(r"[^\s,\"^]+")
 _TERMS_CACHE: dict[str, tuple[str, ...]] = {}
@@ -138,14 +143,17 @@ class Entry:
 class Profile:
     """A parsed keyword profile: hashable, equal to any profile with the same entries."""
 
-    entries: tuple[Entry, ...]  # in the order written, duplicates merged
+    entries: tuple[Entry, ...]  # keyword entries in the order written, duplicates merged
     source: str = field(default="", compare=False)  # the text as written
+    likes: tuple[str, ...] = ()  # liked papers' versionless arXiv ids, in the order written
     key: tuple[SortKey, ...] = field(init=False)
     positives: tuple[Entry, ...] = field(init=False, repr=False)  # entries not excluded
     _hash: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         key = tuple(sorted(e.sort_key for e in self.entries))
+        if self.likes:  # the same keywords with other liked papers rank differently
+            key += tuple(("like", "like", (paper,), "", False, 1.0) for paper in sorted(self.likes))
         object.__setattr__(self, "key", key)
         object.__setattr__(self, "positives", tuple(e for e in self.entries if not e.exclude))
         object.__setattr__(self, "_hash", hash(key))
@@ -163,6 +171,12 @@ class Profile:
     @property
     def text(self) -> str:
         """Canonical text: entries in a fixed order, canonical syntax; parses back equal."""
+        keywords = [e.text for e in sorted(self.entries, key=lambda e: e.sort_key)]
+        return ", ".join(keywords + [f"like:{paper}" for paper in sorted(self.likes)])
+
+    @property
+    def keywords_text(self) -> str:
+        """The keyword entries alone, in canonical syntax (empty for a profile of likes)."""
         return ", ".join(e.text for e in sorted(self.entries, key=lambda e: e.sort_key))
 
     def __str__(self) -> str:
@@ -175,6 +189,7 @@ def parse_profile(text: str) -> Profile:
     lines = text.translate(_QUOTES).splitlines()
     multiline = len(lines) > 1
     entries: list[Entry] = []
+    likes: dict[str, None] = {}  # ordered, repeats merged
     count = 0
     for number, line in enumerate(lines, start=1):
         for column, segment, last in _segments(line, number, multiline):
@@ -186,8 +201,19 @@ def parse_profile(text: str) -> Profile:
                 raise ProfileError(
                     "empty entry", number, column + len(segment) + 1, multiline=multiline
                 )
-            count += 1
             start = column + len(segment) - len(segment.lstrip())
+            liked = _like(stripped, number, start, multiline)
+            if liked is not None:
+                likes[liked] = None
+                if len(likes) > MAX_LIKES:
+                    raise ProfileError(
+                        f"too many liked papers (the limit is {MAX_LIKES})",
+                        number,
+                        start + 1,
+                        multiline=multiline,
+                    )
+                continue
+            count += 1
             if count > MAX_ENTRIES:
                 raise ProfileError(
                     f"too many entries (the limit is {MAX_ENTRIES})",
@@ -201,13 +227,34 @@ def parse_profile(text: str) -> Profile:
                 if len(_ENTRY_CACHE) < _CACHE_LIMIT:
                     _ENTRY_CACHE[stripped] = entry
             entries.append(entry)
-    if not entries:
+    if not entries and not likes:
         raise ProfileError("no keywords: write at least one", 1, 1, multiline=multiline)
-    if all(e.exclude for e in entries):
+    if not likes and all(e.exclude for e in entries):
         raise ProfileError(
             "only exclusions: add at least one keyword to match", 1, 1, multiline=multiline
         )
-    return Profile(_merge(entries), source)
+    return Profile(_merge(entries), source, tuple(likes))
+
+
+def _like(entry: str, line: int, column: int, multiline: bool) -> str | None:
+    """The paper id of a `like:` entry, None for any other entry; a bad one is an error."""
+    exclude = entry.startswith("-")
+    prefix = _LIKE.match(entry, 1 if exclude else 0)
+    if prefix is None:
+        return None
+
+    def error(what: str) -> ProfileError:
+        return ProfileError(what, line, column + 1, multiline=multiline)
+
+    if exclude:
+        raise error("a liked paper can't be excluded: rate it down in a digest instead")
+    value = entry[prefix.end() :].strip()
+    if "^" in value:
+        raise error("like: takes no weight")
+    paper = written_arxiv_id(value.strip('"'))
+    if paper is None:
+        raise error("like: needs an arXiv id or address, like like:2401.12345")
+    return paper
 
 
 def _segments(line: str, number: int, multiline: bool) -> list[tuple[int, str, bool]]:

@@ -48,6 +48,7 @@ from newsletter.models import (
     HttpValidator,
     Operator,
     PaperRow,
+    Rating,
     SourceRun,
     Subscriber,
     Suppression,
@@ -746,6 +747,7 @@ def delete_subscriber(session: Session, subscriber_id: int) -> int:
     on (SQLite enforces it only where the connection turned foreign keys on).
     """
     ledger = session.execute(delete(Delivery).where(Delivery.subscriber_id == subscriber_id))
+    clear_ratings(session, subscriber_id)
     forget_bounce_events(session, subscriber_id)
     session.execute(delete(Subscriber).where(Subscriber.id == subscriber_id))
     return int(getattr(ledger, "rowcount", 0) or 0)
@@ -1510,3 +1512,70 @@ def sent_deliveries(session: Session, subscriber_id: int, limit: int = 30) -> li
             .limit(limit)
         )
     )
+
+
+# Ratings -----------------------------------------------------------------------------------
+
+# Ids per IN list: well under SQLite's limit on bound parameters.
+_IN_CHUNK = 900
+
+
+def set_rating(
+    session: Session,
+    subscriber_id: int,
+    paper_id: str,
+    value: int,
+    *,
+    origin: str,
+    now: datetime,
+    edition: date | None = None,
+) -> None:
+    """Store a subscriber's rating of a paper (1 or -1), replacing the one they gave before."""
+    if value not in (1, -1):
+        raise ValueError(f"a rating is 1 or -1, not {value!r}")
+    values = {"value": value, "origin": origin, "edition": edition, "rated_at": now}
+    statement = _insert(session, Rating).values(
+        subscriber_id=subscriber_id, paper_id=paper_id, **values
+    )
+    session.execute(
+        statement.on_conflict_do_update(index_elements=["subscriber_id", "paper_id"], set_=values)
+    )
+
+
+def clear_rating(session: Session, subscriber_id: int, paper_id: str) -> bool:
+    """Forget one rating; False if there was none."""
+    result = session.execute(
+        delete(Rating).where(Rating.subscriber_id == subscriber_id, Rating.paper_id == paper_id)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def clear_ratings(session: Session, subscriber_id: int) -> int:
+    """Forget every rating of a subscriber; returns how many there were."""
+    result = session.execute(delete(Rating).where(Rating.subscriber_id == subscriber_id))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def subscriber_ratings(session: Session, subscriber_id: int) -> list[Rating]:
+    """A subscriber's ratings, the latest first."""
+    query = (
+        select(Rating)
+        .where(Rating.subscriber_id == subscriber_id)
+        .order_by(Rating.rated_at.desc(), Rating.paper_id)
+    )
+    return list(session.scalars(query))
+
+
+def ratings_by_subscriber(
+    session: Session, subscriber_ids: Iterable[int]
+) -> dict[int, dict[str, int]]:
+    """{subscriber id: {paper id: 1 or -1}} for those of `subscriber_ids` who rated anything."""
+    found: dict[int, dict[str, int]] = {}
+    ids = sorted(set(subscriber_ids))
+    for start in range(0, len(ids), _IN_CHUNK):
+        query = select(Rating.subscriber_id, Rating.paper_id, Rating.value).where(
+            Rating.subscriber_id.in_(ids[start : start + _IN_CHUNK])
+        )
+        for subscriber_id, paper_id, value in session.execute(query):
+            found.setdefault(subscriber_id, {})[paper_id] = value
+    return found

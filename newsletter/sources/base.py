@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from newsletter.paper import Paper, strip_version
+from newsletter.paper import arxiv_id as arxiv_id  # the sources' id rule, re-exported
 
 Outcome = Literal["ok", "not_modified", "empty"]
 
@@ -21,7 +22,6 @@ _ASCII_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also accepts "²", which 
 _SPACE = re.compile(r"\s+")
 # arXiv ids: new style "2401.01234" (4 or 5 digits after the dot) and old style
 # "cond-mat/0603029" or "math.GT/0309136"; either may carry a version suffix.
-_ARXIV_ID = re.compile(r"^(?:\d{4}\.\d{4,5}|[a-z][a-z-]*(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?$")
 
 
 class SourceError(Exception):
@@ -58,14 +58,6 @@ def clean_text(value: str | None) -> str:
         return ""
     # Decode first: an entity may stand for whitespace (&#10;, &nbsp;) that must collapse too.
     return _SPACE.sub(" ", html.unescape(value)).strip()
-
-
-def arxiv_id(value: str | None) -> str | None:
-    """The versionless arXiv id in `value`, or None if it is not an arXiv id."""
-    candidate = (value or "").strip()
-    if not _ARXIV_ID.match(candidate):
-        return None
-    return strip_version(candidate)
 
 
 def merge_papers(papers: Iterable[Paper]) -> list[Paper]:

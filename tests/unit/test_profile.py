@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.profile import MAX_ENTRIES, ProfileError, parse_profile
+from newsletter.profile import MAX_ENTRIES, MAX_LIKES, ProfileError, parse_profile
 
 
 def entry_summary(text: str) -> list[tuple[str, str, tuple[str, ...], bool, float, str]]:
@@ -204,3 +204,58 @@ def test_syntax_heavy_strings_parse_or_raise_profile_error(text: str) -> None:
     except ProfileError:
         return
     assert parse_profile(profile.text) == profile
+
+
+# Liked papers ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "like:2401.12345",
+        "like: 2401.12345v3",
+        "LIKE:arXiv:2401.12345",
+        "like:https://arxiv.org/abs/2401.12345v2",
+        "like:https://arxiv.org/pdf/2401.12345.pdf",
+    ],
+)
+def test_a_liked_paper_is_its_versionless_id(written: str) -> None:
+    profile = parse_profile(f"diffusion, {written}")
+    assert profile.likes == ("2401.12345",)
+    assert [e.value for e in profile.entries] == ["diffusion"]
+    assert parse_profile(profile.text) == profile
+
+
+def test_a_profile_may_be_only_liked_papers() -> None:
+    profile = parse_profile("like:2401.12345\nlike:hep-th/9901001, like:2401.12345v2, -medical")
+    assert profile.likes == ("2401.12345", "hep-th/9901001")
+    assert profile.keywords_text == "-medical"
+    assert profile.text == "-medical, like:2401.12345, like:hep-th/9901001"
+
+
+def test_likes_make_a_profile_differ() -> None:
+    assert parse_profile("diffusion") != parse_profile("diffusion, like:2401.12345")
+    assert parse_profile("like:2401.1, diffusion".replace("2401.1", "2401.12345")) == parse_profile(
+        "diffusion, like:2401.12345v1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("like:nonsense", "like: needs an arXiv id or address, like like:2401.12345 at column 1"),
+        ("diffusion, -like:2401.12345", "a liked paper can't be excluded"),
+        ("like:2401.12345^2", "like: takes no weight"),
+    ],
+)
+def test_a_bad_liked_paper_says_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(ProfileError, match=message.replace("^", r"\^")):
+        parse_profile(text)
+
+
+def test_liked_papers_have_their_own_limit() -> None:
+    likes = [f"like:2401.{n:05d}" for n in range(MAX_LIKES)]
+    keywords = [f"word{n}" for n in range(MAX_ENTRIES)]
+    assert len(parse_profile(", ".join(likes + keywords)).likes) == MAX_LIKES
+    with pytest.raises(ProfileError, match="too many liked papers"):
+        parse_profile(", ".join(likes + ["like:2402.00001"]))
