@@ -295,6 +295,11 @@ def send(
         f"planned {plan.planned}, skipped {plan.skipped} (nothing matched); "
         f"sent {report.sent}, to retry {report.retry}, failed {report.failed}"
     )
+    if plan.waiting:
+        console.print(
+            f"{plan.waiting} due subscribers wait: no paper source has answered yet "
+            "(run `newsletter collect` first)"
+        )
     for path in report.paths[:5]:
         console.print(f"  {path}")
     if report.retry or report.failed:

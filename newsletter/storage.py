@@ -212,6 +212,12 @@ def record_source_run(session: Session, **values: Any) -> SourceRun:
     return run
 
 
+def collected_since(session: Session, since: datetime) -> bool:
+    """Whether any source answered (with papers or without) in a run finished since `since`."""
+    query = select(SourceRun.id).where(SourceRun.finished_at >= since, SourceRun.outcome != "error")
+    return session.scalar(query.limit(1)) is not None
+
+
 def last_source_runs(session: Session, limit: int = 10) -> list[SourceRun]:
     return list(
         session.scalars(select(SourceRun).order_by(SourceRun.started_at.desc()).limit(limit))

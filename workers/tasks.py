@@ -131,6 +131,7 @@ def plan_editions() -> dict[str, int]:
     return {
         "due": report.due,
         "planned": report.planned,
+        "waiting": report.waiting,
         "queued": len(queued),
         "batches": batches[0],
     }

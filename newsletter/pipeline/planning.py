@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from newsletter import storage
 from newsletter.config import Settings
@@ -25,6 +25,7 @@ class PlanReport:
     due: int = 0
     planned: int = 0
     skipped: int = 0
+    waiting: int = 0  # due, but no source has answered within the window yet: planned later
     papers: int = 0
     invalid_profiles: list[int] = field(default_factory=list)
     rows: list[PlannedRow] = field(default_factory=list)
@@ -60,7 +61,19 @@ def plan(
     if not due:
         return report
     for ranker, group in _rankers(db, settings, now, report, recent, due):
+        if not ranker.window and not _collected(db, ranker.settings, now):
+            # Nothing to rank because nothing was collected yet (a fresh install, or a plan
+            # that came while the first collection was still running): planning now would
+            # skip these subscribers for the whole period. They stay due for the next plan.
+            report.waiting += len(group)
+            continue
         _plan_group(db, ranker, group, report, write, progress, now)
+    if report.waiting:
+        log.info(
+            "plan: %d due subscribers wait: no source answered in the last %g days",
+            report.waiting,
+            settings.paper_window_days,
+        )
     if write:
         log.info("plan: %d due, %d planned, %d skipped", report.due, report.planned, report.skipped)
     else:  # a dry run stores nothing: it must not say it planned anything
@@ -96,6 +109,12 @@ def _rankers(
         week = settings.model_copy(update={"paper_window_days": days})
         groups.append((_Ranker(db, week, now, report, RecentPapers(db, week)), weekly))
     return groups
+
+
+def _collected(db: Database, settings: Settings, now: datetime) -> bool:
+    """Whether a source answered within the paper window: an empty window is then real."""
+    with db.session() as session:
+        return storage.collected_since(session, now - timedelta(days=settings.paper_window_days))
 
 
 def _plan_group(

@@ -251,6 +251,14 @@ def test_a_day_with_two_beats_gives_each_subscriber_one_digest(stack_for, databa
         f"w1@{socket.gethostname()}",
         f"w2@{socket.gethostname()}",
     ]
+    # A plan that comes before the first collection (the beat's own */5 entry can fire first)
+    # must leave everyone due, not skip them for the day.
+    stack.send("plan_editions")
+    stack.wait_until(
+        lambda: any(f"'waiting': {SUBSCRIBERS}" in p.log() for p in stack.workers),
+        30,
+        "the early plan to find nothing collected",
+    )
     stack.send("collect_source", "hf_daily")
 
     def collected() -> bool:
