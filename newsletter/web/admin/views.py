@@ -6,7 +6,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from newsletter import storage, subscriptions
+from newsletter.editions import period
 from newsletter.models import SUBSCRIBER_STATES, Subscriber
 from newsletter.web.admin import accounts, auth, charts
 from newsletter.web.context import FormDep, Web, WebDep, require_csrf
@@ -190,9 +191,10 @@ def _subscriber(session: Any, subscriber_id: int) -> Subscriber:
     return subscriber
 
 
-def _today(web: Web, subscriber: Subscriber) -> Any:
-    """The subscriber's edition of today: their local date now."""
-    return web.clock().replace(tzinfo=ZoneInfo("UTC")).astimezone(ZoneInfo(subscriber.timezone))
+def _current_edition(web: Web, subscriber: Subscriber) -> date:
+    """The subscriber's edition now: their local date, or this week's Monday for a weekly one."""
+    local = web.clock().replace(tzinfo=ZoneInfo("UTC")).astimezone(ZoneInfo(subscriber.timezone))
+    return period(subscriber.frequency, local.date()).key
 
 
 @router.get("/subscribers/{subscriber_id}", response_class=HTMLResponse, dependencies=SIGNED_IN)
@@ -204,7 +206,7 @@ def subscriber(request: Request, web: WebDep, subscriber_id: int) -> Response:
         deliveries = storage.subscriber_deliveries(session, subscriber_id, 30)
         resends = storage.subscriber_resends(session, subscriber_id)
         bounces = storage.bounce_events_for(session, subscriber_id)[:30]
-        today = _today(web, found).date()
+        today = _current_edition(web, found)
         session.expunge_all()
     context = {
         "subscriber": found,
@@ -275,7 +277,7 @@ def resend(request: Request, web: WebDep, form: FormDep, subscriber_id: int) -> 
             outcome = storage.resend_delivery(
                 session,
                 subscriber_id=subscriber_id,
-                edition=_today(web, found).date(),
+                edition=_current_edition(web, found),
                 operator=request.state.operator,
                 request_key=key,
                 now=web.clock(),

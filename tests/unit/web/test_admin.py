@@ -531,3 +531,25 @@ def test_a_hash_made_with_weaker_parameters_is_upgraded_at_sign_in(w, db):
     assert stored != weak and not accounts.needs_rehash(stored)
     assert accounts.verify_password(stored, PASSWORD)
     assert w.client.get("/admin").status_code == 200  # the session is of the new hash
+
+
+def test_resend_finds_a_weekly_subscriber_s_digest_of_this_week(w, db, operator, web_papers):
+    """A weekly edition is keyed by the week's Monday: resend looks for that, not today."""
+    today = storage.utcnow().date()
+    subscriber = w.add(
+        "wendy@example.org",
+        keywords="diffusion, agents, language models",
+        timezone="UTC",
+        frequency="weekly",
+        send_weekday=today.weekday(),
+        send_hour=0,
+    )
+    pipeline.plan(db, w.settings)
+    pipeline.deliver(db, w.settings)
+    [(old_id, _, edition, state)] = ledger(db)
+    assert (edition, state) == (today - timedelta(days=today.weekday()), SENT)
+    assert f"({edition.isoformat()})" in w.client.get(f"/admin/subscribers/{subscriber}").text
+    response, _ = _resend(w, subscriber)
+    assert response.headers["location"].endswith("?done=resent")
+    [(new_id, _, again, state)] = ledger(db)
+    assert (again, state) == (edition, PLANNED) and new_id != old_id
