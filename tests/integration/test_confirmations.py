@@ -14,6 +14,7 @@ import pytest
 
 pytestmark = [pytest.mark.integration]
 
+RELAY_SECONDS = 3.0
 SIGNUPS = 50  # more than the request thread pool (40): in-request sends would fill it
 
 
@@ -38,7 +39,7 @@ class SlowRelay:
 
 @pytest.fixture
 def slow_relay():
-    """A relay taking 2 s per message, on a free loopback port; `.url`."""
+    """A relay taking RELAY_SECONDS per message, on a free loopback port; `.url`."""
     import socket
 
     from aiosmtpd.controller import Controller
@@ -46,7 +47,7 @@ def slow_relay():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    relay = SlowRelay(2.0)
+    relay = SlowRelay(RELAY_SECONDS)
     controller = Controller(relay, hostname="127.0.0.1", port=port)
     controller.start()
     relay.url = f"smtp://127.0.0.1:{port}"  # type: ignore[attr-defined]
@@ -90,7 +91,8 @@ def test_a_slow_relay_does_not_stall_the_site_and_every_mail_arrives_once(
                 slowest = max(slowest, time.perf_counter() - start)
                 time.sleep(0.1)
         assert list(statuses) == [200] * SIGNUPS
-    assert slowest < 0.5, f"/healthz took {slowest:.2f} s"
+    # A page waiting on the relay would take a whole relay round; a busy machine adds less.
+    assert slowest < RELAY_SECONDS / 2, f"/healthz took {slowest:.2f} s"
     deadline = time.monotonic() + 60
     while slow_relay.count() < SIGNUPS:
         assert time.monotonic() < deadline, f"only {slow_relay.count()} mails arrived"
