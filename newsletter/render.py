@@ -262,7 +262,8 @@ class EditionRenderer:
         self.edition = edition
         self.env = make_environment(templates_dir)
         self._slot = _Placeholders()
-        self._card_slots = {n: self._slot(n) for n in ("number", "labels", "matched", "snippet")}
+        card_slots = ("number", "labels", "matched", "snippet", "rate")
+        self._card_slots = {n: self._slot(n) for n in card_slots}
         # (template, paper id / card shape / "", empty) -> rendered (and inlined) fragment
         self._fragments: dict[tuple[str, Hashable, bool], str] = {}
         self._views: dict[str, PaperView] = {}
@@ -422,7 +423,16 @@ class EditionRenderer:
         return found
 
     # Per subscriber --------------------------------------------------------------------------
-    def _card_html(self, item: DigestItem) -> str:
+    def _rate_links(self, kind: str, rate_url: str | None) -> str:
+        """A card's "More like this · Less like this" links, to the paper's rating page."""
+        if not rate_url:
+            return ""
+        if kind == "txt":
+            return f"   More like this: {rate_url}/more\n   Less like this: {rate_url}/less\n"
+        html = self._fragment("email/digest/rate.html", {"rate_url": self._slot("url")})
+        return self._slot.fill(html, {"url": html_ascii(escape(rate_url))})
+
+    def _card_html(self, item: DigestItem, rate_url: str | None = None) -> str:
         wrapper, score_tag, label, where_tag, mark = self._label_tags
         labels = ""
         if item.matched or item.score is not None:
@@ -447,7 +457,8 @@ class EditionRenderer:
         snippet = item.snippet_html.replace("<mark>", mark) or escape(self.view(item.paper).summary)
         snippet = html_ascii(snippet)
         return self._slot.fill(
-            self._card("html", item.paper), {"labels": labels, "snippet": snippet}
+            self._card("html", item.paper),
+            {"labels": labels, "snippet": snippet, "rate": self._rate_links("html", rate_url)},
         )
 
     def _wrapped(self, snippet: str) -> str:
@@ -459,7 +470,7 @@ class EditionRenderer:
             found = self._wraps[snippet] = wrap(snippet, 69, "   ")
         return found
 
-    def _card_text(self, number: int, item: DigestItem) -> str:
+    def _card_text(self, number: int, item: DigestItem, rate_url: str | None = None) -> str:
         parts = []
         if item.score is not None:
             parts.append(_points(item.score))
@@ -470,7 +481,12 @@ class EditionRenderer:
             parts.append("Matched: " + ", ".join(entries))
         matched = "   " + wrap(" · ".join(parts), 69, "   ") + "\n" if parts else ""
         snippet = self._wrapped(item.snippet_text or self.view(item.paper).summary)
-        values = {"number": str(number), "matched": matched, "snippet": snippet}
+        values = {
+            "number": str(number),
+            "matched": matched,
+            "snippet": snippet,
+            "rate": self._rate_links("txt", rate_url),
+        }
         return self._slot.fill(self._card("txt", item.paper), values)
 
     def _trending(self, kind: str, papers: Sequence[Paper]) -> str:
@@ -509,12 +525,15 @@ class EditionRenderer:
         manage_url: str,
         view_url: str | None = None,
         max_html_bytes: int | None = MAX_HTML_BYTES,
+        rate_url: Callable[[str], str] | None = None,
     ) -> Email:
         """One subscriber's digest: matched papers, then trending ones not already listed.
 
         With `view_url` the digest links to its web page at the top and, when its HTML would
         be over `max_html_bytes`, keeps only the cards that fit, then "see all N on the web".
+        With `rate_url` (paper id -> its rating page) each card links "More / Less like this".
         """
+        rates = [rate_url(item.paper.id) if rate_url else None for item in items]
         listed = {item.paper.id for item in items}
         trending = [p for p in trending if p.id not in listed][: self.settings.trending_size]
         headline = _headline(len(items), self.edition)
@@ -534,7 +553,7 @@ class EditionRenderer:
             "trending_section": self._trending("html", trending),
             "view_link": self._view_link("html", view_url),
         }
-        cards = [self._card_html(item) for item in items]
+        cards = [self._card_html(item, rate) for item, rate in zip(items, rates, strict=True)]
         html = self._slot.fill(layout, {**values, "cards": "".join(cards), "more": ""})
         shown = len(cards)
         if view_url and max_html_bytes is not None and len(html) > max_html_bytes:
@@ -551,7 +570,8 @@ class EditionRenderer:
                 "preheader": "",
                 "keywords_text": wrap(keywords, 72, ""),
                 "cards": "".join(
-                    "\n\n" + self._card_text(n, item) for n, item in enumerate(items[:shown], 1)
+                    "\n\n" + self._card_text(n, item, rates[n - 1])
+                    for n, item in enumerate(items[:shown], 1)
                 ),
                 "more": self._more("txt", view_url, len(items)) if shown < len(items) else "",
                 "trending_section": self._trending("txt", trending),

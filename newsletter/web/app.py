@@ -21,6 +21,7 @@ from newsletter.web import (
     health,
     manage,
     preview,
+    ratings,
     signup,
     unsubscribe,
     webhooks,
@@ -68,7 +69,17 @@ def create_app(
     confirmations = make_confirmation_queue(database, lambda: web.settings, lambda: web.clock())
     web.confirmations = confirmations
     app.state.web = web
-    for module in (signup, confirm, manage, unsubscribe, preview, health, webhooks, archive):
+    for module in (
+        signup,
+        confirm,
+        manage,
+        unsubscribe,
+        preview,
+        health,
+        webhooks,
+        archive,
+        ratings,
+    ):
         app.include_router(module.router)
     admin.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
