@@ -9,8 +9,8 @@ import pytest
 
 from newsletter import tokens
 from newsletter.render import MAX_HTML_BYTES
-from newsletter.tokens import TokenError
 from newsletter.sources import hf_daily
+from newsletter.tokens import TokenError
 from tests.unit.test_render_size import DATA, TITLE, render
 
 EDITION = date(2026, 6, 12)
