@@ -429,8 +429,12 @@ class EditionRenderer:
             return ""
         if kind == "txt":
             return f"   More like this: {rate_url}/more\n   Less like this: {rate_url}/less\n"
-        html = self._fragment("email/digest/rate.html", {"rate_url": self._slot("url")})
-        return self._slot.fill(html, {"url": html_ascii(escape(rate_url))})
+        return self._url_fragment("email/digest/rate.html", "rate_url", rate_url)
+
+    def _url_fragment(self, name: str, variable: str, url: str) -> str:
+        """HTML fragment `name` whose one `variable` is a URL, inlined once and filled here."""
+        html = self._fragment(name, {variable: self._slot("url")})
+        return self._slot.fill(html, {"url": html_ascii(escape(url))})
 
     def _card_html(self, item: DigestItem, rate_url: str | None = None) -> str:
         wrapper, score_tag, label, where_tag, mark = self._label_tags
@@ -501,8 +505,7 @@ class EditionRenderer:
             return ""
         if kind == "txt":
             return f"View in browser: {view_url}"
-        html = self._fragment("email/digest/view_link.html", {"view_url": self._slot("url")})
-        return self._slot.fill(html, {"url": html_ascii(escape(view_url))})
+        return self._url_fragment("email/digest/view_link.html", "view_url", view_url)
 
     def _more(self, kind: str, view_url: str | None, count: int) -> str:
         """The "see all N on the web" line after the cards of a cut digest."""
