@@ -7,7 +7,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from newsletter import tokens
+from newsletter import logs, tokens
 from newsletter.render import MAX_HTML_BYTES
 from newsletter.sources import hf_daily
 from newsletter.tokens import TokenError
@@ -76,6 +76,9 @@ def test_a_rating_token_is_for_its_purpose_only_and_expires_with_its_edition(set
             tokens.read_token(settings, purpose, token)
     with pytest.raises(TokenError):
         tokens.read_view_token(settings, token)
+    # A logged rating link does not work: the access log shows "/rate/…/less".
+    url = tokens.rate_link(settings, 7, "key", EDITION, "2401.12345") + "/less"
+    assert token not in logs.redact(f"GET {url}") and "/rate/…/less" in logs.redact(url)
     other = settings.model_copy(update={"secret_key": "another"})
     with pytest.raises(TokenError):
         tokens.read_rate_token(other, token, today=EDITION)
