@@ -5,14 +5,16 @@ ratings read back from the database, and the next edition planned with them."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
-from newsletter import pipeline, storage, subscriptions
+from newsletter import pipeline, storage, subscriptions, tokens
 from newsletter.paper import Paper
 from newsletter.planned import PlannedRow
 from tests.support.web import demo_site, watched_page
@@ -134,6 +136,33 @@ def test_less_like_this_from_the_email_saves_the_ratings(site, chromium, smtp_se
     }
     # The near-duplicate was one of the next edition's papers before the rating.
     assert rated.twin.id in before_ids(rated)
+
+    # The manage page lists both, downloads them with the rest of the reader's data, clears one.
+    with db.session() as session:
+        subscriber = storage.subscriber_by_id(session, rated.subscriber_id)
+        manage = tokens.link(settings, "manage", subscriber.id, subscriber.link_key)
+    with watched_page(chromium, viewport={"width": 800, "height": 900}) as page:
+        page.goto(manage)
+        rows = page.locator(".rated-list tbody tr")
+        assert rows.count() == 2
+        listed = " ".join(rows.all_inner_texts())
+        assert "▲ More like this" in listed and "▼ Less like this" in listed
+        assert f"from your digest of {today.day} {today:%B %Y}" in listed
+        page.locator(".ratings").screenshot(path=str(tmp_path / "manage-ratings.png"))
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Download my data").click()
+        data = json.loads(Path(download.value.path()).read_text())
+        assert {r["paper_id"]: r["rating"] for r in data["ratings"]} == {
+            rated.disliked.id: "less",
+            rated.liked.id: "more",
+        }
+        assert data["profile"]["keywords"] == KEYWORDS and len(data["deliveries"]) == 1
+        row = rows.filter(has_text="Less like this")
+        row.get_by_role("button", name="Clear").click()
+        page.get_by_text("That rating is cleared.").wait_for()
+        assert page.locator(".rated-list tbody tr").count() == 1
+        assert page.problems == []
+    assert set(_ratings(db, rated.subscriber_id)) == {rated.liked.id}
 
 
 def before_ids(rated: Rated) -> list[str]:
