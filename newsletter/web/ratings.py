@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -22,7 +22,7 @@ from newsletter.render import DigestItem, paper_view
 from newsletter.tokens import RateLink, TokenError
 from newsletter.web import csrf
 from newsletter.web.archive import gone_digest, row_items
-from newsletter.web.context import FormDep, Web, WebDep, require_csrf
+from newsletter.web.context import FormDep, Web, WebDep, get_web, require_csrf
 from newsletter.web.links import LinkError, forged, revoked, subscriber_for
 
 router = APIRouter()
@@ -99,12 +99,20 @@ def _show(request: Request, token: str, web: WebDep, *, choice: str | None) -> H
     return _page(request, web, token, target, selected, stored, notice=notice)
 
 
-@router.post("/rate/{token}", response_class=HTMLResponse)
-async def save_ratings(request: Request, token: str, web: WebDep) -> Response:
-    """Save the page's ratings: set, changed or cleared ("none"); a bad form changes nothing."""
-    # More fields than the other forms (one per paper): read here, before the CSRF check.
+async def read_rating_form(request: Request) -> FormData:
+    """FastAPI dependency: the rating form, CSRF-checked; it has more fields than the other
+    forms (one per paper), so it is read here before any check reads it with their limit."""
     form = await request.form(max_files=0, max_fields=MAX_RATING_FIELDS)
-    csrf.check(request, web.settings, form.get(csrf.FIELD))
+    csrf.check(request, get_web(request).settings, form.get(csrf.FIELD))
+    return form
+
+
+RatingFormDep = Annotated[FormData, Depends(read_rating_form)]
+
+
+@router.post("/rate/{token}", response_class=HTMLResponse)
+def save_ratings(request: Request, token: str, web: WebDep, form: RatingFormDep) -> Response:
+    """Save the page's ratings: set, changed or cleared ("none"); a bad form changes nothing."""
     with web.db.session() as session:
         target = rating_target(session, web, token)
         stored = _stored(session, target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from datetime import timedelta
@@ -276,3 +277,26 @@ def test_download_my_data_is_a_json_attachment_of_profile_ratings_and_deliveries
     # A GET of the address downloads nothing, and a form from elsewhere is refused.
     assert w.client.get(f"{manage}/data").status_code == 405
     assert w.client.post(f"{manage}/data").status_code == 403
+
+
+def test_a_digest_of_fifty_papers_is_rated_in_one_go(w, web_papers, outbox):
+    # More fields than the other forms allow (32): one per paper, up to digest_size's 50.
+    with w.db.session() as session:
+        demo = storage.recent_papers(session)
+    copies = [
+        dataclasses.replace(paper, id=f"2612.{n:05d}", title=f"{paper.title} ({n})")
+        for n, paper in enumerate(demo[:20])
+    ]
+    pipeline.load_papers(w.db, copies, source="hf_daily", url="file:copies")
+    subscriber_id = w.add("many@example.org", keywords="model, language, agents", digest_size=50)
+    assert pipeline.plan(w.db, w.settings, edition=storage.utcnow().date()).planned == 1
+    assert pipeline.deliver(w.db, w.settings).sent == 1
+    (mail,) = outbox()
+    with w.db.session() as session:
+        (row,) = storage.sent_deliveries(session, subscriber_id)
+    assert len(row.items) > 40  # the mail shows those that fit below the cap; the page all
+    page = rate_paths(mail)["more"][0].removesuffix("/more")
+    fields = {f"{FIELD_PREFIX}{paper}": "more" for paper in checked(w.client.get(page).text)}
+    assert len(fields) == len(row.items)
+    assert w.post_form(page, **fields).status_code == 303
+    assert len(ratings(w, subscriber_id)) == len(row.items)
