@@ -267,6 +267,7 @@ class EditionRenderer:
         # (template, paper id / card shape / "", empty) -> rendered (and inlined) fragment
         self._fragments: dict[tuple[str, Hashable, bool], str] = {}
         self._views: dict[str, PaperView] = {}
+        self._url_parts: dict[str, tuple[str, ...]] = {}  # fragment -> its text around the URL
         self._wraps: dict[str, str] = {}
         self._subject = self.env.get_template("email/digest/subject.txt")
         self._labels: dict[tuple[str, str], str] = {}  # (paper id, entry) -> label shown
@@ -428,13 +429,18 @@ class EditionRenderer:
         if not rate_url:
             return ""
         if kind == "txt":
-            return f"   More like this: {rate_url}/more\n   Less like this: {rate_url}/less\n"
+            return f"\n   More like this: {rate_url}/more\n   Less like this: {rate_url}/less"
         return self._url_fragment("email/digest/rate.html", "rate_url", rate_url)
 
     def _url_fragment(self, name: str, variable: str, url: str) -> str:
         """HTML fragment `name` whose one `variable` is a URL, inlined once and filled here."""
-        html = self._fragment(name, {variable: self._slot("url")})
-        return self._slot.fill(html, {"url": html_ascii(escape(url))})
+        parts = self._url_parts.get(name)
+        if parts is None:
+            # Split at the URL's markers once: a card's rating links are filled 10 times a
+            # digest, and the generic fill cost as much as signing their tokens.
+            html = self._fragment(name, {variable: self._slot("url")})
+            parts = self._url_parts[name] = tuple(html.split(self._slot("url")))
+        return str(html_ascii(escape(url))).join(parts)  # str: a Markup join escapes the parts
 
     def _card_html(self, item: DigestItem, rate_url: str | None = None) -> str:
         wrapper, score_tag, label, where_tag, mark = self._label_tags
@@ -485,13 +491,9 @@ class EditionRenderer:
             parts.append("Matched: " + ", ".join(entries))
         matched = "   " + wrap(" · ".join(parts), 69, "   ") + "\n" if parts else ""
         snippet = self._wrapped(item.snippet_text or self.view(item.paper).summary)
-        values = {
-            "number": str(number),
-            "matched": matched,
-            "snippet": snippet,
-            "rate": self._rate_links("txt", rate_url),
-        }
-        return self._slot.fill(self._card("txt", item.paper), values)
+        values = {"number": str(number), "matched": matched, "snippet": snippet}
+        card = self._slot.fill(self._card("txt", item.paper), values)
+        return card + self._rate_links("txt", rate_url) if rate_url else card
 
     def _trending(self, kind: str, papers: Sequence[Paper]) -> str:
         if not papers:

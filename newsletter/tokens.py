@@ -175,6 +175,10 @@ def feed_link(settings: Settings, subscriber_id: int, link_key: str) -> str:
 RATE_LINK_DAYS = 180
 
 
+# One encoder: json.dumps() with options builds a new one at every call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 @dataclass(frozen=True, slots=True)
 class RateLink:
     """What a rating link names: a subscriber (id and link key), a digest and one of its papers."""
@@ -213,12 +217,10 @@ def make_rate_token(
     """Sign (subscriber id, link key, edition, paper id): one paper's rating link.
 
     Every card of every digest carries one, so this is on the sender's hot path: one Signer
-    per secret over compact JSON costs a third of a timed serializer's dumps() (measured,
-    ~8 against ~23 µs); the edition in the payload stands in for the signing time.
+    per secret over compact JSON takes under half the time of a timed serializer's dumps()
+    (measured side by side, 6-11 against 15-24 µs); the edition stands in for a signing time.
     """
-    payload = json.dumps(
-        [subscriber_id, link_key, edition.isoformat(), paper_id], separators=(",", ":")
-    )
+    payload = _COMPACT_JSON.encode([subscriber_id, link_key, edition.isoformat(), paper_id])
     encoded = base64.urlsafe_b64encode(payload.encode()).rstrip(b"=")
     return _rate_signer(settings).sign(encoded).decode("ascii")
 
