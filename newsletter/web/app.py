@@ -69,18 +69,9 @@ def create_app(
     confirmations = make_confirmation_queue(database, lambda: web.settings, lambda: web.clock())
     web.confirmations = confirmations
     app.state.web = web
-    for module in (
-        signup,
-        confirm,
-        manage,
-        unsubscribe,
-        preview,
-        health,
-        webhooks,
-        archive,
-        ratings,
-    ):
+    for module in (signup, confirm, manage, unsubscribe, preview, health, webhooks, archive):
         app.include_router(module.router)
+    app.include_router(ratings.router)  # rating papers: /rate/..., the manage page's ratings
     admin.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)
