@@ -187,4 +187,7 @@ def test_the_next_edition_ranks_the_disliked_papers_near_duplicate_lower(
     assert before_score > float("-inf")  # it would have been sent
     after = _next_edition(db, settings, rated.subscriber_id, write=True)
     after_position, after_score = _place(after, rated.twin.id)
-    assert after_score < before_score and after_position >= before_position
+    # Lower: behind more papers than before, or (one rating must not swamp the keywords, so
+    # it may keep its place) at a lower score; never ahead of where it was.
+    assert after_position >= before_position
+    assert after_position > before_position or after_score < before_score
