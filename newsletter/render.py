@@ -262,10 +262,12 @@ class EditionRenderer:
         self.edition = edition
         self.env = make_environment(templates_dir)
         self._slot = _Placeholders()
-        self._card_slots = {n: self._slot(n) for n in ("number", "labels", "matched", "snippet")}
+        card_slots = ("number", "labels", "matched", "snippet", "rate")
+        self._card_slots = {n: self._slot(n) for n in card_slots}
         # (template, paper id / card shape / "", empty) -> rendered (and inlined) fragment
         self._fragments: dict[tuple[str, Hashable, bool], str] = {}
         self._views: dict[str, PaperView] = {}
+        self._url_parts: dict[str, tuple[str, ...]] = {}  # fragment -> its text around the URL
         self._wraps: dict[str, str] = {}
         self._subject = self.env.get_template("email/digest/subject.txt")
         self._labels: dict[tuple[str, str], str] = {}  # (paper id, entry) -> label shown
@@ -422,7 +424,25 @@ class EditionRenderer:
         return found
 
     # Per subscriber --------------------------------------------------------------------------
-    def _card_html(self, item: DigestItem) -> str:
+    def _rate_links(self, kind: str, rate_url: str | None) -> str:
+        """A card's "More like this · Less like this" links, to the paper's rating page."""
+        if not rate_url:
+            return ""
+        if kind == "txt":
+            return f"\n   More like this: {rate_url}/more\n   Less like this: {rate_url}/less"
+        return self._url_fragment("email/digest/rate.html", "rate_url", rate_url)
+
+    def _url_fragment(self, name: str, variable: str, url: str) -> str:
+        """HTML fragment `name` whose one `variable` is a URL, inlined once and filled here."""
+        parts = self._url_parts.get(name)
+        if parts is None:
+            # Split at the URL's markers once: a card's rating links are filled 10 times a
+            # digest, and the generic fill cost as much as signing their tokens.
+            html = self._fragment(name, {variable: self._slot("url")})
+            parts = self._url_parts[name] = tuple(html.split(self._slot("url")))
+        return str(html_ascii(escape(url))).join(parts)  # str: a Markup join escapes the parts
+
+    def _card_html(self, item: DigestItem, rate_url: str | None = None) -> str:
         wrapper, score_tag, label, where_tag, mark = self._label_tags
         labels = ""
         if item.matched or item.score is not None:
@@ -447,7 +467,8 @@ class EditionRenderer:
         snippet = item.snippet_html.replace("<mark>", mark) or escape(self.view(item.paper).summary)
         snippet = html_ascii(snippet)
         return self._slot.fill(
-            self._card("html", item.paper), {"labels": labels, "snippet": snippet}
+            self._card("html", item.paper),
+            {"labels": labels, "snippet": snippet, "rate": self._rate_links("html", rate_url)},
         )
 
     def _wrapped(self, snippet: str) -> str:
@@ -459,7 +480,7 @@ class EditionRenderer:
             found = self._wraps[snippet] = wrap(snippet, 69, "   ")
         return found
 
-    def _card_text(self, number: int, item: DigestItem) -> str:
+    def _card_text(self, number: int, item: DigestItem, rate_url: str | None = None) -> str:
         parts = []
         if item.score is not None:
             parts.append(_points(item.score))
@@ -471,7 +492,8 @@ class EditionRenderer:
         matched = "   " + wrap(" · ".join(parts), 69, "   ") + "\n" if parts else ""
         snippet = self._wrapped(item.snippet_text or self.view(item.paper).summary)
         values = {"number": str(number), "matched": matched, "snippet": snippet}
-        return self._slot.fill(self._card("txt", item.paper), values)
+        card = self._slot.fill(self._card("txt", item.paper), values)
+        return card + self._rate_links("txt", rate_url) if rate_url else card
 
     def _trending(self, kind: str, papers: Sequence[Paper]) -> str:
         if not papers:
@@ -485,8 +507,7 @@ class EditionRenderer:
             return ""
         if kind == "txt":
             return f"View in browser: {view_url}"
-        html = self._fragment("email/digest/view_link.html", {"view_url": self._slot("url")})
-        return self._slot.fill(html, {"url": html_ascii(escape(view_url))})
+        return self._url_fragment("email/digest/view_link.html", "view_url", view_url)
 
     def _more(self, kind: str, view_url: str | None, count: int) -> str:
         """The "see all N on the web" line after the cards of a cut digest."""
@@ -509,12 +530,15 @@ class EditionRenderer:
         manage_url: str,
         view_url: str | None = None,
         max_html_bytes: int | None = MAX_HTML_BYTES,
+        rate_url: Callable[[str], str] | None = None,
     ) -> Email:
         """One subscriber's digest: matched papers, then trending ones not already listed.
 
         With `view_url` the digest links to its web page at the top and, when its HTML would
         be over `max_html_bytes`, keeps only the cards that fit, then "see all N on the web".
+        With `rate_url` (paper id -> its rating page) each card links "More / Less like this".
         """
+        rates = [rate_url(item.paper.id) if rate_url else None for item in items]
         listed = {item.paper.id for item in items}
         trending = [p for p in trending if p.id not in listed][: self.settings.trending_size]
         headline = _headline(len(items), self.edition)
@@ -534,7 +558,7 @@ class EditionRenderer:
             "trending_section": self._trending("html", trending),
             "view_link": self._view_link("html", view_url),
         }
-        cards = [self._card_html(item) for item in items]
+        cards = [self._card_html(item, rate) for item, rate in zip(items, rates, strict=True)]
         html = self._slot.fill(layout, {**values, "cards": "".join(cards), "more": ""})
         shown = len(cards)
         if view_url and max_html_bytes is not None and len(html) > max_html_bytes:
@@ -551,7 +575,8 @@ class EditionRenderer:
                 "preheader": "",
                 "keywords_text": wrap(keywords, 72, ""),
                 "cards": "".join(
-                    "\n\n" + self._card_text(n, item) for n, item in enumerate(items[:shown], 1)
+                    "\n\n" + self._card_text(n, item, rates[n - 1])
+                    for n, item in enumerate(items[:shown], 1)
                 ),
                 "more": self._more("txt", view_url, len(items)) if shown < len(items) else "",
                 "trending_section": self._trending("txt", trending),

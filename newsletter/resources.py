@@ -32,6 +32,7 @@ EMAIL_TEMPLATES = tuple(
         "digest/card.txt",
         "digest/labels.html",
         "digest/more.html",
+        "digest/rate.html",
         "digest/subject.txt",
         "digest/trending.html",
         "digest/trending.txt",
@@ -45,6 +46,7 @@ WEB_FILES = tuple(
     for name in (
         "_frequency.html",
         "_macros.html",
+        "_ratings.html",
         "_results.html",
         "base.html",
         "check_inbox.html",
@@ -52,6 +54,7 @@ WEB_FILES = tuple(
         "error.html",
         "manage.html",
         "preview.html",
+        "rate.html",
         "signup.html",
         "subscribed.html",
         "unsubscribe.html",

@@ -1508,6 +1508,14 @@ def delivery_of_subscriber(
     return None
 
 
+def delivery_for_edition(session: Session, subscriber_id: int, edition: date) -> Delivery | None:
+    """A subscriber's ledger row of one edition (a rating link names the edition: a resend's
+    new row is still that edition's)."""
+    return session.scalar(
+        select(Delivery).where(Delivery.subscriber_id == subscriber_id, Delivery.edition == edition)
+    )
+
+
 def sent_deliveries(session: Session, subscriber_id: int, limit: int = 30) -> list[Delivery]:
     """A subscriber's sent digests, the latest sent first (archive and feed)."""
     return list(

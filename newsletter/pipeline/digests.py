@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from email.message import EmailMessage
 
@@ -18,7 +18,7 @@ from newsletter.paper import Paper
 from newsletter.pipeline.editions import EditionCaches
 from newsletter.planned import PlannedItem
 from newsletter.render import DigestItem, EditionRenderer
-from newsletter.tokens import link, view_link
+from newsletter.tokens import link, rate_link, view_link
 
 
 class RenderError(Exception):
@@ -63,6 +63,13 @@ class Digests:
         except Exception as exc:
             raise RenderError(f"cannot render the digest: {type(exc).__name__}: {exc}") from exc
 
+    def _rate_url(self, row: storage.ClaimedDelivery) -> Callable[[str], str]:
+        """Paper id -> its rating page for this row's subscriber and edition."""
+        settings = self.settings
+        return lambda paper: rate_link(
+            settings, row.subscriber_id, row.link_key, row.edition, paper
+        )
+
     def _message(
         self, row: storage.ClaimedDelivery, papers: dict[str, Paper], trending: list[Paper]
     ) -> EmailMessage:
@@ -83,6 +90,7 @@ class Digests:
             view_url=view_link(self.settings, row.subscriber_id, row.link_key, row.id)
             if row.id
             else None,
+            rate_url=self._rate_url(row) if row.id else None,
         )
         return build_message(
             email,

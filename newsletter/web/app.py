@@ -21,6 +21,7 @@ from newsletter.web import (
     health,
     manage,
     preview,
+    ratings,
     signup,
     unsubscribe,
     webhooks,
@@ -70,6 +71,7 @@ def create_app(
     app.state.web = web
     for module in (signup, confirm, manage, unsubscribe, preview, health, webhooks, archive):
         app.include_router(module.router)
+    app.include_router(ratings.router)  # rating papers: /rate/..., the manage page's ratings
     admin.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)

@@ -100,6 +100,9 @@ def render_page(session: Session, settings: Settings, subscriber: Subscriber, ro
         manage_url=tokens.link(settings, "manage", subscriber.id, subscriber.link_key),
         view_url=None,
         max_html_bytes=None,
+        rate_url=lambda paper_id: tokens.rate_link(
+            settings, subscriber.id, subscriber.link_key, row.edition, paper_id
+        ),
     )
     return email.html
 

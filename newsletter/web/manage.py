@@ -17,6 +17,7 @@ from newsletter.web.context import FormDep, Web, WebDep, require_csrf
 from newsletter.web.forms import FormResult, parse_preferences, preference_values
 from newsletter.web.links import subscriber_for, token_for
 from newsletter.web.papers import Preview
+from newsletter.web.ratings import ratings_context
 
 router = APIRouter()
 
@@ -24,6 +25,8 @@ NOTICES = {
     "saved": "Your settings are saved.",
     "paused": "Your digest is paused. Resume it whenever you like.",
     "resumed": "Your digest is on again.",
+    "rating_cleared": "That rating is cleared.",
+    "ratings_cleared": "All your ratings are cleared.",
 }
 
 
@@ -96,6 +99,7 @@ def _context(web: Web, session: Session, subscriber: Subscriber, token: str) -> 
             f"/unsubscribe/{token_for(web.settings, 'unsubscribe', subscriber)}"
         ),
         **archive_context(web, session, subscriber),
+        **ratings_context(web, session, subscriber, token),
     }
 
 
