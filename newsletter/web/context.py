@@ -54,8 +54,9 @@ def get_web(request: Request) -> Web:
 
 
 async def read_form(request: Request) -> FormData:
-    """FastAPI dependency: the submitted form (no file uploads, a few fields at most)."""
-    return await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+    """FastAPI dependency: the submitted form (a few fields at most, and at most one file:
+    the sign-up and settings forms' reference-manager export; the body limit bounds it)."""
+    return await request.form(max_files=1, max_fields=MAX_FORM_FIELDS)
 
 
 WebDep = Annotated[Web, Depends(get_web)]

@@ -77,7 +77,8 @@ class SecurityHeadersMiddleware:
 class BodySizeLimitMiddleware:
     """Answers 413 to a body over `max_bytes`: at once by Content-Length, else while reading.
 
-    `path_limits` gives some exact paths another limit (a provider's webhook batch).
+    `path_limits` gives some exact paths another limit (a provider's webhook batch), and
+    `prefix_limits` the paths under a prefix (the settings pages, which take an upload).
     """
 
     def __init__(
@@ -86,16 +87,27 @@ class BodySizeLimitMiddleware:
         *,
         max_bytes: int = MAX_BODY_BYTES,
         path_limits: Mapping[str, int] | None = None,
+        prefix_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.path_limits = dict(path_limits or {})
+        self.prefix_limits = dict(prefix_limits or {})
+
+    def limit(self, path: str) -> int:
+        """The largest body accepted on `path`."""
+        if path in self.path_limits:
+            return self.path_limits[path]
+        for prefix, limit in self.prefix_limits.items():
+            if path.startswith(prefix):
+                return limit
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        max_bytes = self.path_limits.get(scope["path"], self.max_bytes)
+        max_bytes = self.limit(scope["path"])
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > max_bytes):
             await _too_large(send)
