@@ -145,6 +145,12 @@ def _arxiv_doi(value: str) -> str | None:
 NO_ID = "no arXiv id, arXiv address or arXiv DOI in it"
 
 
+def _no_id(doi: str) -> str:
+    """Why an entry is left out: a DOI of elsewhere says where the paper is."""
+    doi = " ".join(doi.split())
+    return f"not an arXiv paper (DOI {doi[:80]})" if doi else NO_ID
+
+
 def _first(values: Iterable[str]) -> str | None:
     return next((p for p in (id_in_text(v) for v in values if v) if p), None)
 
@@ -178,14 +184,15 @@ class _BibTeX:
             if at < 0:
                 return
             self.i = at + 1
+            line_start = text.rfind("\n", 0, at) + 1
+            if text[line_start:at].lstrip().startswith("%"):
+                continue  # an "@" in a % comment line between entries
             kind = self._name()
             if not kind:
-                continue  # an "@" in a comment between entries
+                continue  # an "@" in the free text between entries
             self._space()
             if self.i >= len(text) or text[self.i] not in "{(":
-                if kind.lower() == "comment":
-                    continue  # "@comment text" runs to the end of the line: a comment
-                raise self.error(f"@{kind} is not followed by {{ or (", at)
+                continue  # "@comment text", an address: free text between entries
             close = "}" if text[self.i] == "{" else ")"
             self.i += 1
             kind = kind.lower()
@@ -362,7 +369,7 @@ def bibtex_paper(fields: Mapping[str, str]) -> tuple[str | None, str]:
         return found, ""
     if eprint and archive:
         return None, f"its eprint is on {fields.get('archiveprefix') or archive}, not arXiv"
-    return None, NO_ID
+    return None, _no_id(fields.get("doi", ""))
 
 
 # RIS -----------------------------------------------------------------------------------------
@@ -414,7 +421,9 @@ def _ris_record(export: LikedExport, record: Mapping[str, list[str]], line: int)
     paper = _arxiv_doi(record.get("DO", [""])[0]) or _first(
         value for tag in _RIS_ID_TAGS for value in record.get(tag, ())
     )
-    export.add(paper, _title(title, f"the record on line {line}"), NO_ID)
+    export.add(
+        paper, _title(title, f"the record on line {line}"), _no_id(record.get("DO", [""])[0])
+    )
 
 
 # CSV (Zotero's export; any CSV with a title and one of these columns) -----------------------
@@ -462,7 +471,8 @@ def read_csv(text: str) -> LikedExport:
                 continue
             paper = _arxiv_doi(row[doi_at]) if doi_at is not None else None
             paper = paper or _first(row[i] for i in columns)
-            export.add(paper, _title(row[title_at], where), NO_ID)
+            doi = row[doi_at] if doi_at is not None else ""
+            export.add(paper, _title(row[title_at], where), _no_id(doi))
     except csv.Error as exc:
         raise ExportError(f"line {reader.line_num}: not valid CSV ({exc})") from None
     return export
