@@ -82,8 +82,8 @@ def create_app(
     with_upload = settings.likes_upload_bytes + MAX_BODY_BYTES
     app.add_middleware(
         BodySizeLimitMiddleware,
-        path_limits={**webhooks.BODY_LIMITS, "/": with_upload},
-        prefix_limits={"/manage/": with_upload},
+        path_limits=webhooks.BODY_LIMITS,
+        upload_limits={"/": with_upload, "/manage/": with_upload},
     )
     app.add_middleware(SecurityHeadersMiddleware, https=settings.base_url.startswith("https://"))
     return app

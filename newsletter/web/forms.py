@@ -24,11 +24,12 @@ from newsletter.subscriptions import (
     Preferences,
     SubscriptionError,
 )
+from newsletter.web.context import UPLOAD_FIELD
 
 MAX_FIELD_CHARS = MAX_KEYWORDS_CHARS + 100
 # The liked-papers box: up to MAX_LIKES addresses, one a line.
 MAX_LIKED_PAPERS_CHARS = MAX_LIKES * (MAX_LIKE_ENTRY_CHARS + 2)
-LIKED_PAPERS, LIKED_FILE = "liked_papers", "liked_file"
+LIKED_PAPERS, LIKED_FILE = "liked_papers", UPLOAD_FIELD
 # The upload limit when no settings are given (the setting's default).
 DEFAULT_UPLOAD_BYTES: int = Settings.model_fields["likes_upload_bytes"].default
 PREFERENCE_FIELDS = (
