@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from newsletter import storage
@@ -74,121 +74,106 @@ def fetch_liked_papers(
     size = settings.likes_fetch_batch
     with db.session() as session:
         claim = storage.claim_paper_fetches(session, now, LEASE, size * BATCHES_PER_PASS)
-    report = FetchReport()
     ids = sorted(claim.attempts)
     if not ids:
-        return report
-    own = client is None
+        return FetchReport()
     source = client or SourceClient(settings, cancel=stop)
+    work = _Pass(db, settings, source, claim, now)
     try:
         for start in range(0, len(ids), size):
-            batch = ids[start : start + size]
             try:
-                _fetch(db, settings, source, claim, batch, now, report)
+                work.fetch(ids[start : start + size])
             except FetchCancelled:
                 log.info("liked papers: cancelled, the service is stopping")
-                _give_back(db, claim, ids[start:])
+                work.give_back(ids[start:])
                 break
     finally:
-        if own:
+        if client is None:
             source.close()
-    if report.stored or report.missing or report.retry:
-        log.info("liked papers: %s", report.as_dict())
-    return report
+    if work.report.stored or work.report.missing or work.report.retry:
+        log.info("liked papers: %s", work.report.as_dict())
+    return work.report
 
 
-def _fetch(
-    db: Database,
-    settings: Settings,
-    client: SourceClient,
-    claim: storage.PaperFetchClaim,
-    batch: Sequence[str],
-    now: datetime,
-    report: FetchReport,
-) -> None:
-    """Fetch one batch and record what became of each of its ids."""
-    report.requests += 1
-    try:
-        with client.budget(settings.source_budget):
-            result = arxiv.fetch_ids(client, batch, settings)
-    except FetchCancelled:
-        raise
-    except arxiv.IdsRefused as exc:
-        _refused(db, settings, client, claim, batch, now, report, exc)
-        return
-    except SourceError as exc:  # down, slow, malformed: all of the batch waits and retries
-        log.warning("liked papers: %d ids to retry: %s", len(batch), exc.message)
-        _retry(db, settings, claim, batch, now, exc.message, report)
-        return
-    except Exception as exc:  # ours (a parser bug, the database): logged, retried later
-        log.exception("liked papers: fetching %d ids failed", len(batch))
-        _retry(db, settings, claim, batch, now, f"{type(exc).__name__}: {exc}", report)
-        return
-    with db.session() as session:
-        storage.upsert_papers(session, result.papers, now, archive=True)
-        stored = [paper.id for paper in result.papers if paper.id in claim.attempts]
-        storage.finish_paper_fetches(session, claim, stored)
-        storage.mark_papers_missing(session, claim, result.missing, NOT_ON_ARXIV)
-    report.stored += len(stored)
-    report.missing += len(result.missing)
-    if result.unusable:
-        _retry(db, settings, claim, result.unusable, now, "arXiv's entry was unreadable", report)
+@dataclass
+class _Pass:
+    """One pass's claim, client and clock, and what became of its ids."""
 
+    db: Database
+    settings: Settings
+    client: SourceClient
+    claim: storage.PaperFetchClaim
+    now: datetime
+    report: FetchReport = field(default_factory=FetchReport)
 
-def _refused(
-    db: Database,
-    settings: Settings,
-    client: SourceClient,
-    claim: storage.PaperFetchClaim,
-    batch: Sequence[str],
-    now: datetime,
-    report: FetchReport,
-    exc: arxiv.IdsRefused,
-) -> None:
-    """arXiv refused the ids: the ones it names are missing; an unnamed culprit is found alone."""
-    if exc.ids or len(batch) == 1:
+    def fetch(self, batch: Sequence[str]) -> None:
+        """Fetch one batch and record what became of each of its ids."""
+        self.report.requests += 1
+        try:
+            with self.client.budget(self.settings.source_budget):
+                result = arxiv.fetch_ids(self.client, batch, self.settings)
+        except FetchCancelled:
+            raise
+        except arxiv.IdsRefused as exc:
+            self.refused(batch, exc)
+            return
+        except SourceError as exc:  # down, slow, malformed: all of the batch waits and retries
+            log.warning("liked papers: %d ids to retry: %s", len(batch), exc.message)
+            self.retry(batch, exc.message)
+            return
+        except Exception as exc:  # ours (a parser bug, the database): logged, retried later
+            log.exception("liked papers: fetching %d ids failed", len(batch))
+            self.retry(batch, f"{type(exc).__name__}: {exc}")
+            return
+        with self.db.session() as session:
+            storage.upsert_papers(session, result.papers, self.now, archive=True)
+            stored = [paper.id for paper in result.papers if paper.id in self.claim.attempts]
+            storage.finish_paper_fetches(session, self.claim, stored)
+            storage.mark_papers_missing(session, self.claim, result.missing, NOT_ON_ARXIV)
+        self.report.stored += len(stored)
+        self.report.missing += len(result.missing)
+        if result.unusable:
+            self.retry(result.unusable, "arXiv's entry was unreadable")
+
+    def refused(self, batch: Sequence[str], exc: arxiv.IdsRefused) -> None:
+        """arXiv refused the ids: those it names are missing; an unnamed culprit is found
+        by asking for each id alone."""
+        if not exc.ids and len(batch) > 1:
+            for paper in batch:
+                self.fetch([paper])
+            return
         bad = exc.ids or list(batch)
-        with db.session() as session:
-            storage.mark_papers_missing(session, claim, bad, exc.message)
-        report.missing += len(bad)
+        with self.db.session() as session:
+            storage.mark_papers_missing(session, self.claim, bad, exc.message)
+        self.report.missing += len(bad)
         rest = [paper for paper in batch if paper not in bad]
         if rest:  # they did nothing wrong: asked for again at the next pass
-            _give_back(db, claim, rest)
-        return
-    for paper in batch:
-        _fetch(db, settings, client, claim, [paper], now, report)
+            self.give_back(rest)
 
+    def retry(self, paper_ids: Sequence[str], error: str) -> None:
+        """Give ids back to try again after a wait that doubles with each of their failures."""
+        by_attempts: dict[int, list[str]] = {}
+        for paper in paper_ids:
+            by_attempts.setdefault(self.claim.attempts.get(paper, 0) + 1, []).append(paper)
+        with self.db.session() as session:
+            for attempts, papers in by_attempts.items():
+                later = self.now + backoff(self.settings, attempts)
+                storage.retry_paper_fetches(
+                    session, self.claim, papers, error=error, next_attempt_at=later
+                )
+        self.report.retry += len(paper_ids)
 
-def _retry(
-    db: Database,
-    settings: Settings,
-    claim: storage.PaperFetchClaim,
-    paper_ids: Sequence[str],
-    now: datetime,
-    error: str,
-    report: FetchReport,
-) -> None:
-    by_attempts: dict[int, list[str]] = {}
-    for paper in paper_ids:
-        by_attempts.setdefault(claim.attempts.get(paper, 0) + 1, []).append(paper)
-    with db.session() as session:
-        for attempts, papers in by_attempts.items():
-            storage.retry_paper_fetches(
-                session,
-                claim,
-                papers,
-                error=error,
-                next_attempt_at=now + backoff(settings, attempts),
-            )
-    report.retry += len(paper_ids)
-
-
-def _give_back(db: Database, claim: storage.PaperFetchClaim, paper_ids: Sequence[str]) -> None:
-    """Hand ids back untried, due at once (a stop, or a batch arXiv refused for another id)."""
-    try:
-        with db.session() as session:
-            storage.retry_paper_fetches(
-                session, claim, paper_ids, error=None, next_attempt_at=None, count_attempt=False
-            )
-    except Exception:  # their lease expires and the next pass takes them
-        log.exception("liked papers: %d claims not given back", len(paper_ids))
+    def give_back(self, paper_ids: Sequence[str]) -> None:
+        """Hand ids back untried, due at once (a stop, or a batch refused for another id)."""
+        try:
+            with self.db.session() as session:
+                storage.retry_paper_fetches(
+                    session,
+                    self.claim,
+                    paper_ids,
+                    error=None,
+                    next_attempt_at=None,
+                    count_attempt=False,
+                )
+        except Exception:  # their lease expires and the next pass takes them
+            log.exception("liked papers: %d claims not given back", len(paper_ids))

@@ -205,6 +205,12 @@ def parse_atom(raw: bytes) -> ParseResult:
 
 
 def _parse_atom_page(raw: bytes) -> tuple[ParseResult, int | None]:
+    entries, total = _atom_feed(raw)
+    return _entries(entries, _atom_entry, "entry"), total
+
+
+def _atom_feed(raw: bytes) -> tuple[list[Any], int | None]:
+    """The entries of an Atom API feed and the results it counts; arXiv's errors raised."""
     root = _load_xml(raw)
     if root.tag != f"{ATOM}feed":
         raise SourceError(
@@ -212,8 +218,7 @@ def _parse_atom_page(raw: bytes) -> tuple[ParseResult, int | None]:
         )
     entries = root.findall(f"{ATOM}entry")
     _raise_api_error(entries)
-    total = count(_child_text(root, f"{OPENSEARCH}totalResults"))
-    return _entries(entries, _atom_entry, "entry"), total
+    return entries, count(_child_text(root, f"{OPENSEARCH}totalResults"))
 
 
 def _raise_api_error(entries: list[Any]) -> None:
@@ -383,14 +388,7 @@ def parse_id_list(raw: bytes, ids: Sequence[str]) -> IdListResult:
     with no id for it): such an id is `missing`. A feed with no entry at all that still counts
     results is the API's known short page, not an answer: SourceError, to ask again.
     """
-    root = _load_xml(raw)
-    if root.tag != f"{ATOM}feed":
-        raise SourceError(
-            SOURCE, f"unexpected root element <{_local_name(root)}>, expected an Atom <feed>"
-        )
-    entries = root.findall(f"{ATOM}entry")
-    _raise_api_error(entries)
-    total = count(_child_text(root, f"{OPENSEARCH}totalResults"))
+    entries, total = _atom_feed(raw)
     if not entries and total:
         raise SourceError(SOURCE, f"an empty page for {len(ids)} ids of {total} results")
     papers: list[Paper] = []

@@ -12,7 +12,7 @@ import pytest
 from newsletter import profile, storage, subscriptions
 from newsletter.db import Database
 from newsletter.likes import fetching
-from newsletter.models import FETCH_MISSING, FETCH_PENDING
+from newsletter.models import FETCH_MISSING, FETCH_PENDING, PaperFetch
 from tests.support.arxiv_api import Fault
 from tests.support.likes import api_server, queue, rows, settings_for, stored
 
@@ -134,50 +134,40 @@ def test_two_fetchers_claim_disjoint_papers(backend_db):
 # The operators' roads in: the CLI's subscriber list, the Celery task ------------------------
 
 
-def test_likes_round_trip_through_the_subscriber_list(db, settings, tmp_path):
-    from newsletter import roster
+def test_likes_round_trip_through_the_subscriber_list(db, settings, tmp_path, monkeypatch):
+    """`newsletter subscribers export`, then `import` of the same list under another address:
+    the liked papers come along, and the import queues them like a save does."""
+    from typer.testing import CliRunner
 
-    active = "ada@example.org"
+    from newsletter.cli import app
+
+    monkeypatch.setenv("NEWSLETTER_VAR_DIR", str(settings.var_dir))
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "test-secret")
+    liked = "diffusion, like:2606.13677, like:https://arxiv.org/abs/2606.13591v1"
     with db.session() as session:
         subscriptions.subscribe(
             session,
             settings,
-            email=active,
-            keywords="diffusion, like:2606.13677, like:https://arxiv.org/abs/2606.13591v1",
+            email="ada@example.org",
+            keywords=liked,
             now=storage.utcnow(),
             confirmed=True,
         )
+    with db.session() as session:
+        session.query(PaperFetch).delete()
+    exported = tmp_path / "list.csv"
+    runner = CliRunner()
+    result = runner.invoke(app, ["subscribers", "export", "--output", str(exported)])
+    assert result.exit_code == 0, result.output
+    moved = tmp_path / "moved.csv"
+    moved.write_text(exported.read_text().replace("ada@example.org", "bob@example.org"))
+    result = runner.invoke(app, ["subscribers", "import", str(moved)])
+    assert result.exit_code == 0, result.output
+    with db.session() as session:
+        bob = storage.subscriber_by_email(session, "bob@example.org")
+        assert bob is not None
+        assert profile.parse_profile(bob.keywords).likes == ("2606.13677", "2606.13591")
     assert sorted(rows(db)) == ["2606.13591", "2606.13677"]
-    with db.session() as session:
-        out = tmp_path / "list.csv"
-        with out.open("w", newline="") as handle:
-            roster.write_roster([storage.subscriber_by_email(session, active)], handle)
-    text = out.read_text().replace(active, "bob@example.org")
-    listed = roster.read_roster(text, settings)
-    assert not listed.problems
-    (row,) = listed.rows
-    with db.session() as session:
-        subscriptions.import_subscriber(
-            session,
-            settings,
-            existing=None,
-            email=row.email,
-            state=row.state,
-            keywords=row.keywords,
-            timezone=row.timezone,
-            send_hour=row.send_hour,
-            digest_size=row.digest_size,
-            now=storage.utcnow(),
-        )
-    imported = w_likes(db, "bob@example.org")
-    assert imported == ("2606.13677", "2606.13591")
-
-
-def w_likes(db: Database, email: str) -> tuple[str, ...]:
-    with db.session() as session:
-        subscriber = storage.subscriber_by_email(session, email)
-        assert subscriber is not None
-        return profile.parse_profile(subscriber.keywords).likes
 
 
 def test_the_embedded_scheduler_and_the_celery_task_run_a_pass(settings, api, monkeypatch):
