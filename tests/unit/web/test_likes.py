@@ -48,6 +48,12 @@ def upload(w, subscriber_id: int, name: str, **fields):
     return w.client.post(w.path("manage", subscriber_id), data=data, files=files)
 
 
+def save(w, subscriber_id: int, **fields):
+    """Send the settings form (keywords "diffusion", 07:00 UTC, 10 papers) with `fields`."""
+    values = {"keywords": "diffusion", "send_hour": "7", "timezone": "UTC", "digest_size": "10"}
+    return w.post_form(w.path("manage", subscriber_id), **{**values, **fields})
+
+
 def said(page) -> str:
     """The page's text as a reader sees it: entities decoded, runs of spaces as one."""
     return " ".join(html.unescape(page if isinstance(page, str) else page.text).split())
@@ -157,14 +163,7 @@ def test_a_malformed_upload_changes_nothing(w, db):
 
 def test_a_bad_line_in_the_box_is_named_and_nothing_is_saved(w):
     active = w.add(keywords="diffusion")
-    answer = w.post_form(
-        w.path("manage", active),
-        keywords="diffusion",
-        liked_papers="2606.13677\nhttps://example.org/paper\n2606.13591",
-        send_hour="7",
-        timezone="UTC",
-        digest_size="10",
-    )
+    answer = save(w, active, liked_papers="2606.13677\nhttps://example.org/paper\n2606.13591")
     assert answer.status_code == 422
     assert "Line 2: not an arXiv id or address." in said(answer)
     assert w.get(active).keywords == "diffusion"
@@ -174,14 +173,7 @@ def test_taking_a_line_out_of_the_box_unlikes_the_paper(w):
     active = w.add(keywords="diffusion, like:2606.13677, like:2606.13591")
     page = w.client.get(w.path("manage", active)).text
     assert dict(TEXTAREA.findall(page))["liked_papers"] == "2606.13677\n2606.13591"
-    answer = w.post_form(
-        w.path("manage", active),
-        keywords="diffusion",
-        liked_papers="2606.13591",
-        send_hour="7",
-        timezone="UTC",
-        digest_size="10",
-    )
+    answer = save(w, active, liked_papers="2606.13591")
     assert answer.status_code == 303
     assert likes_of(w, active) == ("2606.13591",)
 
