@@ -196,3 +196,25 @@ def test_the_embedded_scheduler_and_the_celery_task_run_a_pass(settings, api, mo
     finally:
         db.dispose()
         celery_app.worker_settings.cache_clear()
+
+
+def test_an_operator_fetches_now_and_sees_what_waits(db, settings, api, monkeypatch):
+    from typer.testing import CliRunner
+
+    from newsletter.cli import app
+
+    for name, value in {
+        "VAR_DIR": settings.var_dir,
+        "SECRET_KEY": "test-secret",
+        "ARXIV_API_URL": api.url,
+        "ARXIV_MIN_INTERVAL": "0",
+        "HTTP_RETRIES": "0",
+    }.items():
+        monkeypatch.setenv(f"NEWSLETTER_{name}", str(value))
+    queue(db, ["2606.13677", "2401.99999"])
+    runner = CliRunner()
+    assert "Liked papers: 2 to fetch from arXiv, 0" in runner.invoke(app, ["status"]).output
+    result = runner.invoke(app, ["fetch-liked"])
+    assert result.exit_code == 0, result.output
+    assert "1 stored, 1 not on arXiv, 0 to retry (1 requests)" in result.output
+    assert "Liked papers: 0 to fetch from arXiv, 1" in runner.invoke(app, ["status"]).output
