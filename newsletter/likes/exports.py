@@ -158,6 +158,11 @@ def _first(values: Iterable[str]) -> str | None:
 # BibTeX --------------------------------------------------------------------------------------
 
 
+_BIB_NAME = re.compile(r"[^\s\"#%'(),={}]+")
+_BRACES = re.compile(r"[{}]")
+_PARENS = re.compile(r"[()]")
+
+
 class _BibTeX:
     """A small BibTeX reader: entries, @string macros, # concatenation, braces and quotes.
 
@@ -177,7 +182,7 @@ class _BibTeX:
         return ExportError(f"line {self.line(at)}: {what}")
 
     def entries(self) -> Iterable[tuple[int, str, dict[str, str]]]:
-        """(line, entry type, fields lower-cased) of each entry, in order."""
+        """(offset, entry type, fields lower-cased) of each entry, in order."""
         text = self.text
         while True:
             at = text.find("@", self.i)
@@ -210,7 +215,7 @@ class _BibTeX:
                 self._space()
                 self._expect(close, at)
                 continue
-            yield self.line(at), kind, self._body(close, at)
+            yield at, kind, self._body(close, at)
 
     def _body(self, close: str, at: int) -> dict[str, str]:
         self._space()
@@ -294,22 +299,18 @@ class _BibTeX:
         raise self.error("a quoted value is never closed", at)
 
     def _skip_balanced(self, close: str, at: int, start: int | None = None) -> None:
-        opening = "{" if close == "}" else "("
-        depth, j = 1, self.i if start is None else start
-        while j < len(self.text):
-            char = self.text[j]
-            if char == opening:
-                depth += 1
-            elif char == close:
-                depth -= 1
-                if depth == 0:
-                    self.i = j + 1
-                    return
-            j += 1
+        # Jump from brace to brace (or parenthesis): a long abstract costs one scan.
+        marks = _BRACES if close == "}" else _PARENS
+        depth = 1
+        for found in marks.finditer(self.text, self.i if start is None else start):
+            depth += 1 if found.group() in "{(" else -1
+            if depth == 0:
+                self.i = found.end()
+                return
         raise self.error("this entry never ends (a missing closing brace?)", at)
 
     def _name(self) -> str:
-        found = re.compile(r"[^\s\"#%'(),={}]+").match(self.text, self.i)
+        found = _BIB_NAME.match(self.text, self.i)
         if not found:
             return ""
         self.i = found.end()
@@ -336,9 +337,13 @@ class _BibTeX:
 def read_bibtex(text: str) -> LikedExport:
     """The arXiv papers of a BibTeX file; ExportError names the line of a broken entry."""
     export = LikedExport("BibTeX")
-    for line, _kind, fields in _BibTeX(text).entries():
+    reader = _BibTeX(text)
+    for at, _kind, fields in reader.entries():
         paper, reason = bibtex_paper(fields)
-        export.add(paper, _title(fields.get("title", ""), f"the entry on line {line}"), reason)
+        title = fields.get("title", "")
+        # The line is counted only for an entry without a title: counting is a scan.
+        where = "" if title.strip(" {}\t\n") else f"the entry on line {reader.line(at)}"
+        export.add(paper, _title(title, where), reason)
     return export
 
 
@@ -382,7 +387,7 @@ _RIS_TITLE_TAGS = ("TI", "T1", "CT", "BT", "ST")
 def read_ris(text: str) -> LikedExport:
     """The arXiv papers of a RIS file; a value may go on over several lines."""
     export = LikedExport("RIS")
-    record: dict[str, list[str]] | None = None
+    record: dict[str, list[list[str]]] | None = None  # each value as its lines, joined once
     last = ""
     started = 0
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -393,7 +398,7 @@ def read_ris(text: str) -> LikedExport:
                 continue
             if record is None or not last:
                 raise ExportError(f"line {number}: text outside a record (a record opens with TY)")
-            record[last][-1] += " " + line.strip()  # a value continued on the next line
+            record[last][-1].append(line.strip())  # a value continued on the next line
             continue
         tag, value = tagged.group(1), (tagged.group(2) or "").strip()
         if tag == "TY":
@@ -409,14 +414,15 @@ def read_ris(text: str) -> LikedExport:
             _ris_record(export, record, started)
             record, last = None, ""
             continue
-        record.setdefault(tag, []).append(value)
+        record.setdefault(tag, []).append([value])
         last = tag
     if record is not None:
         raise ExportError(f"line {started}: this record never ends (ER is missing)")
     return export
 
 
-def _ris_record(export: LikedExport, record: Mapping[str, list[str]], line: int) -> None:
+def _ris_record(export: LikedExport, lines: Mapping[str, list[list[str]]], line: int) -> None:
+    record = {tag: [" ".join(parts) for parts in values] for tag, values in lines.items()}
     title = next((record[t][0] for t in _RIS_TITLE_TAGS if record.get(t)), "")
     paper = _arxiv_doi(record.get("DO", [""])[0]) or _first(
         value for tag in _RIS_ID_TAGS for value in record.get(tag, ())
