@@ -166,6 +166,10 @@ def _checked(
             liked_ids=export.ids if export else (),
         )
     except SubscriptionError as exc:
+        if export is not None and export.ids:
+            # A browser never fills a file input again: the upload's papers stay in the box.
+            typed = values[LIKED_PAPERS].strip()
+            values[LIKED_PAPERS] = "\n".join(filter(None, [typed, *export.ids]))
         return FormResult(values, {**exc.errors, **errors})
     if errors:  # the upload could not be read: nothing is saved
         return FormResult(values, errors)

@@ -195,3 +195,15 @@ def test_an_upload_past_the_size_limit_is_refused(w, web, settings):
     )
     assert answer.status_code == 413
     assert w.get(active).keywords == "diffusion"
+
+
+def test_an_upload_beside_another_mistake_keeps_its_papers_in_the_box(w):
+    token = w.csrf_token(w.client.get("/").text)
+    form = {"csrf_token": token, "email": "not an address", "keywords": "agents"}
+    form |= {"liked_papers": "2606.13591", "send_hour": "7", "timezone": "UTC"}
+    form |= {"digest_size": "10"}
+    files = {"liked_file": ("lib.ris", (FIXTURES / "library.ris").read_bytes(), "")}
+    page = w.client.post("/", data=form, files=files)
+    assert page.status_code == 422
+    shown = dict(TEXTAREA.findall(page.text))["liked_papers"]
+    assert shown.splitlines() == ["2606.13591", "2606.13501", "2606.13677"]
