@@ -105,8 +105,8 @@ def _context(web: Web, session: Session, subscriber: Subscriber, token: str) -> 
         "unsubscribe_url": web.pages.href(
             f"/unsubscribe/{token_for(web.settings, 'unsubscribe', subscriber)}"
         ),
-        **archive_context(web, session, subscriber),
         **liked_papers_context(session, subscriber),
+        **archive_context(web, session, subscriber),
     }
 
 
