@@ -485,8 +485,27 @@ def status(
             )
         console.print(table)
         _complaint_status(storage.complaints_and_sent_by_day(session, days=7))
+        fetches = storage.paper_fetch_counts(session)
+        if any(fetches.values()):
+            console.print(
+                f"Liked papers: {fetches['pending']} to fetch from arXiv, "
+                f"{fetches['missing']} arXiv has no paper for"
+            )
     if db.settings.distributed:
         _distributed_status(db.settings)
+
+
+@app.command("fetch-liked")
+def fetch_liked() -> None:
+    """Fetch now the liked papers the database lacks (the service does it every 30 s)."""
+    from newsletter.likes.fetching import fetch_liked_papers
+
+    with database() as db:
+        report = fetch_liked_papers(db, db.settings)
+    console.print(
+        f"{report.stored} stored, {report.missing} not on arXiv, {report.retry} to retry "
+        f"({report.requests} requests)"
+    )
 
 
 # One subscriber (`status --email`) -------------------------------------------------------

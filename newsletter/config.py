@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     arxiv_rss_url: str = "https://rss.arxiv.org/rss"
     arxiv_api_url: str = "https://export.arxiv.org/api/query"
     arxiv_min_interval: float = Field(3.0, ge=0)
+    # Liked papers: ids per arXiv API request, and the largest export a reader may upload.
+    likes_fetch_batch: int = Field(50, ge=1, le=50)
+    likes_upload_bytes: int = Field(1024 * 1024, ge=4096, le=16 * 1024 * 1024)
     http_timeout: float = Field(20.0, gt=0)
     http_retries: int = Field(4, ge=0, le=10)
     source_budget: float = Field(300.0, gt=0)  # seconds one source run may take, retries included

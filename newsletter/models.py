@@ -221,6 +221,27 @@ class Rating(Base):
     rated_at: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 
+# Liked papers not in `papers` yet, to fetch from the arXiv API: a row is deleted once its
+# paper is stored; "missing" when arXiv says there is no such paper (kept, to tell the reader).
+FETCH_PENDING, FETCH_MISSING = "pending", "missing"
+
+
+class PaperFetch(Base):
+    """A liked paper waiting to be fetched: tried with a lease, retried with a backoff."""
+
+    __tablename__ = "paper_fetches"
+    __table_args__ = (Index("ix_paper_fetches_state_next", "state", "next_attempt_at"),)
+
+    paper_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # arXiv id, no version
+    state: Mapped[str] = mapped_column(String(16), default=FETCH_PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    claim_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    requested_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class Operator(Base):
     """Someone who may open the admin dashboard; the dashboard is off while there is none."""
 

@@ -236,6 +236,37 @@ def parse_profile(text: str) -> Profile:
     return Profile(_merge(entries), source, tuple(likes))
 
 
+def split_likes(text: str) -> tuple[str, tuple[str, ...]]:
+    """The profile's keyword entries as written, `like:` entries taken out, and the liked ids.
+
+    For a form that shows the liked papers in a box of their own. Light (no entry is parsed
+    but the likes); a line that does not split (an unclosed quote) is kept as it is.
+    """
+    lines: list[str] = []
+    likes: dict[str, None] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        try:
+            parts = _segments(line.translate(_QUOTES), number, True)
+        except ProfileError:
+            lines.append(line)
+            continue
+        kept: list[str] = []
+        for column, segment, _last in parts:
+            try:
+                liked = _like(segment.strip(), number, column, True) if segment.strip() else None
+            except ProfileError:
+                liked = None
+            if liked is None:
+                kept.append(line[column : column + len(segment)])
+            else:
+                likes[liked] = None
+        if len(kept) == len(parts):
+            lines.append(line)
+        elif ",".join(kept).strip(" \t,"):
+            lines.append(",".join(kept).strip(" \t"))
+    return "\n".join(lines).strip(), tuple(likes)
+
+
 def _like(entry: str, line: int, column: int, multiline: bool) -> str | None:
     """The paper id of a `like:` entry, None for any other entry; a bad one is an error."""
     exclude = entry.startswith("-")

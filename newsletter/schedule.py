@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from newsletter.config import Settings
 
-Step = Literal["collect", "plan", "sweep", "expire_pending", "confirmations", "bounces"]
+Step = Literal["collect", "plan", "sweep", "expire_pending", "confirmations", "bounces", "likes"]
 # In embedded mode the web app's confirmation sender runs this step on its own thread, at the
 # job's interval, so that `newsletter web` alone sends confirmation mails too.
 RUN_BY_THE_WEB_APP: frozenset[Step] = frozenset({"confirmations"})
@@ -67,6 +67,8 @@ CONFIRMATION_SWEEP = Every(10.0)
 FETCH_BOUNCES = Cron(minute="*/5")
 # Unconfirmed sign-ups whose confirmation link has expired are deleted hourly.
 EXPIRE_PENDING = Cron(minute="20")
+# Liked papers the database lacks are asked of arXiv this often (a pass with none is a query).
+FETCH_LIKED_PAPERS = Every(30.0)
 
 
 def collect_times(source: str, settings: Settings) -> Cron:
@@ -93,6 +95,7 @@ def jobs(settings: Settings) -> list[Job]:
     schedule.append(Job("plan-editions", "plan", PLAN_EVERY, 4 * 60))
     schedule.append(Job("expire-pending", "expire_pending", EXPIRE_PENDING, 50 * 60))
     schedule.append(Job("sweep-confirmations", "confirmations", CONFIRMATION_SWEEP, 10.0))
+    schedule.append(Job("fetch-liked-papers", "likes", FETCH_LIKED_PAPERS, 60.0))
     if settings.bounce_mailbox_url:
         schedule.append(Job("fetch-bounces", "bounces", FETCH_BOUNCES, 4 * 60))
     interval = sweep_interval(settings)

@@ -70,6 +70,7 @@ class EmbeddedScheduler:
             "sweep": self.sweep,
             "expire_pending": self.expire_pending,
             "bounces": self.fetch_bounces,
+            "likes": self.fetch_liked_papers,
         }
         for job in schedule.jobs(settings):
             if job.step in schedule.RUN_BY_THE_WEB_APP:
@@ -116,6 +117,15 @@ class EmbeddedScheduler:
             return
         if report.messages:
             log.info("bounce mailbox: %s", report.as_dict())
+
+    def fetch_liked_papers(self) -> None:
+        """Fetch from arXiv the papers readers like that the database does not have yet."""
+        from newsletter.likes.fetching import fetch_liked_papers
+
+        try:
+            fetch_liked_papers(self.db, self.settings, stop=self.stop)
+        except Exception:  # the database is away: the next run tries again
+            log.exception("fetching liked papers failed")
 
     def send(self) -> None:
         """Plan whoever is due, then deliver every ready digest."""

@@ -34,6 +34,8 @@ from newsletter.models import (
     ACTIVE,
     BOUNCING,
     FAILED,
+    FETCH_MISSING,
+    FETCH_PENDING,
     PENDING,
     PLANNED,
     QUEUED,
@@ -47,6 +49,7 @@ from newsletter.models import (
     DeliveryResend,
     HttpValidator,
     Operator,
+    PaperFetch,
     PaperRow,
     Rating,
     SourceRun,
@@ -94,8 +97,19 @@ def row_to_paper(row: PaperRow) -> Paper:
     return Paper(id=row.id, **{name: getattr(row, name) for name in PAPER_FIELDS})
 
 
-def upsert_papers(session: Session, papers: Iterable[Paper], now: datetime) -> tuple[int, int]:
-    """Store papers, merging with what is already known; returns (new, updated)."""
+# The day arXiv opened: when a paper fetched for its own sake was "first seen" if it has no date.
+ARCHIVE_EPOCH = datetime(1991, 8, 14)
+
+
+def upsert_papers(
+    session: Session, papers: Iterable[Paper], now: datetime, *, archive: bool = False
+) -> tuple[int, int]:
+    """Store papers, merging with what is already known; returns (new, updated).
+
+    `archive` papers were fetched for their own sake (a reader's liked papers), not as news:
+    a new one is dated first seen on its publication day, so an old paper never joins the
+    recent papers the digests are planned from.
+    """
     incoming: dict[str, Paper] = {}
     for paper in papers:
         incoming[paper.id] = incoming[paper.id].merge(paper) if paper.id in incoming else paper
@@ -113,7 +127,8 @@ def upsert_papers(session: Session, papers: Iterable[Paper], now: datetime) -> t
         row = existing.get(paper_id)
         if row is None:
             values = {name: getattr(paper, name) for name in PAPER_FIELDS}
-            session.add(PaperRow(id=paper_id, first_seen_at=now, updated_at=now, **values))
+            seen = _archive_seen(paper, now) if archive else now
+            session.add(PaperRow(id=paper_id, first_seen_at=seen, updated_at=now, **values))
             new += 1
             continue
         merged = row_to_paper(row).merge(paper)
@@ -183,6 +198,147 @@ def papers_by_id(session: Session, ids: Iterable[str]) -> dict[str, Paper]:
         for row in session.scalars(select(PaperRow).where(PaperRow.id.in_(chunk))):
             found[row.id] = row_to_paper(row)
     return found
+
+
+def _archive_seen(paper: Paper, now: datetime) -> datetime:
+    day = datetime.combine(paper.published, time()) if paper.published else ARCHIVE_EPOCH
+    return min(day, now)
+
+
+# Liked papers to fetch from arXiv (newsletter.likes.fetching) -------------------------------
+
+
+_FETCH_IDS_PER_QUERY = 500  # ids per IN list: well under SQLite's limit on bound parameters
+
+
+@dataclass(frozen=True)
+class PaperFetchClaim:
+    """Liked papers one fetcher now holds, with the attempts made before this one."""
+
+    token: str
+    attempts: dict[str, int]
+
+
+def queue_paper_fetches(session: Session, paper_ids: Iterable[str], now: datetime) -> int:
+    """Queue the liked papers neither stored nor queued yet; returns how many were queued."""
+    wanted = list(dict.fromkeys(paper_ids))
+    known: set[str] = set()
+    for start in range(0, len(wanted), _FETCH_IDS_PER_QUERY):
+        chunk = wanted[start : start + _FETCH_IDS_PER_QUERY]
+        known.update(session.scalars(select(PaperRow.id).where(PaperRow.id.in_(chunk))))
+        known.update(
+            session.scalars(select(PaperFetch.paper_id).where(PaperFetch.paper_id.in_(chunk)))
+        )
+    fresh = [paper for paper in wanted if paper not in known]
+    for paper in fresh:
+        session.add(PaperFetch(paper_id=paper, state=FETCH_PENDING, attempts=0, requested_at=now))
+    session.flush()
+    return len(fresh)
+
+
+def _fetch_due(now: datetime) -> Any:
+    return and_(
+        PaperFetch.state == FETCH_PENDING,
+        or_(PaperFetch.next_attempt_at.is_(None), PaperFetch.next_attempt_at <= now),
+        or_(PaperFetch.lease_until.is_(None), PaperFetch.lease_until <= now),
+    )
+
+
+def claim_paper_fetches(
+    session: Session, now: datetime, lease: timedelta, limit: int
+) -> PaperFetchClaim:
+    """Claim up to `limit` due papers, oldest request first, with one conditional UPDATE.
+
+    Of two fetchers, one gets each paper; a fetcher that died leaves its lease to expire.
+    """
+    due = list(
+        session.scalars(
+            select(PaperFetch.paper_id)
+            .where(_fetch_due(now))
+            .order_by(PaperFetch.requested_at, PaperFetch.paper_id)
+            .limit(limit)
+        )
+    )
+    token = secrets.token_hex(16)
+    if not due:
+        return PaperFetchClaim(token, {})
+    rows = session.execute(
+        update(PaperFetch)
+        .where(PaperFetch.paper_id.in_(due), _fetch_due(now))
+        .values(lease_until=now + lease, claim_token=token)
+        .returning(PaperFetch.paper_id, PaperFetch.attempts),
+        execution_options={"synchronize_session": False},
+    )
+    return PaperFetchClaim(token, {row.paper_id: row.attempts for row in rows})
+
+
+def _claimed(claim: PaperFetchClaim, paper_ids: Iterable[str]) -> Any:
+    return and_(PaperFetch.paper_id.in_(list(paper_ids)), PaperFetch.claim_token == claim.token)
+
+
+def finish_paper_fetches(
+    session: Session, claim: PaperFetchClaim, paper_ids: Iterable[str]
+) -> None:
+    """These claimed papers are stored now: their rows go."""
+    session.execute(
+        delete(PaperFetch).where(_claimed(claim, paper_ids)),
+        execution_options={"synchronize_session": False},
+    )
+
+
+def mark_papers_missing(
+    session: Session, claim: PaperFetchClaim, paper_ids: Iterable[str], reason: str
+) -> None:
+    """arXiv says these claimed papers do not exist: kept to tell the readers, never retried."""
+    session.execute(
+        update(PaperFetch)
+        .where(_claimed(claim, paper_ids))
+        .values(state=FETCH_MISSING, error=reason[:500], lease_until=None, claim_token=None),
+        execution_options={"synchronize_session": False},
+    )
+
+
+def retry_paper_fetches(
+    session: Session,
+    claim: PaperFetchClaim,
+    paper_ids: Iterable[str],
+    *,
+    error: str | None,
+    next_attempt_at: datetime | None,
+    count_attempt: bool = True,
+) -> None:
+    """Give claimed papers back, to try again at `next_attempt_at` (None: at once)."""
+    session.execute(
+        update(PaperFetch)
+        .where(_claimed(claim, paper_ids))
+        .values(
+            attempts=PaperFetch.attempts + (1 if count_attempt else 0),
+            next_attempt_at=next_attempt_at,
+            error=None if error is None else error[:500],
+            lease_until=None,
+            claim_token=None,
+        ),
+        execution_options={"synchronize_session": False},
+    )
+
+
+def paper_fetches_for(session: Session, paper_ids: Iterable[str]) -> dict[str, PaperFetch]:
+    """The fetch rows of these papers (pending or missing), by paper id."""
+    wanted = list(dict.fromkeys(paper_ids))
+    found: dict[str, PaperFetch] = {}
+    for start in range(0, len(wanted), _FETCH_IDS_PER_QUERY):
+        chunk = wanted[start : start + _FETCH_IDS_PER_QUERY]
+        for row in session.scalars(select(PaperFetch).where(PaperFetch.paper_id.in_(chunk))):
+            found[row.paper_id] = row
+    return found
+
+
+def paper_fetch_counts(session: Session) -> dict[str, int]:
+    """How many liked papers wait to be fetched ("pending") and arXiv has not ("missing")."""
+    rows = session.execute(select(PaperFetch.state, func.count()).group_by(PaperFetch.state))
+    counts = {FETCH_PENDING: 0, FETCH_MISSING: 0}
+    counts.update({state: count for state, count in rows})
+    return counts
 
 
 def _counts_for_latest(key: Any, kind: Any, latest: int) -> Any:

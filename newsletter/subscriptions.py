@@ -9,7 +9,7 @@ storage.record_send_outcome(), in one statement per delivery.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,9 +22,15 @@ from newsletter import storage
 from newsletter.config import Settings
 from newsletter.editions import DAILY, FREQUENCIES
 from newsletter.models import ACTIVE, BOUNCING, PAUSED, PENDING, UNSUBSCRIBED, Subscriber
+from newsletter.paper import written_arxiv_id
 from newsletter.tokens import new_link_key
 
-MAX_KEYWORDS_CHARS = 5000
+MAX_KEYWORDS_CHARS = 5000  # the keyword entries of a profile
+MAX_LIKES = 200  # liked papers (newsletter.profile.MAX_LIKES)
+# A profile as stored: its keywords and up to MAX_LIKES `like:` entries, each written short
+# (like:2401.12345) by the forms, or as an address (like:https://arxiv.org/abs/...) by hand.
+MAX_LIKE_ENTRY_CHARS = 50
+MAX_PROFILE_CHARS = MAX_KEYWORDS_CHARS + MAX_LIKES * MAX_LIKE_ENTRY_CHARS
 
 
 class SubscriptionError(ValueError):
@@ -69,16 +75,21 @@ def validate_preferences(
     email: str | None = None,
     frequency: str = DAILY,
     send_weekday: int | str = 0,
+    liked_papers: str | None = None,
+    liked_ids: Sequence[str] = (),
 ) -> Preferences:
     """Check everything a subscriber chooses; the checked values, or every problem at once.
 
-    Hours, sizes and weekdays may come as typed text (a form) or as numbers (the CLI). Raises
-    SubscriptionError naming the first field at fault, with `errors` for all of them.
+    Hours, sizes and weekdays may come as typed text (a form) or as numbers (the CLI). A form
+    gives the papers the reader likes apart from the keywords: `liked_papers` as typed (ids
+    or addresses, one a line or comma-separated) and `liked_ids` read from an upload; they
+    become the profile's `like:` entries. Raises SubscriptionError naming the first field at
+    fault, with `errors` for all of them.
     """
     return _checked(
         {
             "email": lambda: None if email is None else normalize_email(email),
-            "keywords": lambda: validate_keywords(keywords),
+            "keywords": lambda: _profile_text(keywords, liked_papers, liked_ids),
             "send_hour": lambda: _send_hour(send_hour),
             "timezone": lambda: _timezone(timezone),
             "digest_size": lambda: _digest_size(digest_size),
@@ -133,10 +144,84 @@ def _keywords_text(text: str) -> str:
     text = text.strip()
     if not text:
         raise SubscriptionError("keywords", "Enter at least one keyword.")
-    if len(text) > MAX_KEYWORDS_CHARS:
+    # The liked papers have a budget of their own: the keywords' limit is the keywords'.
+    keywords = text if len(text) <= MAX_KEYWORDS_CHARS else _split_likes(text)[0]
+    if len(keywords) > MAX_KEYWORDS_CHARS:
         message = f"Keep your keywords under {MAX_KEYWORDS_CHARS:,} characters."
         raise SubscriptionError("keywords", message)
+    if len(text) > MAX_PROFILE_CHARS:
+        message = f"Keep your profile under {MAX_PROFILE_CHARS:,} characters."
+        raise SubscriptionError("keywords", message)
     return text
+
+
+# Liked papers: a box of ids or addresses, an upload's ids -------------------------------------
+
+
+def _split_likes(text: str) -> tuple[str, tuple[str, ...]]:
+    from newsletter import profile
+
+    return profile.split_likes(text)
+
+
+def liked_papers_of(keywords: str) -> tuple[str, tuple[str, ...]]:
+    """A stored profile as a form shows it: the keyword entries, and the liked papers' ids."""
+    return _split_likes(keywords)
+
+
+def validate_liked_papers(text: str) -> list[str]:
+    """The versionless arXiv ids typed in the liked-papers box (ids or arxiv.org addresses,
+    one a line or comma-separated, `like:` allowed), repeats merged; says which line is bad."""
+    ids: dict[str, None] = {}
+    bad: list[int] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        for piece in line.split(","):
+            written = piece.strip()
+            if written.lower().startswith("like:"):
+                written = written[5:].strip()
+            if not written:
+                continue
+            paper = written_arxiv_id(written.strip('"'))
+            if paper is None:
+                bad.append(number)
+            else:
+                ids[paper] = None
+    if bad:
+        lines = sorted(set(bad))
+        where = f"Line {lines[0]}" if len(lines) == 1 else "Lines " + ", ".join(map(str, lines[:5]))
+        raise SubscriptionError(
+            "liked_papers",
+            f"{where}: not an arXiv id or address. Write one paper a line, like 2401.12345 "
+            "or https://arxiv.org/abs/2401.12345.",
+        )
+    return list(ids)
+
+
+def _profile_text(keywords: str, liked_papers: str | None, liked_ids: Sequence[str]) -> str:
+    if liked_papers is None and not liked_ids:
+        return validate_keywords(keywords)
+    return _with_likes(keywords, liked_papers or "", liked_ids)
+
+
+def _with_likes(keywords: str, liked_papers: str, liked_ids: Sequence[str]) -> str:
+    """The profile text of a form: its keywords, then one `like:` entry per liked paper."""
+    typed = validate_liked_papers(liked_papers)
+    kept, in_keywords = _split_likes(keywords)
+    likes = list(dict.fromkeys([*in_keywords, *typed, *liked_ids]))
+    if len(likes) > MAX_LIKES:
+        raise SubscriptionError(
+            "liked_papers",
+            f"That makes {len(likes)} papers you like: keep to {MAX_LIKES} (remove some, or "
+            "upload a smaller collection).",
+        )
+    if not keywords.strip() and not likes:
+        raise SubscriptionError("keywords", "Enter at least one keyword or a paper you like.")
+    if not likes:
+        return validate_keywords(keywords)
+    # The keywords come first, as typed, so that an error in them points where it was typed.
+    base = kept if in_keywords else keywords.strip()
+    liked = ", ".join(f"like:{paper}" for paper in likes)
+    return validate_keywords(f"{base}\n{liked}" if base else liked)
 
 
 def _timezone(name: str) -> str:
@@ -375,7 +460,19 @@ def confirm(session: Session, subscriber: Subscriber, now: datetime) -> None:
         subscriber.confirmed_at = now
         subscriber.unsubscribed_at = None
         subscriber.hard_failures = 0
+    queue_liked_papers(session, subscriber, now)
     session.flush()
+
+
+def queue_liked_papers(session: Session, subscriber: Subscriber, now: datetime) -> int:
+    """Queue for fetching the papers the subscriber likes that the database lacks.
+
+    In the transaction that changes the profile, so no restart loses them; the fetch itself
+    runs in the background (newsletter.likes.fetching). Nothing is fetched for a sign-up
+    until its owner confirms it. Returns how many were queued.
+    """
+    _keywords, likes = _split_likes(subscriber.keywords or "")
+    return storage.queue_paper_fetches(session, likes, now) if likes else 0
 
 
 def _apply_pending_preferences(subscriber: Subscriber) -> None:
@@ -403,10 +500,17 @@ def _set_preferences(subscriber: Subscriber, preferences: Preferences) -> None:
 # The subscriber's own changes, and the operator's -------------------------------------------
 
 
-def update_preferences(session: Session, subscriber: Subscriber, preferences: Preferences) -> None:
+def update_preferences(
+    session: Session,
+    subscriber: Subscriber,
+    preferences: Preferences,
+    now: datetime | None = None,
+) -> None:
     """Save what the subscriber chose on the manage page (the address stays as it is)."""
     _set_preferences(subscriber, preferences)
     subscriber.show_trending = preferences.show_trending
+    if subscriber.state != PENDING:  # a pending profile is fetched for once confirmed
+        queue_liked_papers(session, subscriber, now or storage.utcnow())
     session.flush()
 
 
@@ -520,6 +624,8 @@ def import_subscriber(
     subscriber.keywords, subscriber.timezone = keywords, timezone
     subscriber.send_hour, subscriber.digest_size = send_hour, size
     subscriber.pending_preferences = None
+    if state != UNSUBSCRIBED:
+        queue_liked_papers(session, subscriber, now)
     if subscriber.state == state:  # importing the same list again changes nothing more
         session.flush()
         return subscriber

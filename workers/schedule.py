@@ -18,6 +18,7 @@ TASKS = {
     "expire_pending": ("workers.tasks.expire_pending", "plan"),
     "confirmations": ("workers.tasks.sweep_confirmations", "plan"),
     "bounces": ("workers.tasks.fetch_bounces", "plan"),
+    "likes": ("workers.tasks.fetch_liked_papers", "collect"),
 }
 
 

@@ -242,3 +242,14 @@ def sweep_confirmations() -> dict[str, int]:
     for request_id in ids:
         send_confirmation.apply_async(args=(request_id,))
     return {"queued": len(ids)}
+
+
+# Liked papers (kept apart from the planning and delivery tasks above) ------------------------
+
+
+@app.task(**RETRYING)
+def fetch_liked_papers() -> dict[str, int]:
+    """Fetch from arXiv the liked papers the database lacks (one pass; claims keep two apart)."""
+    from newsletter.likes.fetching import fetch_liked_papers as fetch
+
+    return fetch(database(), worker_settings()).as_dict()

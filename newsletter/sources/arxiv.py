@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import date
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -204,6 +205,12 @@ def parse_atom(raw: bytes) -> ParseResult:
 
 
 def _parse_atom_page(raw: bytes) -> tuple[ParseResult, int | None]:
+    entries, total = _atom_feed(raw)
+    return _entries(entries, _atom_entry, "entry"), total
+
+
+def _atom_feed(raw: bytes) -> tuple[list[Any], int | None]:
+    """The entries of an Atom API feed and the results it counts; arXiv's errors raised."""
     root = _load_xml(raw)
     if root.tag != f"{ATOM}feed":
         raise SourceError(
@@ -211,8 +218,7 @@ def _parse_atom_page(raw: bytes) -> tuple[ParseResult, int | None]:
         )
     entries = root.findall(f"{ATOM}entry")
     _raise_api_error(entries)
-    total = count(_child_text(root, f"{OPENSEARCH}totalResults"))
-    return _entries(entries, _atom_entry, "entry"), total
+    return entries, count(_child_text(root, f"{OPENSEARCH}totalResults"))
 
 
 def _raise_api_error(entries: list[Any]) -> None:
@@ -348,3 +354,90 @@ def _api_error(exc: HTTPStatusError) -> SourceError:
         if error.message.startswith("arXiv API error"):
             return error
     return exc
+
+
+# Papers by id (a reader's liked papers) ------------------------------------------------------
+ID_LIST_BATCH = 50  # ids per id_list request: a short URL, and one page of answers
+_BAD_ID = "#incorrect_id_format_for_"
+
+
+@dataclass
+class IdListResult:
+    """What arXiv answered for a list of ids: their papers, and the ids it has no paper for.
+
+    `unusable` ids came back in entries that could not be read: neither stored nor missing.
+    """
+
+    papers: list[Paper]
+    missing: list[str] = field(default_factory=list)
+    unusable: list[str] = field(default_factory=list)
+
+
+class IdsRefused(SourceError):
+    """arXiv refused the request for its ids (HTTP 400); `ids` are those it named as bad."""
+
+    def __init__(self, message: str, ids: Sequence[str]) -> None:
+        super().__init__(SOURCE, message)
+        self.ids = list(ids)
+
+
+def parse_id_list(raw: bytes, ids: Sequence[str]) -> IdListResult:
+    """The answer to an id_list query for `ids` (versionless).
+
+    arXiv leaves an id it has no paper for out of the feed (older versions answered an entry
+    with no id for it): such an id is `missing`. A feed with no entry at all that still counts
+    results is the API's known short page, not an answer: SourceError, to ask again.
+    """
+    entries, total = _atom_feed(raw)
+    if not entries and total:
+        raise SourceError(SOURCE, f"an empty page for {len(ids)} ids of {total} results")
+    papers: list[Paper] = []
+    unusable: list[str] = []
+    for entry in entries:
+        entry_id = arxiv_id(_child_text(entry, f"{ATOM}id").partition("/abs/")[2])
+        if entry_id is None:
+            continue  # the old API's empty entry for an id it does not know
+        try:
+            papers.append(_atom_entry(entry))
+        except SourceError as exc:
+            log.warning("%s: entry %s unusable: %s", SOURCE, entry_id, exc.message)
+            unusable.append(entry_id)
+    answered = {paper.id for paper in papers} | set(unusable)
+    missing = [paper_id for paper_id in ids if paper_id not in answered]
+    return IdListResult(merge_papers(papers), missing, unusable)
+
+
+def fetch_ids(
+    client: SourceClient, ids: Sequence[str], settings: Settings | None = None
+) -> IdListResult:
+    """The papers of up to ID_LIST_BATCH versionless ids, in one request to the Atom API.
+
+    Raises IdsRefused when arXiv refuses the ids (naming the bad ones where it says), and
+    SourceError for anything else that went wrong (the client has retried what can pass).
+    """
+    settings = settings or client.settings
+    if not ids or len(ids) > ID_LIST_BATCH:
+        raise ValueError(f"ask for 1 to {ID_LIST_BATCH} ids at a time, not {len(ids)}")
+    params = {"id_list": ",".join(ids), "start": 0, "max_results": len(ids)}
+    try:
+        response = client.get(
+            settings.arxiv_api_url, params=params, source=SOURCE, conditional=False
+        )
+    except HTTPStatusError as exc:
+        if exc.status_code == 400:
+            raise IdsRefused(_api_error(exc).message, _refused_ids(exc.content, ids)) from exc
+        raise
+    return parse_id_list(response.content, ids)
+
+
+def _refused_ids(raw: bytes, ids: Sequence[str]) -> list[str]:
+    """The asked ids an error feed names (arXiv's entry id ends #incorrect_id_format_for_ID)."""
+    try:
+        root = _load_xml(raw)
+    except SourceError:
+        return []
+    named = {
+        _child_text(entry, f"{ATOM}id").partition(_BAD_ID)[2]
+        for entry in root.iterfind(f"{ATOM}entry")
+    }
+    return [paper_id for paper_id in ids if paper_id in named]

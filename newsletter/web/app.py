@@ -30,7 +30,11 @@ from newsletter.web.context import Web
 from newsletter.web.pages import STATIC_DIR, Pages
 from newsletter.web.papers import PreviewIndex
 from newsletter.web.ratelimit import make_rate_limiter
-from newsletter.web.security import BodySizeLimitMiddleware, SecurityHeadersMiddleware
+from newsletter.web.security import (
+    MAX_BODY_BYTES,
+    BodySizeLimitMiddleware,
+    SecurityHeadersMiddleware,
+)
 
 
 def create_app(
@@ -75,7 +79,13 @@ def create_app(
     admin.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)
-    # The last added is the outermost: even a 413 gets the security headers.
-    app.add_middleware(BodySizeLimitMiddleware, path_limits=webhooks.BODY_LIMITS)
+    # The last added is the outermost: even a 413 gets the security headers. The sign-up and
+    # settings forms may carry a reference-manager export.
+    with_upload = settings.likes_upload_bytes + MAX_BODY_BYTES
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        path_limits=webhooks.BODY_LIMITS,
+        upload_limits={"/": with_upload, "/manage/": with_upload},
+    )
     app.add_middleware(SecurityHeadersMiddleware, https=settings.base_url.startswith("https://"))
     return app

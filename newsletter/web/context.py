@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from newsletter import storage
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from newsletter.confirmations import ConfirmationQueue
 
 MAX_FORM_FIELDS = 32
+UPLOAD_FIELD = "liked_file"  # the one file a form may carry (newsletter.web.forms)
 
 
 @dataclass
@@ -54,8 +56,15 @@ def get_web(request: Request) -> Web:
 
 
 async def read_form(request: Request) -> FormData:
-    """FastAPI dependency: the submitted form (no file uploads, a few fields at most)."""
-    return await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+    """FastAPI dependency: the submitted form (a few fields at most, and at most one file:
+    the sign-up and settings forms' reference-manager export; the body limit bounds it).
+
+    A file under any other name is refused with 400, as any file was before the export."""
+    form = await request.form(max_files=1, max_fields=MAX_FORM_FIELDS)
+    for name, value in form.multi_items():
+        if isinstance(value, UploadFile) and name != UPLOAD_FIELD:
+            raise HTTPException(400, "This form takes no file.")
+    return form
 
 
 WebDep = Annotated[Web, Depends(get_web)]

@@ -15,6 +15,7 @@ from newsletter.models import Subscriber
 from newsletter.web.archive import archive_context
 from newsletter.web.context import FormDep, Web, WebDep, require_csrf
 from newsletter.web.forms import FormResult, parse_preferences, preference_values
+from newsletter.web.likes import liked_papers_context
 from newsletter.web.links import subscriber_for, token_for
 from newsletter.web.papers import Preview
 from newsletter.web.ratings import ratings_context
@@ -49,13 +50,22 @@ def save(
     form: FormDep,
 ) -> Response:
     """Save the settings; a mistake shows the form again with the message beside the field."""
-    result = parse_preferences(form)
+    result = parse_preferences(form, web.settings)
     with web.db.session() as session:
         subscriber = subscriber_for(session, web.settings, "manage", token)
         if result.preferences is None:
             context = _context(web, session, subscriber, token)
             return _page(request, web, context, result, status=422)
-        subscriptions.update_preferences(session, subscriber, result.preferences)
+        subscriptions.update_preferences(session, subscriber, result.preferences, web.clock())
+        if result.liked_export is not None:
+            # What the upload held is shown now: a redirect would lose the list of entries
+            # that are not arXiv papers. Saving the same form again changes nothing more.
+            context = {
+                **_context(web, session, subscriber, token),
+                "liked_export": result.liked_export,
+            }
+            form_now = FormResult(preference_values(subscriber))
+            return _page(request, web, context, form_now, notice=NOTICES["saved"])
     return _done(web, token, "saved")
 
 
@@ -98,6 +108,7 @@ def _context(web: Web, session: Session, subscriber: Subscriber, token: str) -> 
         "unsubscribe_url": web.pages.href(
             f"/unsubscribe/{token_for(web.settings, 'unsubscribe', subscriber)}"
         ),
+        **liked_papers_context(session, subscriber),
         **archive_context(web, session, subscriber),
         **ratings_context(web, session, subscriber, token),
     }

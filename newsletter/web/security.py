@@ -77,7 +77,10 @@ class SecurityHeadersMiddleware:
 class BodySizeLimitMiddleware:
     """Answers 413 to a body over `max_bytes`: at once by Content-Length, else while reading.
 
-    `path_limits` gives some exact paths another limit (a provider's webhook batch).
+    `path_limits` gives some exact paths another limit (a provider's webhook batch), and
+    `upload_limits` the multipart forms of exact paths or, ending in "/", of the paths under
+    them (the sign-up and settings pages, which take an export): any other body there keeps
+    the usual limit.
     """
 
     def __init__(
@@ -86,17 +89,30 @@ class BodySizeLimitMiddleware:
         *,
         max_bytes: int = MAX_BODY_BYTES,
         path_limits: Mapping[str, int] | None = None,
+        upload_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.path_limits = dict(path_limits or {})
+        self.upload_limits = dict(upload_limits or {})
+
+    def limit(self, path: str, content_type: bytes) -> int:
+        """The largest body accepted on `path` with this Content-Type."""
+        if path in self.path_limits:
+            return self.path_limits[path]
+        if content_type.lower().startswith(b"multipart/form-data"):
+            for where, limit in self.upload_limits.items():
+                if path == where or (where.endswith("/") and path.startswith(where)):
+                    return limit
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        max_bytes = self.path_limits.get(scope["path"], self.max_bytes)
-        length = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        max_bytes = self.limit(scope["path"], headers.get(b"content-type", b""))
+        length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > max_bytes):
             await _too_large(send)
             return

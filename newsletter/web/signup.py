@@ -53,7 +53,7 @@ def signup(request: Request, web: WebDep, form: FormDep) -> HTMLResponse:
     page nor its timing tells anybody who is subscribed. The stored settings of a known
     address do not change here: only its owner, by confirming, applies what was typed.
     """
-    result = parse_signup(form)
+    result = parse_signup(form, web.settings)
     if not result.ok:
         return _form(request, web, result, status=422)
     limit(
@@ -76,7 +76,8 @@ def signup(request: Request, web: WebDep, form: FormDep) -> HTMLResponse:
         request_id = subscriptions.sign_up(session, preferences, web.clock())
     if web.confirmations is not None:  # after the commit: the sender must find the row
         web.confirmations.wake(request_id)
-    return web.pages.render(request, "check_inbox.html", {"email": result.email})
+    context = {"email": result.email, "liked_export": result.liked_export}
+    return web.pages.render(request, "check_inbox.html", context)
 
 
 def _form(
@@ -91,5 +92,7 @@ def _form(
         "values": result.values,
         "errors": result.errors,
         "auto_timezone": auto_timezone,
+        "liked_fetching": [],  # nothing is fetched for a sign-up before it is confirmed
+        "liked_missing": [],
     }
     return web.pages.render(request, "signup.html", context, status=status)
