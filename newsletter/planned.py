@@ -19,6 +19,9 @@ class PlannedItem:
     matched: tuple[str, ...] = ()
     snippet_html: str = ""
     where: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The entries whose words matched only apart, as the ranker found them; None for rows
+    # planned before it said so (their labels are worked out from the paper's text).
+    apart: tuple[str, ...] | None = None
 
     @property
     def snippet_text(self) -> str:

@@ -74,6 +74,9 @@ class DigestItem:
     score: float | None = None
     # entry -> the fields it matched in ("title", "abstract", "keywords"); empty for old rows.
     where: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # The entries whose words the ranker found only apart; None for rows planned before it
+    # said so, whose labels are then worked out from the paper's text.
+    apart: Sequence[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -403,11 +406,15 @@ class EditionRenderer:
         """
         shown = []
         for label in item.matched:
-            key = (item.paper.id, label)
-            found = self._labels.get(key)
-            if found is None:
-                words = words_apart(label, lambda: self._fields(item.paper), self._analyzer)
-                found = self._labels[key] = " + ".join(words) if words else label
+            if item.apart is not None:  # the ranker said which: no text to read again
+                words = loose_words(label) if label in item.apart else ()
+                found = " + ".join(words) if words else label
+            else:  # a row planned before: the paper's terms, read once per edition
+                key = (item.paper.id, label)
+                found = self._labels.get(key)
+                if found is None:
+                    words = words_apart(label, lambda: self._fields(item.paper), self._analyzer)
+                    found = self._labels[key] = " + ".join(words) if words else label
             shown.append((found, ", ".join(item.where.get(label, ()))))
         return shown
 
@@ -607,6 +614,12 @@ def _points(score: float) -> str:
 _LOOSE_ENTRY = re.compile(r"[^\W_][\w'-]*(?:\s+[\w'-]+)+")
 
 
+def loose_words(label: str) -> tuple[str, ...]:
+    """The words of an entry label that is an unquoted multi-word entry; else ()."""
+    text = label.split("^", 1)[0].strip()
+    return tuple(text.split()) if _LOOSE_ENTRY.fullmatch(text) else ()
+
+
 def words_apart(
     label: str,
     fields: Sequence[Mapping[str, list[Token]]] | Callable[[], Sequence[Mapping[str, list[Token]]]],
@@ -619,7 +632,7 @@ def words_apart(
     paper does not have. Empty when the phrase is there, or the entry is not such an entry.
     """
     text = label.split("^", 1)[0].strip()
-    if not _LOOSE_ENTRY.fullmatch(text):
+    if not loose_words(label):
         return ()
     phrase = analyzer.query_terms(text)
     if len(phrase) < 2:

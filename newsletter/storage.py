@@ -429,6 +429,8 @@ def create_deliveries(session: Session, rows: Sequence[PlannedRow], now: datetim
                     "snippet_html": item.snippet_html,
                     # Where each entry matched, for the email to explain like the web page.
                     "where": item.where,  # tuples: JSON writes them as arrays
+                    # Written even when empty: a row without it predates the ranker saying so.
+                    **({} if item.apart is None else {"apart": item.apart}),
                 }
                 for item in row.items
             ],
@@ -487,7 +489,19 @@ def _planned_item(position: int, item: Any) -> PlannedItem:
     ):
         raise MalformedItems(f"item {position} ({paper_id}): where is not fields by entry")
     fields = {label: tuple(names) for label, names in where.items()}
-    return PlannedItem(paper_id, float(score), tuple(matched), snippet, fields)
+    apart = item.get("apart")  # None: planned before the ranker recorded it
+    if apart is not None and (
+        not isinstance(apart, list) or not all(isinstance(a, str) for a in apart)
+    ):
+        raise MalformedItems(f"item {position} ({paper_id}): apart is not a list of entries")
+    return PlannedItem(
+        paper_id,
+        float(score),
+        tuple(matched),
+        snippet,
+        fields,
+        None if apart is None else tuple(apart),
+    )
 
 
 # Delivering --------------------------------------------------------------------------------
