@@ -411,10 +411,11 @@ class EditionRenderer:
                 found = " + ".join(words) if words else label
             else:  # a row planned before: the paper's terms, read once per edition
                 key = (item.paper.id, label)
-                found = self._labels.get(key)
-                if found is None:
+                known = self._labels.get(key)
+                if known is None:
                     words = words_apart(label, lambda: self._fields(item.paper), self._analyzer)
-                    found = self._labels[key] = " + ".join(words) if words else label
+                    known = self._labels[key] = " + ".join(words) if words else label
+                found = known
             shown.append((found, ", ".join(item.where.get(label, ()))))
         return shown
 

@@ -482,7 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.batch} per SMTP connection, ledger on {db.engine.dialect.name}"
     )
     print(
-        f"ours  deliver(): claim, render, MIME, SMTP, mark: {sent / ours:8.0f} digests/s ({ours:.2f} s)"
+        f"ours  deliver(): claim, render, MIME, SMTP, mark: {sent / ours:8.0f} digests/s "
+        f"({ours:.2f} s)"
     )
     print(
         f"raw   smtplib, prebuilt, pipelined:               {count / raw:8.0f} messages/s "
