@@ -14,9 +14,8 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from newsletter.mail.addresses import envelope, needs_smtputf8
 from newsletter.mail.errors import PermanentSendError, SendError, TransientSendError
-from newsletter.mail.message import serialize
+from newsletter.mail.message import WireMessage, envelope_of, serialize
 from newsletter.mail.signing import DkimSigner
 
 DEFAULT_TIMEOUT = 30.0
@@ -148,14 +147,14 @@ class SMTPTransport:
         self._smtp = smtp
         self.connections += 1
 
-    def send(self, message: EmailMessage) -> str:
+    def send(self, message: EmailMessage | WireMessage) -> str:
         """Send one message; return the server's acceptance reply (e.g. "2.0.0 Ok: queued")."""
         if self._down is not None:
             # The server could not be reached again in this batch: fail fast, retry later.
             raise self._down
-        sender, recipient = envelope(message)
-        utf8 = needs_smtputf8(sender, recipient)
-        data = serialize(message, self.signer, utf8=utf8)
+        sender, recipient, utf8 = envelope_of(message)
+        data: bytes | None = None
+        eight_bit = False
         self._pace()
         for attempt in (1, 2):
             if self._smtp is None:
@@ -168,8 +167,15 @@ class SMTPTransport:
             if utf8 and not self._smtp.has_extn("smtputf8"):
                 # It can never go through this relay: fail it at once (no bounce, see stage).
                 raise PermanentSendError(None, NO_SMTPUTF8, stage="address")
+            if data is None:
+                # The text part unencoded where the relay takes 8bit: quoted-printable of a
+                # digest's text costs more than all of the SMTP exchange.
+                # Benchmark: tests/perf/bench_delivery.py, "MIME encoding".
+                offered = "8bitmime" in self._smtp.esmtp_features
+                eight_bit = isinstance(message, WireMessage) and message.eight_bit(offered)
+                data = serialize(message, self.signer, utf8=utf8, eight_bit=eight_bit)
             try:
-                return self._transaction(self._smtp, sender, recipient, data, utf8)
+                return self._transaction(self._smtp, sender, recipient, data, utf8, eight_bit)
             except _IdleDrop as drop:
                 self._discard()
                 if attempt == 2:
@@ -185,12 +191,18 @@ class SMTPTransport:
         raise AssertionError("unreachable")
 
     def _transaction(
-        self, smtp: smtplib.SMTP, sender: str, recipient: str, data: bytes, utf8: bool
+        self,
+        smtp: smtplib.SMTP,
+        sender: str,
+        recipient: str,
+        data: bytes,
+        utf8: bool,
+        eight_bit: bool = False,
     ) -> str:
         # RFC 6531: SMTPUTF8 on MAIL FROM, then the addresses travel as UTF-8. smtplib keeps
         # the encoding until RSET, so it is set for every transaction.
         smtp.command_encoding = "utf-8" if utf8 else "ascii"
-        options = " SMTPUTF8" if utf8 else ""
+        options = (" SMTPUTF8" if utf8 else "") + (" BODY=8BITMIME" if eight_bit else "")
         # With PIPELINING (RFC 2920) MAIL, RCPT and DATA go out in one write: two round trips
         # a message instead of four. Benchmark: tests/perf/bench_delivery.py, "ratio ours/raw".
         pipelined = "pipelining" in smtp.esmtp_features and _plain_address(sender, recipient)

@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from newsletter.config import Settings
+from newsletter.mail.message import WireMessage
 from newsletter.mail.outbox import OutboxTransport
 from newsletter.mail.signing import DkimSigner
 from newsletter.mail.smtp import SMTPTransport
@@ -24,7 +25,7 @@ class Transport(Protocol):
         traceback: TracebackType | None,
     ) -> None: ...
 
-    def send(self, message: EmailMessage) -> str | None:
+    def send(self, message: EmailMessage | WireMessage) -> str | None:
         """Hand one message over; raise TransientSendError or PermanentSendError."""
         ...
 

@@ -115,12 +115,12 @@ def _send_batch(
                 row = pending[0]
                 edition = editions[row.edition]
                 try:
-                    message = digests.message(row, edition.papers, edition.trending or [])
+                    message = digests.wire(row, edition.papers, edition.trending or [])
                     result = transport.send(message)
                 except Exception as exc:  # whatever went wrong, it went wrong for this row only
                     _record_failure(db, settings, row, exc, report)
                 else:
-                    mid, at = message["Message-ID"], storage.utcnow()
+                    mid, at = message.message_id, storage.utcnow()
                     if not storage.mark_sent(ledger, row.id, mid, at, row.claim_token):
                         claim.lost(row)
                     # Only a subscriber with failures on record needs the reset UPDATE.
