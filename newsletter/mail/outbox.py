@@ -24,6 +24,7 @@ class OutboxTransport:
     def __init__(self, directory: Path, *, signer: DkimSigner | None = None) -> None:
         self.directory = Path(directory)
         self.signer = signer
+        self._written: str | None = None
 
     def __enter__(self) -> Self:
         try:
@@ -52,6 +53,17 @@ class OutboxTransport:
         if not message_id:
             raise ValueError("an outbox message needs a Message-ID")
         return self.directory / (re.sub(r"[^A-Za-z0-9._@+-]", "_", message_id) + ".eml")
+
+    def start(self, message: EmailMessage | WireMessage) -> None:
+        """Write the message (as send() does); finish() returns its path."""
+        self._written = self.send(message)
+
+    def finish(self) -> str:
+        """The path of the message start() wrote."""
+        written, self._written = self._written, None
+        if written is None:
+            raise RuntimeError("no message was started")
+        return written
 
     def send(self, message: EmailMessage | WireMessage) -> str:
         """Write the message atomically and return its path (quoted-printable text, readable)."""

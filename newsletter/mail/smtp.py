@@ -84,6 +84,7 @@ class SMTPTransport:
         self._smtp: smtplib.SMTP | None = None
         self._down: TransientSendError | None = None
         self._next_send = 0.0
+        self._awaiting = False  # a message went out whose final reply is still to be read
 
     def __enter__(self) -> Self:
         self._connect()
@@ -149,6 +150,19 @@ class SMTPTransport:
 
     def send(self, message: EmailMessage | WireMessage) -> str:
         """Send one message; return the server's acceptance reply (e.g. "2.0.0 Ok: queued")."""
+        self.start(message)
+        return self.finish()
+
+    def start(self, message: EmailMessage | WireMessage) -> None:
+        """Send one message up to its last byte, without waiting for the relay's verdict.
+
+        finish() reads it: in between, the caller renders the next message while the relay
+        takes this one in (the relay's time and ours overlap instead of adding up). Raises
+        as send() does for whatever fails before the message's data went out.
+        """
+        # Benchmark: tests/perf/bench_delivery.py, "ratio ours/raw".
+        if self._awaiting:
+            raise RuntimeError("finish() the message in flight before starting another")
         if self._down is not None:
             # The server could not be reached again in this batch: fail fast, retry later.
             raise self._down
@@ -175,7 +189,8 @@ class SMTPTransport:
                 eight_bit = isinstance(message, WireMessage) and message.eight_bit(offered)
                 data = serialize(message, self.signer, utf8=utf8, eight_bit=eight_bit)
             try:
-                return self._transaction(self._smtp, sender, recipient, data, utf8, eight_bit)
+                self._transaction(self._smtp, sender, recipient, data, utf8, eight_bit)
+                return
             except _IdleDrop as drop:
                 self._discard()
                 if attempt == 2:
@@ -190,6 +205,27 @@ class SMTPTransport:
                 raise TransientSendError(None, problem, stage="mail") from exc
         raise AssertionError("unreachable")
 
+    def finish(self) -> str:
+        """The relay's reply to the message start() sent: its acceptance, or the error raised.
+
+        A refusal at the end of the data is permanent (5xx) or transient (4xx); a connection
+        lost while waiting is transient: the relay may or may not have taken the message.
+        """
+        if not self._awaiting or self._smtp is None:
+            raise RuntimeError("no message is waiting for the relay's reply")
+        self._awaiting = False
+        try:
+            accepted = self._smtp.getreply()
+            _check(accepted, (250,), "data")
+        except SendError as exc:
+            self._after_failure(exc.code)
+            raise
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self._discard()
+            lost = f"connection lost during data: {exc}"
+            raise TransientSendError(None, lost, stage="data") from exc
+        return accepted[1].decode("utf-8", "replace")
+
     def _transaction(
         self,
         smtp: smtplib.SMTP,
@@ -198,7 +234,8 @@ class SMTPTransport:
         data: bytes,
         utf8: bool,
         eight_bit: bool = False,
-    ) -> str:
+    ) -> None:
+        """Everything of one message but reading the final reply (see finish())."""
         # RFC 6531: SMTPUTF8 on MAIL FROM, then the addresses travel as UTF-8. smtplib keeps
         # the encoding until RSET, so it is set for every transaction.
         smtp.command_encoding = "utf-8" if utf8 else "ascii"
@@ -229,8 +266,6 @@ class SMTPTransport:
                 stage = "data"
                 _check(smtp.docmd("DATA"), (354,), stage)
             smtp.send(_dot_stuffed(data))
-            accepted = smtp.getreply()
-            _check(accepted, (250,), stage)
         except SendError as exc:
             self._after_failure(exc.code)
             raise
@@ -238,7 +273,7 @@ class SMTPTransport:
             self._discard()
             lost = f"connection lost during {stage}: {exc}"
             raise TransientSendError(None, lost, stage=stage) from exc
-        return accepted[1].decode("utf-8", "replace")
+        self._awaiting = True
 
     def _after_failure(self, code: int | None) -> None:
         # Clear the half-done transaction so the connection serves the next message.
@@ -252,6 +287,7 @@ class SMTPTransport:
 
     def _discard(self) -> None:
         smtp, self._smtp = self._smtp, None
+        self._awaiting = False
         _discard(smtp)
 
     def _pace(self) -> None:

@@ -29,6 +29,14 @@ class Transport(Protocol):
         """Hand one message over; raise TransientSendError or PermanentSendError."""
         ...
 
+    def start(self, message: EmailMessage | WireMessage) -> None:
+        """Hand one message over without waiting for the verdict; raise as send() does."""
+        ...
+
+    def finish(self) -> str | None:
+        """The verdict on the message start() handed over; raise as send() does."""
+        ...
+
 
 def open_transport(settings: Settings) -> SMTPTransport | OutboxTransport:
     """SMTP when NEWSLETTER_SMTP_URL is set, else .eml files in the outbox directory."""

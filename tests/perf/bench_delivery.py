@@ -3,8 +3,9 @@
 Needs Postfix's smtp-sink (`apt-get install -y postfix`). Figures of one run:
 
   ours   deliver(), as a worker runs it: the ledger's claim and lease, the render, the MIME
-         message, SMTP with PIPELINING, and the sent mark after each 250; on a SQLite ledger
-         (or --database-url) whose rows the real planner wrote for synthetic subscribers
+         message, SMTP with PIPELINING (the next digest rendered while the relay takes in the
+         last), and the sent mark after each 250; on a SQLite ledger (or --database-url) whose
+         rows the real planner wrote for synthetic subscribers
   raw    smtplib on the same sink: the same messages prebuilt (dot-stuffed ahead), the same
          batches over as many connections, pipelining as ours does (RFC 2920: MAIL, RCPT and
          DATA in one write, and each message's end with the next one's commands); the best of
@@ -208,24 +209,28 @@ def bench_ours(
 
 
 class Breakdown:
-    """Exclusive CPU seconds of instrumented functions (a function's time less its callees')."""
+    """Exclusive CPU and wall seconds of instrumented functions (less their callees')."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
-        self._inner: list[float] = []
+        self.wall: dict[str, float] = defaultdict(float)
+        self._inner: list[list[float]] = []
 
     def timing(self, part: str) -> Callable[[Any], Any]:
         def make(function: Any) -> Any:
             def timed(*args: Any, **kwargs: Any) -> Any:
-                started = time.process_time()
-                self._inner.append(0.0)
+                cpu, wall = time.process_time(), time.perf_counter()
+                self._inner.append([0.0, 0.0])
                 try:
                     return function(*args, **kwargs)
                 finally:
-                    spent = time.process_time() - started
-                    self.seconds[part] += spent - self._inner.pop()
+                    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                    inner_cpu, inner_wall = self._inner.pop()
+                    self.seconds[part] += cpu - inner_cpu
+                    self.wall[part] += wall - inner_wall
                     if self._inner:
-                        self._inner[-1] += spent
+                        self._inner[-1][0] += cpu
+                        self._inner[-1][1] += wall
 
             return timed
 
@@ -241,21 +246,23 @@ def instrumented() -> list[tuple[Any, str, str]]:
         (claims.Claim, "claim", "claim, lease, papers"),
         (claims.Claim, "keep", "claim, lease, papers"),
         (delivery, "load_editions", "claim, lease, papers"),
-        (digests.Digests, "message", "rendering"),
+        (digests.Digests, "wire", "rendering"),
+        (digests.Digests, "_rendered", "rendering"),
         (EditionRenderer, "render_digest", "rendering"),
         (digests, "link", "signed links"),
         (digests, "view_link", "signed links"),
         (digests.verp, "return_path", "signed links"),
-        (digests, "build_message", "MIME building"),
+        (digests, "wire_message", "MIME building"),
         (smtp, "serialize", "MIME encoding"),
-        (smtp.SMTPTransport, "send", "SMTP"),
+        (smtp.SMTPTransport, "start", "SMTP"),
+        (smtp.SMTPTransport, "finish", "SMTP"),
         (storage, "mark_sent", "sent mark"),
     ]
 
 
 def bench_breakdown(
     db: Database, settings: Settings, caches: Any, count: int
-) -> tuple[dict[str, float], float, list[bytes]]:
+) -> tuple[Breakdown, float, list[bytes]]:
     """Send the first `count` rows again, instrumented: CPU by part, total CPU, some messages."""
     with db.session() as session:
         ids = list(session.scalars(select(Delivery.id).where(Delivery.state == SENT).limit(count)))
@@ -286,7 +293,7 @@ def bench_breakdown(
         report = pipeline.deliver(db, settings, ids=ids, edition_caches=caches)
         cpu = time.process_time() - cpu
     assert report.sent == len(ids), report
-    return breakdown.seconds, cpu / len(ids), samples
+    return breakdown, cpu / len(ids), samples
 
 
 def contextlib_stack() -> Any:
@@ -513,14 +520,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def print_breakdown(parts: dict[str, float], per_message: float, count: int) -> None:
-    """Each part's CPU per message; the rest is the loop, logging and the instruments."""
+def print_breakdown(parts: Breakdown, per_message: float, count: int) -> None:
+    """Each part's CPU per message (and wall time); the rest is the loop, logs, instruments."""
     total = per_message * count
     print(f"sender CPU per message by part ({count} digests sent again, instrumented):")
-    rows = sorted(parts.items(), key=lambda kv: -kv[1])
-    rows.append(("the rest (loop, log, instruments)", total - sum(parts.values())))
+    rows = sorted(parts.seconds.items(), key=lambda kv: -kv[1])
+    rows.append(("the rest (loop, log, instruments)", total - sum(parts.seconds.values())))
     for part, seconds in rows:
-        print(f"  {part:34s} {1e6 * seconds / count:6.0f} µs  {100 * seconds / total:4.0f}%")
+        wall = parts.wall.get(part)
+        waited = f"  (wall {1e6 * wall / count:.0f} µs)" if wall is not None else ""
+        print(
+            f"  {part:34s} {1e6 * seconds / count:6.0f} µs  {100 * seconds / total:4.0f}%{waited}"
+        )
     print(f"  {'total':34s} {1e6 * per_message:6.0f} µs")
 
 
