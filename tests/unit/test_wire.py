@@ -127,3 +127,10 @@ def test_the_text_part_goes_unencoded_only_to_a_relay_that_offers_8bitmime():
         list_id="<digest.news.example.org>",
     )
     assert not long_line.eight_bit(offered=True)  # 1,200 octets: over SMTP's line limit
+
+
+def test_dot_stuffing_doubles_each_leading_dot_and_ends_the_data():
+    from newsletter.mail.smtp import _dot_stuffed
+
+    assert _dot_stuffed(b"a\r\nb\r\n") == b"a\r\nb\r\n.\r\n"
+    assert _dot_stuffed(b".a\r\n.\r\nb.c\r\n..d") == b"..a\r\n..\r\nb.c\r\n...d\r\n.\r\n"
