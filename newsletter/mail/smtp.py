@@ -221,9 +221,7 @@ class SMTPTransport:
             self._after_failure(exc.code)
             raise
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            self._discard()
-            lost = f"connection lost during data: {exc}"
-            raise TransientSendError(None, lost, stage="data") from exc
+            raise self._lost("data", exc) from exc
         return accepted[1].decode("utf-8", "replace")
 
     def _transaction(
@@ -270,10 +268,13 @@ class SMTPTransport:
             self._after_failure(exc.code)
             raise
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            self._discard()
-            lost = f"connection lost during {stage}: {exc}"
-            raise TransientSendError(None, lost, stage=stage) from exc
+            raise self._lost(stage, exc) from exc
         self._awaiting = True
+
+    def _lost(self, stage: str, exc: Exception) -> TransientSendError:
+        """The connection broke mid-message: drop it; whether the relay has it is unknown."""
+        self._discard()
+        return TransientSendError(None, f"connection lost during {stage}: {exc}", stage=stage)
 
     def _after_failure(self, code: int | None) -> None:
         # Clear the half-done transaction so the connection serves the next message.

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, TypeVar
 
 from newsletter import storage
 from newsletter.bounces import verp
@@ -22,6 +22,8 @@ from newsletter.pipeline.editions import EditionCaches
 from newsletter.planned import PlannedItem
 from newsletter.render import DigestItem, EditionRenderer, Email
 from newsletter.tokens import link, view_link
+
+_Message = TypeVar("_Message", EmailMessage, WireMessage)
 
 
 class RenderError(Exception):
@@ -62,20 +64,25 @@ class Digests:
         self, row: storage.ClaimedDelivery, papers: dict[str, Paper], trending: list[Paper]
     ) -> EmailMessage:
         """The digest of one ledger row; raises RenderError whatever went wrong."""
-        try:
-            email, headers = self._rendered(row, papers, trending)
-            return build_message(email, **headers)
-        except Exception as exc:
-            raise RenderError(f"cannot render the digest: {type(exc).__name__}: {exc}") from exc
+        return self._built(build_message, row, papers, trending)
 
     def wire(
         self, row: storage.ClaimedDelivery, papers: dict[str, Paper], trending: list[Paper]
     ) -> WireMessage:
         """The digest of one ledger row as the bytes a transport sends (see WireMessage)."""
         # Benchmark: tests/perf/bench_delivery.py, "MIME building".
+        return self._built(wire_message, row, papers, trending)
+
+    def _built(
+        self,
+        build: Callable[..., _Message],
+        row: storage.ClaimedDelivery,
+        papers: dict[str, Paper],
+        trending: list[Paper],
+    ) -> _Message:
         try:
             email, headers = self._rendered(row, papers, trending)
-            return wire_message(email, **headers)
+            return build(email, **headers)
         except Exception as exc:
             raise RenderError(f"cannot render the digest: {type(exc).__name__}: {exc}") from exc
 

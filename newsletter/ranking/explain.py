@@ -89,21 +89,24 @@ class _Apart:
         self.slot.__set__(obj, value)
 
 
+_MATCH_SLOTS = (
+    "paper_id",
+    "score",
+    "matched",
+    "where",
+    "_snippet_html",
+    "_snippet_text",
+    "_apart",
+)
+
+
 @dataclass(frozen=True)
 class Match:
     """One paper chosen for a profile, with why: the entries that matched and where."""
 
     # Slots keep a million matches small; the snippets live in private slots behind _Snippet.
     # Benchmark: tests/perf/bench_ranking.py, "peak RSS" after rank_many (target <= 1024 MiB).
-    __slots__ = (
-        "paper_id",
-        "score",
-        "matched",
-        "where",
-        "_snippet_html",
-        "_snippet_text",
-        "_apart",
-    )
+    __slots__ = _MATCH_SLOTS
 
     paper_id: str
     score: float  # 0-100
@@ -136,18 +139,7 @@ _MATCH_FIELDS = (
 )
 # A Match built by hand (_Explainer.matches). Benchmark: tests/perf/bench_ranking.py, "rank_many".
 _NEW = object.__new__
-_SET_SLOTS = tuple(
-    getattr(Match, name).__set__
-    for name in (
-        "paper_id",
-        "score",
-        "matched",
-        "where",
-        "_snippet_html",
-        "_snippet_text",
-        "_apart",
-    )
-)
+_SET_SLOTS = tuple(getattr(Match, name).__set__ for name in _MATCH_SLOTS)
 
 
 class _LazySnippet:
