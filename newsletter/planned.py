@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 
 from newsletter.ranking import snippet_text
 
@@ -19,11 +20,19 @@ class PlannedItem:
     matched: tuple[str, ...] = ()
     snippet_html: str = ""
     where: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The entries whose words matched only apart, as the ranker found them; None for rows
+    # planned before it said so (their labels are worked out from the paper's text).
+    apart: tuple[str, ...] | None = None
 
     @property
     def snippet_text(self) -> str:
         """The plain-text excerpt, derived from the HTML one (only the HTML is stored)."""
-        return snippet_text(self.snippet_html)
+        return _snippet_text(self.snippet_html)
+
+
+# Subscribers share excerpts (one per paper and matched entries): each is unescaped once, not
+# once per digest. Benchmark: tests/perf/bench_delivery.py, "rendering".
+_snippet_text = lru_cache(maxsize=65_536)(snippet_text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,6 +74,9 @@ class DigestItem:
     score: float | None = None
     # entry -> the fields it matched in ("title", "abstract", "keywords"); empty for old rows.
     where: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # The entries whose words the ranker found only apart; None for rows planned before it
+    # said so, whose labels are then worked out from the paper's text.
+    apart: Sequence[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,15 @@ class EditionRenderer:
         self._wraps: dict[str, str] = {}
         self._subject = self.env.get_template("email/digest/subject.txt")
         self._labels: dict[tuple[str, str], str] = {}  # (paper id, entry) -> label shown
+        # What recurs across subscribers, made once (bounded, see _kept): a label with its
+        # fields, a score, a marked snippet, a "Matched:" line, a trending section, a subject.
+        # Benchmark: tests/perf/bench_delivery.py, "rendering".
+        self._label_html: dict[tuple[str, str], str] = {}
+        self._score_html: dict[float, str] = {}
+        self._snippets: dict[str, str] = {}
+        self._matched_lines: dict[tuple[float | None, tuple[tuple[str, str], ...]], str] = {}
+        self._trendings: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._subjects: dict[tuple[str, int], str] = {}
         # Corpus-free: the rules that make two profiles equal (case, stems, acronyms).
         self._analyzer = Analyzer()
         self._postings: dict[str, list[dict[str, list[Token]]]] = {}
@@ -405,11 +417,16 @@ class EditionRenderer:
         """
         shown = []
         for label in item.matched:
-            key = (item.paper.id, label)
-            found = self._labels.get(key)
-            if found is None:
-                words = words_apart(label, lambda: self._fields(item.paper), self._analyzer)
-                found = self._labels[key] = " + ".join(words) if words else label
+            if item.apart is not None:  # the ranker said which: no text to read again
+                words = loose_words(label) if label in item.apart else ()
+                found = " + ".join(words) if words else label
+            else:  # a row planned before: the paper's terms, read once per edition
+                key = (item.paper.id, label)
+                known = self._labels.get(key)
+                if known is None:
+                    words = words_apart(label, lambda: self._fields(item.paper), self._analyzer)
+                    known = self._labels[key] = " + ".join(words) if words else label
+                found = known
             shown.append((found, ", ".join(item.where.get(label, ()))))
         return shown
 
@@ -442,30 +459,42 @@ class EditionRenderer:
             parts = self._url_parts[name] = tuple(html.split(self._slot("url")))
         return str(html_ascii(escape(url))).join(parts)  # str: a Markup join escapes the parts
 
-    def _card_html(self, item: DigestItem, rate_url: str | None = None) -> str:
-        wrapper, score_tag, label, where_tag, mark = self._label_tags
+    def _card_html(
+        self, item: DigestItem, shown: Sequence[tuple[str, str]], rate_url: str | None = None
+    ) -> str:
+        """One card's HTML; `shown` is the item's explanation()."""
+        wrapper, score_tag, label_tag, where_tag, mark = self._label_tags
         labels = ""
         if item.matched or item.score is not None:
             score = ""
             if item.score is not None:
-                score = self._slot.fill(score_tag, {"score": _points(item.score)}) + "\n"
+                score = self._score_html.get(item.score, "")
+                if not score:
+                    score = self._slot.fill(score_tag, {"score": _points(item.score)}) + "\n"
+                    _kept(self._score_html)[item.score] = score
             # One label a line keeps lines short enough to send the HTML unencoded (7bit).
-            inner = "\n".join(
-                self._slot.fill(
-                    label,
-                    {
-                        "label": html_ascii(escape(text)),
-                        "where": self._slot.fill(where_tag, {"where": escape(f" in {where}")})
-                        if where
-                        else "",
-                    },
-                )
-                for text, where in self.explanation(item)
-            )
-            labels = self._slot.fill(wrapper, {"score": score, "labels": inner})
-        # The snippet is escaped HTML whose only tags are <mark>: give them their style.
-        snippet = item.snippet_html.replace("<mark>", mark) or escape(self.view(item.paper).summary)
-        snippet = html_ascii(snippet)
+            inner = []
+            for text, where in shown:
+                label = self._label_html.get((text, where))
+                if label is None:
+                    fields = escape(f" in {where}")
+                    label = self._slot.fill(
+                        label_tag,
+                        {
+                            "label": html_ascii(escape(text)),
+                            "where": self._slot.fill(where_tag, {"where": fields}) if where else "",
+                        },
+                    )
+                    _kept(self._label_html)[text, where] = label
+                inner.append(label)
+            labels = self._slot.fill(wrapper, {"score": score, "labels": "\n".join(inner)})
+        snippet = self._snippets.get(item.snippet_html)
+        if snippet is None:
+            # The snippet is escaped HTML whose only tags are <mark>: give them their style.
+            marked = item.snippet_html.replace("<mark>", mark)
+            snippet = html_ascii(marked or escape(self.view(item.paper).summary))
+            if item.snippet_html:  # an empty one stands for the paper's own summary
+                _kept(self._snippets)[item.snippet_html] = snippet
         return self._slot.fill(
             self._card("html", item.paper),
             {"labels": labels, "snippet": snippet, "rate": self._rate_links("html", rate_url)},
@@ -480,16 +509,25 @@ class EditionRenderer:
             found = self._wraps[snippet] = wrap(snippet, 69, "   ")
         return found
 
-    def _card_text(self, number: int, item: DigestItem, rate_url: str | None = None) -> str:
-        parts = []
-        if item.score is not None:
-            parts.append(_points(item.score))
-        if item.matched:
-            entries = [
-                f"{text} (in {where})" if where else text for text, where in self.explanation(item)
-            ]
-            parts.append("Matched: " + ", ".join(entries))
-        matched = "   " + wrap(" · ".join(parts), 69, "   ") + "\n" if parts else ""
+    def _card_text(
+        self,
+        number: int,
+        item: DigestItem,
+        shown: Sequence[tuple[str, str]],
+        rate_url: str | None = None,
+    ) -> str:
+        """One card's text; `shown` is the item's explanation()."""
+        key = (item.score, tuple(shown) if item.matched else ())
+        matched = self._matched_lines.get(key)
+        if matched is None:
+            parts = []
+            if item.score is not None:
+                parts.append(_points(item.score))
+            if item.matched:
+                entries = [f"{text} (in {where})" if where else text for text, where in shown]
+                parts.append("Matched: " + ", ".join(entries))
+            matched = "   " + wrap(" · ".join(parts), 69, "   ") + "\n" if parts else ""
+            _kept(self._matched_lines)[key] = matched
         snippet = self._wrapped(item.snippet_text or self.view(item.paper).summary)
         values = {"number": str(number), "matched": matched, "snippet": snippet}
         card = self._slot.fill(self._card("txt", item.paper), values)
@@ -498,9 +536,14 @@ class EditionRenderer:
     def _trending(self, kind: str, papers: Sequence[Paper]) -> str:
         if not papers:
             return ""
-        separator = "" if kind == "html" else "\n\n"
-        cards = "".join(separator + self._trending_card(kind, p) for p in papers)
-        return separator + "\n" + self._slot.fill(self._trending_section(kind), {"cards": cards})
+        key = (kind, tuple([p.id for p in papers]))
+        found = self._trendings.get(key)
+        if found is None:
+            separator = "" if kind == "html" else "\n\n"
+            cards = "".join(separator + self._trending_card(kind, p) for p in papers)
+            section = self._slot.fill(self._trending_section(kind), {"cards": cards})
+            found = _kept(self._trendings)[key] = separator + "\n" + section
+        return found
 
     def _view_link(self, kind: str, view_url: str | None) -> str:
         if not view_url:
@@ -558,16 +601,18 @@ class EditionRenderer:
             "trending_section": self._trending("html", trending),
             "view_link": self._view_link("html", view_url),
         }
-        cards = [self._card_html(item, rate) for item, rate in zip(items, rates, strict=True)]
+        shown = [self.explanation(item) for item in items]
+        cards = [
+            self._card_html(item, why, rate)
+            for item, why, rate in zip(items, shown, rates, strict=True)
+        ]
         html = self._slot.fill(layout, {**values, "cards": "".join(cards), "more": ""})
-        shown = len(cards)
+        fit = len(cards)
         if view_url and max_html_bytes is not None and len(html) > max_html_bytes:
             more = self._more("html", view_url, len(items))
             budget = max_html_bytes - (len(html) - sum(map(len, cards))) - len(more)
-            shown = _fitting(cards, budget)
-            html = self._slot.fill(
-                layout, {**values, "cards": "".join(cards[:shown]), "more": more}
-            )
+            fit = _fitting(cards, budget)
+            html = self._slot.fill(layout, {**values, "cards": "".join(cards[:fit]), "more": more})
         text = self._slot.fill(
             self._layout("txt", empty=not items),
             {
@@ -575,19 +620,35 @@ class EditionRenderer:
                 "preheader": "",
                 "keywords_text": wrap(keywords, 72, ""),
                 "cards": "".join(
-                    "\n\n" + self._card_text(n, item, rates[n - 1])
-                    for n, item in enumerate(items[:shown], 1)
+                    "\n\n" + self._card_text(n, item, why, rate)
+                    for n, (item, why, rate) in enumerate(
+                        zip(items[:fit], shown, rates, strict=False), 1
+                    )
                 ),
-                "more": self._more("txt", view_url, len(items)) if shown < len(items) else "",
+                "more": self._more("txt", view_url, len(items)) if fit < len(items) else "",
                 "trending_section": self._trending("txt", trending),
                 "view_link": self._view_link("txt", view_url),
             },
         )
-        subject = self._subject.render(**self._common, **subject_parts(self, items))
+        top = (self.view(items[0].paper).title, len(items)) if items else ("", 0)
+        subject = self._subjects.get(top)
+        if subject is None:
+            rendered = self._subject.render(**self._common, **subject_parts(self, items))
+            subject = _kept(self._subjects)[top] = _one_line(rendered)
         while "\n\n\n" in text:  # at most one blank line anywhere (faster than a regex)
             text = text.replace("\n\n\n", "\n\n")
         text = text.strip() + "\n"
-        return Email(subject=_one_line(subject), text=text, html=html)
+        return Email(subject=subject, text=text, html=html)
+
+
+_KEPT = 100_000  # entries a renderer cache holds before it starts again
+
+
+def _kept(cache: dict[Any, str]) -> dict[Any, str]:
+    """The cache, emptied first when full: one edition's recurring pieces stay far below."""
+    if len(cache) >= _KEPT:
+        cache.clear()
+    return cache
 
 
 def _fitting(cards: Sequence[str], budget: int) -> int:
@@ -632,6 +693,12 @@ def _points(score: float) -> str:
 _LOOSE_ENTRY = re.compile(r"[^\W_][\w'-]*(?:\s+[\w'-]+)+")
 
 
+def loose_words(label: str) -> tuple[str, ...]:
+    """The words of an entry label that is an unquoted multi-word entry; else ()."""
+    text = label.split("^", 1)[0].strip()
+    return tuple(text.split()) if _LOOSE_ENTRY.fullmatch(text) else ()
+
+
 def words_apart(
     label: str,
     fields: Sequence[Mapping[str, list[Token]]] | Callable[[], Sequence[Mapping[str, list[Token]]]],
@@ -644,7 +711,7 @@ def words_apart(
     paper does not have. Empty when the phrase is there, or the entry is not such an entry.
     """
     text = label.split("^", 1)[0].strip()
-    if not _LOOSE_ENTRY.fullmatch(text):
+    if not loose_words(label):
         return ()
     phrase = analyzer.query_terms(text)
     if len(phrase) < 2:

@@ -592,6 +592,8 @@ def create_deliveries(session: Session, rows: Sequence[PlannedRow], now: datetim
                     "snippet_html": item.snippet_html,
                     # Where each entry matched, for the email to explain like the web page.
                     "where": item.where,  # tuples: JSON writes them as arrays
+                    # Written even when empty: a row without it predates the ranker saying so.
+                    **({} if item.apart is None else {"apart": item.apart}),
                 }
                 for item in row.items
             ],
@@ -628,7 +630,18 @@ def planned_items(stored: Any) -> tuple[PlannedItem, ...]:
     return tuple(_planned_item(position, item) for position, item in enumerate(stored))
 
 
+_ONLY_STR = frozenset({str})
+
+
+def _strings(values: Any) -> bool:
+    """Whether `values` is a list of strings (JSON gives exact types; set(map(type)) runs in C)."""
+    return type(values) is list and set(map(type, values)) <= _ONLY_STR
+
+
 def _planned_item(position: int, item: Any) -> PlannedItem:
+    # Read once per item of every claimed row: checks that run in C, not a genexpr per value
+    # (which cost more than decoding the JSON). Benchmark: tests/perf/bench_delivery.py,
+    # "claim, lease, papers".
     if not isinstance(item, dict):
         raise MalformedItems(f"item {position} is a {type(item).__name__}, not an object")
     paper_id, score = item.get("id"), item.get("score")
@@ -637,20 +650,28 @@ def _planned_item(position: int, item: Any) -> PlannedItem:
         raise MalformedItems(f"item {position} has no paper id")
     if isinstance(score, bool) or not isinstance(score, (int, float)):
         raise MalformedItems(f"item {position} ({paper_id}) has no numeric score")
-    if not isinstance(matched, list) or not all(isinstance(m, str) for m in matched):
+    if not _strings(matched):
         raise MalformedItems(f"item {position} ({paper_id}): matched is not a list of terms")
     if not isinstance(snippet, str):
         raise MalformedItems(f"item {position} ({paper_id}): snippet_html is not text")
     where = item.get("where") or {}  # rows planned before the fields were kept have none
-    if not isinstance(where, dict) or not all(
-        isinstance(label, str)
-        and isinstance(fields, list)
-        and all(isinstance(f, str) for f in fields)
-        for label, fields in where.items()
+    if not (
+        isinstance(where, dict)
+        and set(map(type, where)) <= _ONLY_STR
+        and all(map(_strings, where.values()))
     ):
         raise MalformedItems(f"item {position} ({paper_id}): where is not fields by entry")
-    fields = {label: tuple(names) for label, names in where.items()}
-    return PlannedItem(paper_id, float(score), tuple(matched), snippet, fields)
+    apart = item.get("apart")  # None: planned before the ranker recorded it
+    if apart is not None and not _strings(apart):
+        raise MalformedItems(f"item {position} ({paper_id}): apart is not a list of entries")
+    return PlannedItem(
+        paper_id,
+        float(score),
+        tuple(matched),
+        snippet,
+        dict(zip(where, map(tuple, where.values()), strict=True)),
+        None if apart is None else tuple(apart),
+    )
 
 
 # Delivering --------------------------------------------------------------------------------

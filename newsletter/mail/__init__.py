@@ -7,7 +7,14 @@ it, transport.py picks one of them from the settings, errors.py says why a send 
 
 from newsletter.mail.addresses import ascii_domain, needs_smtputf8, sender_domain
 from newsletter.mail.errors import PermanentSendError, SendError, TransientSendError
-from newsletter.mail.message import build_message, message_id_for, serialize, unsubscribe_header
+from newsletter.mail.message import (
+    WireMessage,
+    build_message,
+    message_id_for,
+    serialize,
+    unsubscribe_header,
+    wire_message,
+)
 from newsletter.mail.outbox import OutboxTransport
 from newsletter.mail.signing import SIGNED_HEADERS, DkimSigner
 from newsletter.mail.smtp import NO_SMTPUTF8, SmtpConfig, SMTPTransport
@@ -24,6 +31,7 @@ __all__ = [
     "SmtpConfig",
     "Transport",
     "TransientSendError",
+    "WireMessage",
     "ascii_domain",
     "build_message",
     "message_id_for",
@@ -32,4 +40,5 @@ __all__ = [
     "sender_domain",
     "serialize",
     "unsubscribe_header",
+    "wire_message",
 ]

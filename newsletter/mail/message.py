@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import binascii
 import re
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.utils import format_datetime
 from io import BytesIO
 
-from newsletter.mail.addresses import address_of, ascii_domain
+from newsletter.mail.addresses import address_of, ascii_domain, envelope, needs_smtputf8
 from newsletter.mail.policy import POLICY, UTF8_POLICY
 from newsletter.mail.signing import DkimSigner
 from newsletter.render import Email
@@ -71,11 +72,8 @@ def _html_part(html: str) -> EmailMessage:
     is too long for SMTP or the text contains the boundary.
     """
     # Benchmark: tests/perf/bench_delivery.py, "sender CPU per message".
-    ascii_html = html.replace("\r\n", "\n") if "\r" in html else html
-    if not ascii_html.isascii():
-        ascii_html = ascii_html.encode("ascii", "xmlcharrefreplace").decode("ascii")
-    too_long = max(map(len, ascii_html.split("\n"))) > MAX_7BIT_LINE
-    if too_long or BOUNDARY in ascii_html or "\r" in ascii_html:
+    ascii_html = _ascii_html(html)
+    if ascii_html is None:
         return _text_part(html, "html")
     part = EmailMessage(policy=POLICY)  # a part; EmailMessage only to please attach()
     part["Content-Type"] = _PART_TYPES["html"]
@@ -113,25 +111,178 @@ def build_message(
     """
     message = DigestMessage(policy=POLICY)
     message.envelope_sender = envelope_sender
-    message["Message-ID"] = message_id
-    message["Date"] = format_datetime(date or datetime.now(UTC))
-    message["From"] = sender
-    message["To"] = _ascii_recipient(recipient)
-    message["Subject"] = email.subject
-    if bulk:
-        if not unsubscribe_url or not list_id:
-            raise ValueError("a bulk message needs unsubscribe_url and list_id")
-        message["List-Id"] = list_id
-        message["List-Unsubscribe"] = unsubscribe_header(unsubscribe_url, unsubscribe_mailto)
-        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        message["Precedence"] = "bulk"
-    message["Auto-Submitted"] = "auto-generated"
+    for name, value in _headers(
+        email,
+        sender,
+        recipient,
+        message_id,
+        unsubscribe_url,
+        unsubscribe_mailto,
+        list_id,
+        date,
+        bulk,
+    ):
+        message[name] = value
     message["MIME-Version"] = _HEADERS["MIME-Version"]
     message["Content-Type"] = _HEADERS["Content-Type"]
     # Called on the base class: the parts are plain EmailMessages, not DigestMessages.
     EmailMessage.attach(message, _text_part(email.text, "plain"))
     EmailMessage.attach(message, _html_part(email.html))
     return message
+
+
+def _headers(
+    email: Email,
+    sender: str,
+    recipient: str,
+    message_id: str,
+    unsubscribe_url: str | None,
+    unsubscribe_mailto: str | None,
+    list_id: str | None,
+    date: datetime | None,
+    bulk: bool,
+) -> list[tuple[str, str]]:
+    """A message's headers before its MIME ones, in order, as build_message() sets them."""
+    headers = [
+        ("Message-ID", message_id),
+        ("Date", format_datetime(date or datetime.now(UTC))),
+        ("From", sender),
+        ("To", _ascii_recipient(recipient)),
+        ("Subject", email.subject),
+    ]
+    if bulk:
+        if not unsubscribe_url or not list_id:
+            raise ValueError("a bulk message needs unsubscribe_url and list_id")
+        headers += [
+            ("List-Id", list_id),
+            ("List-Unsubscribe", unsubscribe_header(unsubscribe_url, unsubscribe_mailto)),
+            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+            ("Precedence", "bulk"),
+        ]
+    headers.append(("Auto-Submitted", "auto-generated"))
+    return headers
+
+
+@dataclass(frozen=True, slots=True)
+class WireMessage:
+    """A digest as it goes on the wire: envelope, headers and the two parts' text, no objects.
+
+    `data()` writes what serialize(build_message(...)) writes, without the email package's
+    message objects and generator, which cost more than rendering the digest; a relay that
+    offers 8BITMIME (RFC 6152) gets the text part unencoded instead of quoted-printable.
+    """
+
+    # Benchmark: tests/perf/bench_delivery.py, "MIME building" and "MIME encoding".
+
+    message_id: str
+    sender: str  # MAIL FROM, its domain in IDNA form (a VERP address when bounces are on)
+    recipient: str  # RCPT TO, likewise
+    headers: tuple[tuple[str, str], ...]  # before the MIME ones
+    text: str
+    html: str
+
+    @property
+    def smtputf8(self) -> bool:
+        """Whether the envelope needs SMTPUTF8 (and the headers are written as UTF-8)."""
+        return needs_smtputf8(self.sender, self.recipient)
+
+    def eight_bit(self, offered: bool) -> bool:
+        """Whether the text part goes unencoded as 8bit: only if the relay offers 8BITMIME."""
+        return offered and not self.text.isascii() and _fits_8bit(self.text)
+
+    def data(self, *, eight_bit: bool = False) -> bytes:
+        """The bytes of the message, CRLF line ends; the text part as 8bit with `eight_bit`."""
+        policy = UTF8_POLICY if self.smtputf8 else POLICY
+        head = [policy.fold_binary(*POLICY.header_store_parse(n, v)) for n, v in self.headers]
+        text = self.text.replace("\r\n", "\n") if "\r" in self.text else self.text
+        if eight_bit:
+            text_part = _EIGHT_BIT_TEXT + text.encode("utf-8").replace(b"\n", b"\r\n")
+        else:
+            qp = binascii.b2a_qp(text.encode("utf-8"), istext=True)
+            text_part = _QP_TEXT + qp.replace(b"\n", b"\r\n")
+        html = _ascii_html(self.html)
+        if html is None:  # too long a line, or the boundary: quoted-printable, as _html_part
+            qp = binascii.b2a_qp(self.html.replace("\r\n", "\n").encode("utf-8"), istext=True)
+            html_part = _QP_HTML + qp.replace(b"\n", b"\r\n")
+        else:
+            html_part = _SEVEN_BIT_HTML + html.encode("ascii").replace(b"\n", b"\r\n")
+        return b"".join((*head, _MULTIPART, text_part, _NEXT_PART, html_part, _LAST_PART))
+
+
+def _fits_8bit(text: str) -> bool:
+    # RFC 5322: at most 998 octets a line; a bare CR has no place in 8bit text either.
+    return "\r" not in text and max(map(len, text.encode("utf-8").split(b"\n"))) <= MAX_7BIT_LINE
+
+
+def _ascii_html(html: str) -> str | None:
+    """The HTML as _html_part sends it unencoded, or None when it must be quoted-printable."""
+    ascii_html = html.replace("\r\n", "\n") if "\r" in html else html
+    if not ascii_html.isascii():
+        ascii_html = ascii_html.encode("ascii", "xmlcharrefreplace").decode("ascii")
+    too_long = max(map(len, ascii_html.split("\n"))) > MAX_7BIT_LINE
+    if too_long or BOUNDARY in ascii_html or "\r" in ascii_html:
+        return None
+    return ascii_html
+
+
+_MULTIPART = (
+    "MIME-Version: 1.0\r\n"
+    f'Content-Type: multipart/alternative; boundary="{BOUNDARY}"\r\n'
+    f"\r\n--{BOUNDARY}\r\n"
+).encode("ascii")
+_NEXT_PART = f"\r\n--{BOUNDARY}\r\n".encode("ascii")
+_LAST_PART = f"\r\n--{BOUNDARY}--\r\n".encode("ascii")
+
+
+def _part_head(subtype: str, encoding: str) -> bytes:
+    return (
+        f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+        f"Content-Transfer-Encoding: {encoding}\r\n\r\n"
+    ).encode("ascii")
+
+
+_QP_TEXT = _part_head("plain", "quoted-printable")
+_EIGHT_BIT_TEXT = _part_head("plain", "8bit")
+_QP_HTML = _part_head("html", "quoted-printable")
+_SEVEN_BIT_HTML = _part_head("html", "7bit")
+
+
+def wire_message(
+    email: Email,
+    *,
+    sender: str,
+    recipient: str,
+    message_id: str,
+    unsubscribe_url: str,
+    unsubscribe_mailto: str | None = None,
+    list_id: str,
+    date: datetime | None = None,
+    envelope_sender: str | None = None,
+) -> WireMessage:
+    """A bulk message as build_message() makes it, ready for the wire (see WireMessage)."""
+    headers = _headers(
+        email,
+        sender,
+        recipient,
+        message_id,
+        unsubscribe_url,
+        unsubscribe_mailto,
+        list_id,
+        date,
+        True,
+    )
+    mail_from = address_of(envelope_sender or sender)
+    rcpt_to = address_of(headers[3][1])
+    if not mail_from or not rcpt_to:
+        raise ValueError("a message needs From and To addresses")
+    return WireMessage(
+        message_id,
+        ascii_domain(mail_from),
+        ascii_domain(rcpt_to),
+        tuple(headers),
+        email.text,
+        email.html,
+    )
 
 
 def _ascii_recipient(recipient: str) -> str:
@@ -156,13 +307,30 @@ _NEWLINE = re.compile(r"\r\n|\r|\n")  # what the stock generator splits lines on
 
 
 def serialize(
-    message: EmailMessage, signer: DkimSigner | None = None, *, utf8: bool = False
+    message: EmailMessage | WireMessage,
+    signer: DkimSigner | None = None,
+    *,
+    utf8: bool = False,
+    eight_bit: bool = False,
 ) -> bytes:
     """The bytes put on the wire: CRLF line ends, DKIM-signed when a signer is given.
 
-    With `utf8` (a message sent by SMTPUTF8) non-ASCII addresses are written as UTF-8.
+    With `utf8` (a message sent by SMTPUTF8) non-ASCII addresses are written as UTF-8; a
+    WireMessage knows that itself, and with `eight_bit` writes its text part as 8bit.
     """
-    buffer = BytesIO()
-    _Generator(buffer, mangle_from_=False, policy=UTF8_POLICY if utf8 else POLICY).flatten(message)
-    data = buffer.getvalue()
+    if isinstance(message, WireMessage):
+        data = message.data(eight_bit=eight_bit)
+    else:
+        buffer = BytesIO()
+        policy = UTF8_POLICY if utf8 else POLICY
+        _Generator(buffer, mangle_from_=False, policy=policy).flatten(message)
+        data = buffer.getvalue()
     return signer.sign(data) if signer else data
+
+
+def envelope_of(message: EmailMessage | WireMessage) -> tuple[str, str, bool]:
+    """MAIL FROM, RCPT TO (domains in IDNA form) and whether they need SMTPUTF8."""
+    if isinstance(message, WireMessage):
+        return message.sender, message.recipient, message.smtputf8
+    sender, recipient = envelope(message)
+    return sender, recipient, needs_smtputf8(sender, recipient)

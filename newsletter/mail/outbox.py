@@ -9,9 +9,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from newsletter.mail.addresses import envelope, needs_smtputf8
 from newsletter.mail.errors import TransientSendError
-from newsletter.mail.message import serialize
+from newsletter.mail.message import WireMessage, envelope_of, serialize
 from newsletter.mail.signing import DkimSigner
 
 
@@ -25,6 +24,7 @@ class OutboxTransport:
     def __init__(self, directory: Path, *, signer: DkimSigner | None = None) -> None:
         self.directory = Path(directory)
         self.signer = signer
+        self._written: str | None = None
 
     def __enter__(self) -> Self:
         try:
@@ -43,17 +43,31 @@ class OutboxTransport:
     ) -> None:
         return None
 
-    def path_for(self, message: EmailMessage) -> Path:
+    def path_for(self, message: EmailMessage | WireMessage) -> Path:
         """Where a message is written: its Message-ID made safe as a file name."""
-        raw = [str(v) for name, v in message.raw_items() if name.lower() == "message-id"]
+        if isinstance(message, WireMessage):
+            raw = [message.message_id]
+        else:
+            raw = [str(v) for name, v in message.raw_items() if name.lower() == "message-id"]
         message_id = raw[0].strip("<> ") if raw else ""
         if not message_id:
             raise ValueError("an outbox message needs a Message-ID")
         return self.directory / (re.sub(r"[^A-Za-z0-9._@+-]", "_", message_id) + ".eml")
 
-    def send(self, message: EmailMessage) -> str:
-        """Write the message atomically and return its path."""
-        utf8 = needs_smtputf8(*envelope(message))
+    def start(self, message: EmailMessage | WireMessage) -> None:
+        """Write the message (as send() does); finish() returns its path."""
+        self._written = self.send(message)
+
+    def finish(self) -> str:
+        """The path of the message start() wrote."""
+        written, self._written = self._written, None
+        if written is None:
+            raise RuntimeError("no message was started")
+        return written
+
+    def send(self, message: EmailMessage | WireMessage) -> str:
+        """Write the message atomically and return its path (quoted-printable text, readable)."""
+        utf8 = envelope_of(message)[2]
         path = self.path_for(message)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:

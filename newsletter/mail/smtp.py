@@ -14,9 +14,8 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from newsletter.mail.addresses import envelope, needs_smtputf8
 from newsletter.mail.errors import PermanentSendError, SendError, TransientSendError
-from newsletter.mail.message import serialize
+from newsletter.mail.message import WireMessage, envelope_of, serialize
 from newsletter.mail.signing import DkimSigner
 
 DEFAULT_TIMEOUT = 30.0
@@ -85,6 +84,7 @@ class SMTPTransport:
         self._smtp: smtplib.SMTP | None = None
         self._down: TransientSendError | None = None
         self._next_send = 0.0
+        self._awaiting = False  # a message went out whose final reply is still to be read
 
     def __enter__(self) -> Self:
         self._connect()
@@ -148,14 +148,27 @@ class SMTPTransport:
         self._smtp = smtp
         self.connections += 1
 
-    def send(self, message: EmailMessage) -> str:
+    def send(self, message: EmailMessage | WireMessage) -> str:
         """Send one message; return the server's acceptance reply (e.g. "2.0.0 Ok: queued")."""
+        self.start(message)
+        return self.finish()
+
+    def start(self, message: EmailMessage | WireMessage) -> None:
+        """Send one message up to its last byte, without waiting for the relay's verdict.
+
+        finish() reads it: in between, the caller renders the next message while the relay
+        takes this one in (the relay's time and ours overlap instead of adding up). Raises
+        as send() does for whatever fails before the message's data went out.
+        """
+        # Benchmark: tests/perf/bench_delivery.py, "ratio ours/raw".
+        if self._awaiting:
+            raise RuntimeError("finish() the message in flight before starting another")
         if self._down is not None:
             # The server could not be reached again in this batch: fail fast, retry later.
             raise self._down
-        sender, recipient = envelope(message)
-        utf8 = needs_smtputf8(sender, recipient)
-        data = serialize(message, self.signer, utf8=utf8)
+        sender, recipient, utf8 = envelope_of(message)
+        data: bytes | None = None
+        eight_bit = False
         self._pace()
         for attempt in (1, 2):
             if self._smtp is None:
@@ -168,8 +181,16 @@ class SMTPTransport:
             if utf8 and not self._smtp.has_extn("smtputf8"):
                 # It can never go through this relay: fail it at once (no bounce, see stage).
                 raise PermanentSendError(None, NO_SMTPUTF8, stage="address")
+            if data is None:
+                # The text part unencoded where the relay takes 8bit: quoted-printable of a
+                # digest's text costs more than all of the SMTP exchange.
+                # Benchmark: tests/perf/bench_delivery.py, "MIME encoding".
+                offered = "8bitmime" in self._smtp.esmtp_features
+                eight_bit = isinstance(message, WireMessage) and message.eight_bit(offered)
+                data = serialize(message, self.signer, utf8=utf8, eight_bit=eight_bit)
             try:
-                return self._transaction(self._smtp, sender, recipient, data, utf8)
+                self._transaction(self._smtp, sender, recipient, data, utf8, eight_bit)
+                return
             except _IdleDrop as drop:
                 self._discard()
                 if attempt == 2:
@@ -184,13 +205,39 @@ class SMTPTransport:
                 raise TransientSendError(None, problem, stage="mail") from exc
         raise AssertionError("unreachable")
 
+    def finish(self) -> str:
+        """The relay's reply to the message start() sent: its acceptance, or the error raised.
+
+        A refusal at the end of the data is permanent (5xx) or transient (4xx); a connection
+        lost while waiting is transient: the relay may or may not have taken the message.
+        """
+        if not self._awaiting or self._smtp is None:
+            raise RuntimeError("no message is waiting for the relay's reply")
+        self._awaiting = False
+        try:
+            accepted = self._smtp.getreply()
+            _check(accepted, (250,), "data")
+        except SendError as exc:
+            self._after_failure(exc.code)
+            raise
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            raise self._lost("data", exc) from exc
+        return accepted[1].decode("utf-8", "replace")
+
     def _transaction(
-        self, smtp: smtplib.SMTP, sender: str, recipient: str, data: bytes, utf8: bool
-    ) -> str:
+        self,
+        smtp: smtplib.SMTP,
+        sender: str,
+        recipient: str,
+        data: bytes,
+        utf8: bool,
+        eight_bit: bool = False,
+    ) -> None:
+        """Everything of one message but reading the final reply (see finish())."""
         # RFC 6531: SMTPUTF8 on MAIL FROM, then the addresses travel as UTF-8. smtplib keeps
         # the encoding until RSET, so it is set for every transaction.
         smtp.command_encoding = "utf-8" if utf8 else "ascii"
-        options = " SMTPUTF8" if utf8 else ""
+        options = (" SMTPUTF8" if utf8 else "") + (" BODY=8BITMIME" if eight_bit else "")
         # With PIPELINING (RFC 2920) MAIL, RCPT and DATA go out in one write: two round trips
         # a message instead of four. Benchmark: tests/perf/bench_delivery.py, "ratio ours/raw".
         pipelined = "pipelining" in smtp.esmtp_features and _plain_address(sender, recipient)
@@ -217,16 +264,17 @@ class SMTPTransport:
                 stage = "data"
                 _check(smtp.docmd("DATA"), (354,), stage)
             smtp.send(_dot_stuffed(data))
-            accepted = smtp.getreply()
-            _check(accepted, (250,), stage)
         except SendError as exc:
             self._after_failure(exc.code)
             raise
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            self._discard()
-            lost = f"connection lost during {stage}: {exc}"
-            raise TransientSendError(None, lost, stage=stage) from exc
-        return accepted[1].decode("utf-8", "replace")
+            raise self._lost(stage, exc) from exc
+        self._awaiting = True
+
+    def _lost(self, stage: str, exc: Exception) -> TransientSendError:
+        """The connection broke mid-message: drop it; whether the relay has it is unknown."""
+        self._discard()
+        return TransientSendError(None, f"connection lost during {stage}: {exc}", stage=stage)
 
     def _after_failure(self, code: int | None) -> None:
         # Clear the half-done transaction so the connection serves the next message.
@@ -240,6 +288,7 @@ class SMTPTransport:
 
     def _discard(self) -> None:
         smtp, self._smtp = self._smtp, None
+        self._awaiting = False
         _discard(smtp)
 
     def _pace(self) -> None:
@@ -307,7 +356,8 @@ def _dot_stuffed(data: bytes) -> bytes:
     # Benchmark: tests/perf/bench_delivery.py, "sender CPU per message".
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
-    stuffed = data.replace(b"\r\n.", b"\r\n..")
+    # Finding no line that starts with a dot is a fast scan; replacing copies the message.
+    stuffed = data.replace(b"\r\n.", b"\r\n..") if b"\n." in data else data
     if stuffed.startswith(b"."):
         stuffed = b"." + stuffed
     return stuffed + b".\r\n"

@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from newsletter.config import Settings
+from newsletter.mail.message import WireMessage
 from newsletter.mail.outbox import OutboxTransport
 from newsletter.mail.signing import DkimSigner
 from newsletter.mail.smtp import SMTPTransport
@@ -24,8 +25,16 @@ class Transport(Protocol):
         traceback: TracebackType | None,
     ) -> None: ...
 
-    def send(self, message: EmailMessage) -> str | None:
+    def send(self, message: EmailMessage | WireMessage) -> str | None:
         """Hand one message over; raise TransientSendError or PermanentSendError."""
+        ...
+
+    def start(self, message: EmailMessage | WireMessage) -> None:
+        """Hand one message over without waiting for the verdict; raise as send() does."""
+        ...
+
+    def finish(self) -> str | None:
+        """The verdict on the message start() handed over; raise as send() does."""
         ...
 
 

@@ -15,8 +15,11 @@ from newsletter.paper import Paper
 from newsletter.profile import Profile
 from newsletter.ranking.scoring import (
     ABSTRACT,
+    APART,
     AUTHORS,
     CATEGORIES,
+    CODE_BITS,
+    FIELD_BITS,
     KEYWORDS,
     TITLE,
 )
@@ -40,7 +43,7 @@ _FIELD_NAMES = {
         )
         if mask & bit
     )
-    for mask in range(32)
+    for mask in range(1 << CODE_BITS)
 }
 
 
@@ -73,13 +76,37 @@ class _Snippet:
         self.slot.__set__(obj, value)
 
 
+class _Apart:
+    """The `apart` field: a private slot, () when read from the class (the field's default)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = getattr(owner, f"_{name}")
+
+    def __get__(self, obj: object | None, owner: type | None = None) -> tuple[str, ...]:
+        return () if obj is None else self.slot.__get__(obj, owner)  # type: ignore[no-any-return]
+
+    def __set__(self, obj: object, value: tuple[str, ...]) -> None:
+        self.slot.__set__(obj, value)
+
+
+_MATCH_SLOTS = (
+    "paper_id",
+    "score",
+    "matched",
+    "where",
+    "_snippet_html",
+    "_snippet_text",
+    "_apart",
+)
+
+
 @dataclass(frozen=True)
 class Match:
     """One paper chosen for a profile, with why: the entries that matched and where."""
 
     # Slots keep a million matches small; the snippets live in private slots behind _Snippet.
     # Benchmark: tests/perf/bench_ranking.py, "peak RSS" after rank_many (target <= 1024 MiB).
-    __slots__ = ("paper_id", "score", "matched", "where", "_snippet_html", "_snippet_text")
+    __slots__ = _MATCH_SLOTS
 
     paper_id: str
     score: float  # 0-100
@@ -89,6 +116,9 @@ class Match:
     where: dict[str, tuple[str, ...]]
     snippet_html: str = _Snippet(0)  # type: ignore[assignment]  # HTML-escaped, <mark>ed
     snippet_text: str = _Snippet(1)  # type: ignore[assignment]  # the same, matches as *word*
+    # The unquoted multi-word entries of `matched` whose words matched but never side by side
+    # (shared like `where`): a digest labels them "diffusion + models", not as the phrase.
+    apart: tuple[str, ...] = _Apart()  # type: ignore[assignment]
 
     def __hash__(self) -> int:  # `where` is a dict: hash the rest
         return hash((self.paper_id, self.score, self.matched, self.snippet_html))
@@ -98,13 +128,18 @@ class Match:
         return (Match, tuple(getattr(self, f) for f in _MATCH_FIELDS))
 
 
-_MATCH_FIELDS = ("paper_id", "score", "matched", "where", "snippet_html", "snippet_text")
+_MATCH_FIELDS = (
+    "paper_id",
+    "score",
+    "matched",
+    "where",
+    "snippet_html",
+    "snippet_text",
+    "apart",
+)
 # A Match built by hand (_Explainer.matches). Benchmark: tests/perf/bench_ranking.py, "rank_many".
 _NEW = object.__new__
-_SET_SLOTS = tuple(
-    getattr(Match, name).__set__
-    for name in ("paper_id", "score", "matched", "where", "_snippet_html", "_snippet_text")
-)
+_SET_SLOTS = tuple(getattr(Match, name).__set__ for name in _MATCH_SLOTS)
 
 
 class _LazySnippet:
@@ -136,6 +171,7 @@ class _Why(NamedTuple):
     matched: tuple[str, ...]
     where: dict[str, tuple[str, ...]]
     highlight: int  # id of the set of feature columns matched in the abstract
+    apart: tuple[str, ...]  # the entries of `matched` whose words matched only apart
 
 
 class _Compiled:
@@ -192,7 +228,10 @@ class _Explainer:
         chosen: list[Match] = []
         whys, lazies, ids, n = compiled.why, self._lazy, self.ids, len(self.ids)
         coded, masks = compiled.coded, compiled.masks
-        new, (set_id, set_score, set_matched, set_where, set_html, set_text) = _NEW, _SET_SLOTS
+        new, (set_id, set_score, set_matched, set_where, set_html, set_text, set_apart) = (
+            _NEW,
+            _SET_SLOTS,
+        )
         made = compiled.made if compiled.shared else None
         for paper, score, code in zip(*candidates, strict=True):
             if len(chosen) >= k:
@@ -206,7 +245,7 @@ class _Explainer:
             why = whys.get(key)
             if why is None:
                 why = whys[key] = self._why(compiled, bytes([row[paper] for row in masks]))
-            matched, where, highlight = why
+            matched, where, highlight, apart = why
             place = highlight * n + paper
             lazy = lazies.get(place)
             if lazy is None:
@@ -220,6 +259,7 @@ class _Explainer:
             set_where(match, where)
             set_html(match, lazy)
             set_text(match, lazy)
+            set_apart(match, apart)
             chosen.append(match)
             if made is not None:
                 made[paper] = match
@@ -235,7 +275,10 @@ class _Explainer:
             hid = self._highlight_ids[columns] = len(self._highlight_sets)
             self._highlight_sets.append(columns)
         return _Why(
-            tuple([labels[i] for i in hits]), {labels[i]: names[pattern[i]] for i in hits}, hid
+            tuple([labels[i] for i in hits]),
+            {labels[i]: names[pattern[i] & FIELD_BITS] for i in hits},
+            hid,
+            tuple([labels[i] for i in hits if pattern[i] & APART]),
         )
 
     def snippet(self, paper: int, columns: tuple[int, ...]) -> tuple[str, str]:

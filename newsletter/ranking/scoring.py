@@ -48,6 +48,11 @@ FIELDS = ("title", "keywords", "abstract")
 FIELD_WEIGHT = {"title": 3.0, "keywords": 2.0, "abstract": 1.0}
 FIELD_B = {"title": 0.3, "keywords": 0.3, "abstract": 0.75}
 TITLE, KEYWORDS, ABSTRACT, AUTHORS, CATEGORIES = 1, 2, 4, 8, 16
+# Beside the field bits of an unquoted multi-word entry: its words matched, its phrase nowhere.
+# The digest then labels it by its words ("diffusion + models") without reading the paper again.
+APART = 32
+FIELD_BITS = TITLE | KEYWORDS | ABSTRACT | AUTHORS | CATEGORIES
+CODE_BITS = 6  # bits of one entry in a match pattern code: the fields and APART
 FIELD_BIT = {"title": TITLE, "keywords": KEYWORDS, "abstract": ABSTRACT}
 EXACT_SHARE = 0.3  # of a one-word entry's strength that needs the word itself, not its stem
 LOOSE_SHARE = 0.3  # of an unquoted multi-word entry's strength that needs no adjacency
@@ -55,7 +60,7 @@ COVERAGE_FLOOR = 0.2  # what any matched entry is worth, however weak: covering 
 CATEGORY_SHARE = 0.3  # of the score lost by papers outside the categories a profile lists
 RECENCY_WEIGHT = 0.02
 RECENCY_DAYS = 30.0
-CODE_ENTRIES = 12  # positive entries whose match pattern fits one 64-bit integer
+CODE_ENTRIES = 10  # positive entries whose match pattern fits one 64-bit integer
 # Dense is faster, sparse smaller. Benchmark: tests/perf/bench_ranking.py, "rank_many", "peak RSS".
 DENSE_LIMIT = 50_000_000  # features x papers cells kept dense while ranking (200 MB)
 
@@ -91,7 +96,9 @@ def text_feature(
     floor = np.where(strength > 0, COVERAGE_FLOOR, 0.0)
     if kind == "loose" and words:
         loose, loose_masks = _words_strength(index, words)
-        masks = np.where(masks > 0, masks, loose_masks)
+        # Only a phrase of two terms or more can be missing while its words are there.
+        apart = APART if len(phrase) > 1 else 0
+        masks = np.where(masks > 0, masks, np.where(loose > 0, loose_masks | apart, loose_masks))
         strength = (1.0 - LOOSE_SHARE) * strength + LOOSE_SHARE * loose
         # Words found only apart earn a share of the coverage floor, not all of it.
         floor = np.where(floor > 0, floor, np.where(loose > 0, LOOSE_SHARE * COVERAGE_FLOOR, 0))
@@ -268,14 +275,14 @@ class _Plan:
         return sp.csr_matrix((values, columns, indptr), shape=shape), present, masks
 
     def _patterns(self, start: int, stop: int, picked: np.ndarray) -> np.ndarray:
-        """For each chosen paper, the field bits of every positive entry of the profile, 5 bits
+        """For each chosen paper, the field bits of every positive entry of the profile, CODE_BITS
         per entry in one integer (-1 for profiles with over CODE_ENTRIES entries): the key of
         the explanation, computed here for the whole block at once."""
         codes = np.zeros(picked.shape, dtype=np.int64)
         longest = int(self.positive_counts[start:stop].max(initial=0))
         for e in range(min(longest, CODE_ENTRIES)):
             columns = self.padded[start:stop, e]
-            codes |= self.mask_matrix[columns[:, None], picked].astype(np.int64) << (5 * e)
+            codes |= self.mask_matrix[columns[:, None], picked].astype(np.int64) << (CODE_BITS * e)
         codes[~self.coded[start:stop]] = -1
         return codes
 
