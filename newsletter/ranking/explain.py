@@ -73,13 +73,39 @@ class _Snippet:
         self.slot.__set__(obj, value)
 
 
+class _Unset:
+    """An optional field in a private slot: None until set (hand-built Matches leave it)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = getattr(owner, f"_{name}")
+
+    def __get__(self, obj: object | None, owner: type | None = None) -> Any:
+        if obj is None:
+            return None  # the field's default, as dataclasses read it from the class
+        try:
+            return self.slot.__get__(obj, owner)
+        except AttributeError:
+            return None
+
+    def __set__(self, obj: object, value: Any) -> None:
+        self.slot.__set__(obj, value)
+
+
 @dataclass(frozen=True)
 class Match:
     """One paper chosen for a profile, with why: the entries that matched and where."""
 
     # Slots keep a million matches small; the snippets live in private slots behind _Snippet.
     # Benchmark: tests/perf/bench_ranking.py, "peak RSS" after rank_many (target <= 1024 MiB).
-    __slots__ = ("paper_id", "score", "matched", "where", "_snippet_html", "_snippet_text")
+    __slots__ = (
+        "paper_id",
+        "score",
+        "matched",
+        "where",
+        "_snippet_html",
+        "_snippet_text",
+        "_liked",
+    )
 
     paper_id: str
     score: float  # 0-100
@@ -89,6 +115,8 @@ class Match:
     where: dict[str, tuple[str, ...]]
     snippet_html: str = _Snippet(0)  # type: ignore[assignment]  # HTML-escaped, <mark>ed
     snippet_text: str = _Snippet(1)  # type: ignore[assignment]  # the same, matches as *word*
+    # (id, title) of the liked paper this one is most like, when the reader's ratings chose it.
+    liked: tuple[str, str] | None = _Unset()  # type: ignore[assignment]
 
     def __hash__(self) -> int:  # `where` is a dict: hash the rest
         return hash((self.paper_id, self.score, self.matched, self.snippet_html))
@@ -98,13 +126,22 @@ class Match:
         return (Match, tuple(getattr(self, f) for f in _MATCH_FIELDS))
 
 
-_MATCH_FIELDS = ("paper_id", "score", "matched", "where", "snippet_html", "snippet_text")
+_MATCH_FIELDS = ("paper_id", "score", "matched", "where", "snippet_html", "snippet_text", "liked")
 # A Match built by hand (_Explainer.matches). Benchmark: tests/perf/bench_ranking.py, "rank_many".
 _NEW = object.__new__
 _SET_SLOTS = tuple(
     getattr(Match, name).__set__
     for name in ("paper_id", "score", "matched", "where", "_snippet_html", "_snippet_text")
 )
+
+
+_SET_LIKED = Match._liked.__set__  # type: ignore[attr-defined]
+
+
+def set_liked(match: Match, liked: tuple[str, str] | None) -> None:
+    """Say which liked paper a Match is like (Matches are frozen; the ranker fills this in
+    after choosing, for the profiles that have ratings)."""
+    _SET_LIKED(match, liked)
 
 
 class _LazySnippet:
@@ -159,7 +196,7 @@ class _Explainer:
 
     def __init__(self, index: PaperIndex, plan: _Plan) -> None:
         self.index, self.plan = index, plan
-        self._compiled: dict[tuple[Profile, str], _Compiled] = {}
+        self._compiled: dict[tuple[int, str], _Compiled] = {}
         self._highlight_ids: dict[tuple[int, ...], int] = {}
         self._highlight_sets: list[tuple[int, ...]] = []
         self._highlights: dict[tuple[int, int], list[tuple[int, int]]] = {}
@@ -169,7 +206,8 @@ class _Explainer:
 
     def compiled(self, profile: Profile, representative: Profile, slot: int) -> _Compiled:
         """The explanation context of a subscriber's profile (shared by equal texts)."""
-        key = (representative, profile.source or str(id(profile)))
+        # By slot: one profile ranked with other ratings is another slot, another ranking.
+        key = (slot, profile.source or str(id(profile)))
         found = self._compiled.get(key)
         if found is not None:
             found.shared = True  # subscribers who wrote the same text share their matches

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 from rank_bm25 import BM25Okapi
 
 from newsletter.paper import Paper, read_jsonl
@@ -48,10 +49,30 @@ def ndcg(ranked: Sequence[str], relevant: Sequence[str], k: int = K) -> float:
     return dcg / best if best else 0.0
 
 
-def plain_bm25(papers: Sequence[Paper]) -> Ranker:
-    def tokens(text: str) -> list[str]:
-        return re.findall(r"[a-z0-9]+", text.lower())
+def random_precision(relevant: int, papers: int, k: int = K) -> float:
+    """The expected P@k of a random order: the share of relevant papers (k of them drawn)."""
+    return min(relevant, papers) / papers if papers else 0.0
 
+
+def bootstrap_interval(
+    ours: Sequence[float], other: Sequence[float], draws: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
+    """Paired bootstrap 95% interval of mean(ours - other) over the units (queries, days)."""
+    rng = np.random.default_rng(seed)
+    diff = np.asarray(ours, dtype=np.float64) - np.asarray(other, dtype=np.float64)
+    if not len(diff):
+        return 0.0, 0.0
+    means = diff[rng.integers(0, len(diff), size=(draws, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def tokens(text: str) -> list[str]:
+    """Plain BM25's tokens: lowercase alphanumeric runs."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def plain_bm25(papers: Sequence[Paper]) -> Ranker:
     bm25 = BM25Okapi([tokens(f"{p.title} {p.abstract}") for p in papers])
 
     def rank(query: str) -> list[str]:
