@@ -12,13 +12,15 @@ from newsletter.ranking import snippet_text
 @dataclass(frozen=True, slots=True)
 class PlannedItem:
     """One paper of a planned digest: its score, the entries it matched (and in which fields:
-    title, abstract, keywords), its excerpt."""
+    title, abstract, keywords), its excerpt, and the liked paper (id, title) it is like when
+    the subscriber's ratings chose it."""
 
     paper_id: str
     score: float
     matched: tuple[str, ...] = ()
     snippet_html: str = ""
     where: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    liked: tuple[str, str] | None = None
 
     @property
     def snippet_text(self) -> str:

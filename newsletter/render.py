@@ -74,6 +74,8 @@ class DigestItem:
     score: float | None = None
     # entry -> the fields it matched in ("title", "abstract", "keywords"); empty for old rows.
     where: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # (id, title) of the liked paper this one is like, when the reader's ratings chose it.
+    liked: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -425,7 +427,7 @@ class EditionRenderer:
     def _card_html(self, item: DigestItem) -> str:
         wrapper, score_tag, label, where_tag, mark = self._label_tags
         labels = ""
-        if item.matched or item.score is not None:
+        if item.matched or item.score is not None or item.liked:
             score = ""
             if item.score is not None:
                 score = self._slot.fill(score_tag, {"score": _points(item.score)}) + "\n"
@@ -442,6 +444,11 @@ class EditionRenderer:
                 )
                 for text, where in self.explanation(item)
             )
+            if item.liked:  # what the reader liked chose it: say which paper
+                liked = f"like <em>{html_ascii(escape(item.liked[1]))}</em>"
+                inner += ("\n" if inner else "") + self._slot.fill(
+                    label, {"label": liked, "where": ""}
+                )
             labels = self._slot.fill(wrapper, {"score": score, "labels": inner})
         # The snippet is escaped HTML whose only tags are <mark>: give them their style.
         snippet = item.snippet_html.replace("<mark>", mark) or escape(self.view(item.paper).summary)
@@ -468,6 +475,8 @@ class EditionRenderer:
                 f"{text} (in {where})" if where else text for text, where in self.explanation(item)
             ]
             parts.append("Matched: " + ", ".join(entries))
+        if item.liked:
+            parts.append(f"like *{item.liked[1]}*")
         matched = "   " + wrap(" · ".join(parts), 69, "   ") + "\n" if parts else ""
         snippet = self._wrapped(item.snippet_text or self.view(item.paper).summary)
         values = {"number": str(number), "matched": matched, "snippet": snippet}

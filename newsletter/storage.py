@@ -430,6 +430,8 @@ def create_deliveries(session: Session, rows: Sequence[PlannedRow], now: datetim
                     "snippet_html": item.snippet_html,
                     # Where each entry matched, for the email to explain like the web page.
                     "where": item.where,  # tuples: JSON writes them as arrays
+                    # [id, title] of the liked paper it is like; rows planned before: absent.
+                    **({"liked": item.liked} if item.liked else {}),
                 }
                 for item in row.items
             ],
@@ -488,7 +490,13 @@ def _planned_item(position: int, item: Any) -> PlannedItem:
     ):
         raise MalformedItems(f"item {position} ({paper_id}): where is not fields by entry")
     fields = {label: tuple(names) for label, names in where.items()}
-    return PlannedItem(paper_id, float(score), tuple(matched), snippet, fields)
+    liked = item.get("liked")  # rows planned before ratings were learned from have none
+    if liked is not None and not (
+        isinstance(liked, list) and len(liked) == 2 and all(isinstance(x, str) for x in liked)
+    ):
+        raise MalformedItems(f"item {position} ({paper_id}): liked is not [id, title]")
+    like = (liked[0], liked[1]) if liked else None
+    return PlannedItem(paper_id, float(score), tuple(matched), snippet, fields, like)
 
 
 # Delivering --------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ def digest_items(stored: Sequence[PlannedItem], papers: dict[str, Paper]) -> lis
             snippet_text=item.snippet_text,
             score=item.score,
             where=item.where,
+            liked=item.liked,
         )
         for item in stored
         if item.paper_id in papers

@@ -168,7 +168,12 @@ class _Ranker:
                 continue
             items = tuple(
                 PlannedItem(
-                    m.paper_id, round(float(m.score), 2), m.matched, m.snippet_html, m.where
+                    m.paper_id,
+                    round(float(m.score), 2),
+                    m.matched,
+                    m.snippet_html,
+                    m.where,
+                    m.liked,
                 )
                 for m in one.matches
             )
