@@ -337,11 +337,9 @@ def rank_profile(
 
 def _say_liked(learned: Learned, results: Sequence[list[Match]]) -> None:
     """Fill in `Match.liked` where what a reader liked chose the paper."""
-    for profile in learned.profiles():
-        matches = results[profile]
-        liked = learned.most_like(
-            profile, [m.paper_id for m in matches], [m.score for m in matches]
-        )
-        for match, like in zip(matches, liked, strict=True):
+    profiles = learned.profiles()
+    chosen = [[(m.paper_id, m.score) for m in results[p]] for p in profiles]
+    for profile, liked in zip(profiles, learned.most_like(profiles, chosen), strict=True):
+        for match, like in zip(results[profile], liked, strict=True):
             if like is not None:
                 set_liked(match, (like.id, like.title))

@@ -23,6 +23,8 @@ The model (why: README, "Ranking"; measured by tests/perf/eval_feedback.py):
 from __future__ import annotations
 
 import math
+import re
+from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -30,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from newsletter.analysis import PLAIN, STOPWORDS, split_words
+from newsletter.analysis import PLAIN, STOPWORDS, Word, fold
 from newsletter.paper import Paper
 
 SIMILAR = 0.2  # cosine similarity at which a paper counts as fully like a liked one
@@ -38,6 +40,7 @@ DISLIKE_SHARE = 1.0  # a disliked paper pushes its neighbours down as a liked on
 KEYWORD_PRIOR = 10.0  # ratings needed for the learned part to weigh as much as the keywords
 MAX_SHARE = 0.5  # beside keywords, the learned part never weighs more than they do
 LIKE_SHOWN = 1.0 / 3.0  # "like <title>" is said when the learned part is this much of a score
+COUNTS_KEPT = 200_000  # term counts of papers from outside a window it keeps
 LEARN_BLOCK = 256  # profiles per gather: 256 x rated papers x window papers floats at most
 
 
@@ -88,25 +91,38 @@ def feedback_of(
 
 
 def paper_terms(paper: Paper) -> dict[str, int]:
-    """Term counts of a paper's title and abstract: content-word stems and adjacent pairs."""
-    counts: dict[str, int] = {}
+    """Term counts of a paper's title and abstract: content-word stems and adjacent pairs
+    (not across punctuation)."""
+    terms: list[str] = []
     for text in (paper.title, paper.abstract):
-        previous = None
-        for word in split_words(text):
-            if word.folded in STOPWORDS or len(word.folded) < 2 or word.folded.isdigit():
-                previous = None
-                continue
-            term = PLAIN.term(word)
-            counts[term] = counts.get(term, 0) + 1
-            if previous is not None and not word.gap:
-                pair = f"{previous} {term}"
-                counts[pair] = counts.get(pair, 0) + 1
-            previous = term
-    return counts
+        for piece in _PUNCTUATION.split(text):
+            words = [t for w in _WORD.findall(piece) if (t := _term(w))]
+            terms.extend(words)
+            terms.extend([f"{a} {b}" for a, b in zip(words, words[1:], strict=False)])
+    return Counter(terms)
+
+
+_PUNCTUATION = re.compile(r"[.,;:!?()\[\]{}\"|/<>=+*&#@\u2013\u2014\u2026]")
+_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
+_TERMS: dict[str, str] = {}  # a word as written -> its term ("" for a stopword)
+_TERMS_KEPT = 500_000
+
+
+def _term(surface: str) -> str:
+    """The term of a word as the corpus-free analyzer reads it, "" for a stopword or number."""
+    found = _TERMS.get(surface)
+    if found is None:
+        folded = fold(surface)
+        skip = folded in STOPWORDS or len(folded) < 2 or folded.isdigit()
+        found = "" if skip else PLAIN.term(Word(surface, folded, 0, len(surface), False))
+        if len(_TERMS) < _TERMS_KEPT:
+            _TERMS[surface] = found
+    return found
 
 
 class TextSpace:
-    """The window's papers as tf-idf vectors, and any other paper in the same space."""
+    """The window's papers as tf-idf vectors, and any other paper in the same space (the
+    term counts of papers from outside are kept: the planner ranks a window chunk by chunk)."""
 
     def __init__(self, papers: Sequence[Paper]) -> None:
         counts = [paper_terms(p) for p in papers]
@@ -114,39 +130,42 @@ class TextSpace:
         for c in counts:
             for term in c:
                 self.columns.setdefault(term, len(self.columns))
-        df = np.zeros(len(self.columns))
-        for c in counts:
-            df[[self.columns[t] for t in c]] += 1
+        flat = [self.columns[t] for c in counts for t in c]
+        df = np.bincount(np.asarray(flat, dtype=np.int64), minlength=len(self.columns))
         n = len(papers)
         self.idf = np.log((1.0 + n) / (1.0 + df)) + 1.0
         self.unseen_idf = math.log(1.0 + n) + 1.0  # a term no window paper has
         self.position = {p.id: i for i, p in enumerate(papers)}
         self.matrix = self._vectors(counts)
+        self._counts: dict[str, dict[str, int]] = {}
 
     def vectors(self, papers: Sequence[Paper]) -> sp.csr_matrix:
-        """Rows for `papers` (window papers reuse their row)."""
-        return self._vectors([paper_terms(p) for p in papers])
+        """Rows for `papers`, in this space."""
+        if len(self._counts) > COUNTS_KEPT:
+            self._counts.clear()
+        counts = []
+        for p in papers:
+            found = self._counts.get(p.id)
+            if found is None:
+                found = self._counts[p.id] = paper_terms(p)
+            counts.append(found)
+        return self._vectors(counts)
 
     def _vectors(self, counts: Sequence[Mapping[str, int]]) -> sp.csr_matrix:
-        indptr = [0]
-        cols: list[int] = []
-        values: list[float] = []
-        for c in counts:
-            row: list[float] = []
-            unseen = 0.0  # words the window lacks: no column, but part of the paper's length
-            for term, count in c.items():
-                weight = 1.0 + math.log(count)
-                col = self.columns.get(term)
-                if col is None:
-                    unseen += (weight * self.unseen_idf) ** 2
-                    continue
-                cols.append(col)
-                row.append(weight * float(self.idf[col]))
-            norm = math.sqrt(sum(v * v for v in row) + unseen) or 1.0
-            values.extend(v / norm for v in row)
-            indptr.append(len(values))
+        """Sublinear tf-idf rows, L2-normalized; terms without a column count in the norm."""
+        sizes = np.fromiter((len(c) for c in counts), dtype=np.int64, count=len(counts))
+        rows = np.repeat(np.arange(len(counts)), sizes)
+        get = self.columns.get
+        cols = np.fromiter((get(t, -1) for c in counts for t in c), np.int64, int(sizes.sum()))
+        tf = np.fromiter((v for c in counts for v in c.values()), np.float64, int(sizes.sum()))
+        known = cols >= 0
+        weight = (1.0 + np.log(np.maximum(tf, 1.0))) * np.where(
+            known, self.idf[np.maximum(cols, 0)], self.unseen_idf
+        )
+        norms = np.sqrt(np.bincount(rows, weights=weight * weight, minlength=len(counts)))
+        values = (weight / np.maximum(norms[rows], 1e-12))[known].astype(np.float32)
         shape = (len(counts), len(self.columns))
-        return sp.csr_matrix((np.asarray(values, np.float32), cols, indptr), shape=shape)
+        return sp.csr_matrix((values, (rows[known], cols[known])), shape=shape)
 
 
 # Learned scores --------------------------------------------------------------------------------
@@ -214,16 +233,20 @@ class Learned:
 
     def learned(self, rows: np.ndarray) -> np.ndarray:
         """Learned scores in [-1, 1] of these learned rows for every window paper: the nearest
-        liked paper's similarity minus the nearest disliked one's, over SIMILAR."""
+        liked paper's similarity minus DISLIKE_SHARE times the nearest disliked one's, over
+        SIMILAR (a profile with no liked or no disliked paper has 0 for that part)."""
         out = np.zeros((len(rows), self.similarity.shape[1]), dtype=np.float32)
-        for start in range(0, len(rows), LEARN_BLOCK):
-            some = rows[start : start + LEARN_BLOCK]
-            score = out[start : start + LEARN_BLOCK]
-            for padded, sign in ((self.liked, 1.0), (self.disliked, -DISLIKE_SHARE)):
-                if padded.shape[1]:
-                    nearest = self.similarity[padded[some]].max(axis=1)
-                    score += sign * np.where(np.isfinite(nearest), nearest, 0.0)
+        for padded, sign in ((self.liked, 1.0), (self.disliked, -DISLIKE_SHARE)):
+            if padded.shape[1]:
+                out += sign * self._nearest(padded[rows])
         return np.clip(out / SIMILAR, -1.0, 1.0)
+
+    def _nearest(self, rated: np.ndarray) -> np.ndarray:
+        """Per row of rated papers (padded), the best similarity to each window paper."""
+        best = self.similarity[rated[:, 0]]
+        for j in range(1, rated.shape[1]):
+            np.maximum(best, self.similarity[rated[:, j]], out=best)
+        return np.where(np.isfinite(best), best, 0.0)
 
     def fuse(self, owners: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Keyword scores of profiles `owners` (rows) fused with what their ratings teach."""
@@ -242,22 +265,40 @@ class Learned:
         return np.flatnonzero(self.row_of >= 0).tolist()
 
     def most_like(
-        self, profile: int, paper_ids: Sequence[str], scores: Sequence[float]
-    ) -> list[Liked | None]:
-        """For each chosen paper of a profile: the liked paper it is most like, when what the
-        ratings teach is a good part of its score (LIKE_SHOWN), else None."""
-        row = int(self.row_of[profile])
-        liked = self.liked[row][self.liked[row] < len(self.rated)] if row >= 0 else []
-        if not len(liked) or not paper_ids:
-            return [None] * len(paper_ids)
-        at = [self.space.position[pid] for pid in paper_ids]
-        share = float(self.share[row])
-        part = self.learned(np.asarray([row]))[0, at] * (100.0 * self.prior[at]) * share
-        best = liked[np.argmax(self.similarity[liked][:, at], axis=0)]
-        out: list[Liked | None] = []
-        for value, score, b in zip(part.tolist(), scores, best.tolist(), strict=True):
-            shown = value > 0 and value >= LIKE_SHOWN * score
-            out.append(Liked(self.rated[b].id, self.rated[b].title) if shown else None)
+        self, profiles: Sequence[int], chosen: Sequence[Sequence[tuple[str, float]]]
+    ) -> list[list[Liked | None]]:
+        """For the chosen (paper id, score) of each of these profiles: the liked paper each is
+        most like, where what the ratings teach is at least LIKE_SHOWN of its score."""
+        width = max((len(c) for c in chosen), default=0)
+        rows = self.row_of[np.asarray(profiles, dtype=np.int64)]
+        if not width or not len(rows) or not self.liked.shape[1]:
+            return [[None] * len(c) for c in chosen]
+        at = np.zeros((len(rows), width), dtype=np.int64)
+        scores = np.zeros((len(rows), width), dtype=np.float32)
+        for r, c in enumerate(chosen):
+            at[r, : len(c)] = [self.space.position[pid] for pid, _ in c]
+            scores[r, : len(c)] = [score for _, score in c]
+        liked = self.liked[rows]  # rows x liked papers (padded)
+        near = self.similarity[liked[:, :, None], at[:, None, :]]  # rows x liked x chosen
+        best = np.take_along_axis(liked, np.argmax(near, axis=1), axis=1)
+        learned = near.max(axis=1)
+        disliked = self.disliked[rows]
+        if disliked.shape[1]:
+            against = self.similarity[disliked[:, :, None], at[:, None, :]].max(axis=1)
+            learned -= DISLIKE_SHARE * np.where(np.isfinite(against), against, 0.0)
+        learned = np.clip(learned / SIMILAR, -1.0, 1.0) * 100.0 * self.prior[at]
+        part = learned * self.share[rows, None]
+        shown = (part > 0) & (part >= LIKE_SHOWN * scores) & np.isfinite(near.max(axis=1))
+        out = []
+        for r, c in enumerate(chosen):
+            out.append(
+                [
+                    Liked(self.rated[b].id, self.rated[b].title) if ok else None
+                    for b, ok in zip(
+                        best[r, : len(c)].tolist(), shown[r, : len(c)].tolist(), strict=True
+                    )
+                ]
+            )
         return out
 
 

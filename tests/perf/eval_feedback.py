@@ -110,9 +110,8 @@ def svm(window, query, liked, disliked, history):  # type: ignore[no-untyped-def
 
 
 def bm25_svm(window, query, liked, disliked, history):  # type: ignore[no-untyped-def]
-    from rank_bm25 import BM25Okapi
-
     from eval_relevance import tokens
+    from rank_bm25 import BM25Okapi
 
     lexical = np.asarray(
         BM25Okapi([tokens(f"{p.title} {p.abstract}") for p in window]).get_scores(tokens(query))
@@ -187,9 +186,7 @@ def days(
                     if day > 0:
                         judged = [pid for pid in relevant if pid in {p.id for p in window}]
                         chance = random_precision(len(judged), len(window))
-                        out[name].append(
-                            (precision(shown, judged), ndcg(shown, judged), chance)
-                        )
+                        out[name].append((precision(shown, judged), ndcg(shown, judged), chance))
                     for p in window:
                         if p.id in shown:
                             (liked if p.id in wanted else disliked).append(p.id)
@@ -226,14 +223,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     papers, queries = load()
     print(f"{len(papers)} papers, {len(queries)} queries, cut-off {K}")
-    first = report(f"seeds: {LIKED_SEEDS} liked papers, nothing else", seeds(papers, queries, args.show))
+    first = report(
+        f"seeds: {LIKED_SEEDS} liked papers, nothing else", seeds(papers, queries, args.show)
+    )
     second = report(
         f"days: {DAYS} days of {PER_DAY}, top {K} shown and marked, days 2-{DAYS}, "
         f"{args.seeds} shuffles",
         days(papers, queries, args.seeds),
     )
     checks = [
-        ("seeds: this ranker >= SVM + 0.05", first["this ranker"] >= first["SVM (a-s-lite)"] + 0.05),
+        (
+            "seeds: this ranker >= SVM + 0.05",
+            first["this ranker"] >= first["SVM (a-s-lite)"] + 0.05,
+        ),
         (
             "days: this ranker >= without feedback + 0.10",
             second["this ranker"] >= second["without feedback"] + 0.10,

@@ -44,7 +44,9 @@ def papers() -> list[Paper]:
 
 
 def window_of(papers: list[Paper], min_score: float = 5.0) -> PaperWindow:
-    policy = RankingPolicy(min_score=min_score, popularity_weight=0.05, digest_size=10, window_days=2)
+    policy = RankingPolicy(
+        min_score=min_score, popularity_weight=0.05, digest_size=10, window_days=2
+    )
     return PaperWindow.of(policy, papers, NOW)
 
 
