@@ -337,9 +337,10 @@ def rank_profile(
 
 def _say_liked(learned: Learned, results: Sequence[list[Match]]) -> None:
     """Fill in `Match.liked` where what a reader liked chose the paper."""
-    profiles = learned.profiles()
-    chosen = [[(m.paper_id, m.score) for m in results[p]] for p in profiles]
-    for profile, liked in zip(profiles, learned.most_like(profiles, chosen), strict=True):
-        for match, like in zip(results[profile], liked, strict=True):
-            if like is not None:
-                set_liked(match, (like.id, like.title))
+    chosen = [results[p] for p in learned.profiles()]
+    ids = [[m.paper_id for m in matches] for matches in chosen]
+    scores = [m.score for matches in chosen for m in matches]
+    flat = [m for matches in chosen for m in matches]
+    for match, like in zip(flat, learned.most_like(learned.profiles(), ids, scores), strict=True):
+        if like is not None:
+            set_liked(match, like)

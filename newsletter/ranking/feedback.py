@@ -27,7 +27,7 @@ import re
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -42,13 +42,6 @@ MAX_SHARE = 0.5  # beside keywords, the learned part never weighs more than they
 LIKE_SHOWN = 1.0 / 3.0  # "like <title>" is said when the learned part is this much of a score
 COUNTS_KEPT = 200_000  # term counts of papers from outside a window it keeps
 LEARN_BLOCK = 256  # profiles per gather: 256 x rated papers x window papers floats at most
-
-
-class Liked(NamedTuple):
-    """The liked paper a chosen paper is most like (for "like <title>")."""
-
-    id: str
-    title: str
 
 
 @dataclass(frozen=True)
@@ -92,18 +85,27 @@ def feedback_of(
 
 def paper_terms(paper: Paper) -> dict[str, int]:
     """Term counts of a paper's title and abstract: content-word stems and adjacent pairs
-    (not across punctuation)."""
+    (not across punctuation; across a dropped stopword)."""
     terms: list[str] = []
+    known = _TERMS.get
     for text in (paper.title, paper.abstract):
-        for piece in _PUNCTUATION.split(text):
-            words = [t for w in _WORD.findall(piece) if (t := _term(w))]
-            terms.extend(words)
-            terms.extend([f"{a} {b}" for a, b in zip(words, words[1:], strict=False)])
+        run: list[str] = []
+        for token in _TOKEN.findall(text):
+            term = known(token)
+            if term is None:
+                term = _term(token)
+            if term:
+                run.append(term)
+            elif run and len(token) == 1 and not token.isalnum():  # punctuation ends a run
+                terms.extend(run)
+                terms.extend(map(" ".join, zip(run, run[1:], strict=False)))
+                run = []
+        terms.extend(run)
+        terms.extend(map(" ".join, zip(run, run[1:], strict=False)))
     return Counter(terms)
 
 
-_PUNCTUATION = re.compile(r"[.,;:!?()\[\]{}\"|/<>=+*&#@\u2013\u2014\u2026]")
-_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
+_TOKEN = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*|[.,;:!?()\[\]{}\"|/<>=+*&#@\u2013\u2014\u2026]")
 _TERMS: dict[str, str] = {}  # a word as written -> its term ("" for a stopword)
 _TERMS_KEPT = 500_000
 
@@ -186,7 +188,8 @@ class Learned:
         self.row_of = np.full(len(feedbacks), -1, dtype=np.int64)
         self.keys: list[Hashable] = [None] * len(feedbacks)
         columns: dict[str, int] = {}  # rated paper -> its row of `similarity`
-        self.rated: list[Paper] = []
+        papers: dict[str, Paper] = {}  # the same order
+        column, paper = columns.setdefault, papers.setdefault
         liked: list[list[int]] = []
         disliked: list[list[int]] = []
         shares: list[float] = []
@@ -195,10 +198,13 @@ class Learned:
                 continue
             self.row_of[i] = len(shares)
             self.keys[i] = feedback.key
-            liked.append([self._column(p, columns) for p in feedback.liked])
-            disliked.append([self._column(p, columns) for p in feedback.disliked])
+            for group, rows in ((feedback.liked, liked), (feedback.disliked, disliked)):
+                rows.append([column(p.id, len(columns)) for p in group])
+                for p in group:
+                    paper(p.id, p)  # the papers in the order of their columns
             n = feedback.size
             shares.append(min(MAX_SHARE, n / (n + KEYWORD_PRIOR)) if keywords[i] else 1.0)
+        self.rated: list[Paper] = list(papers.values())
         self.share = np.asarray(shares, dtype=np.float32)
         self.liked, self.disliked = (
             _padded(liked, len(self.rated)),
@@ -208,13 +214,6 @@ class Learned:
         # Rated papers x window papers, and a last row below any similarity for the padding.
         similarity = np.asarray((vectors @ space.matrix.T).toarray(), dtype=np.float32)
         self.similarity = np.vstack([similarity, np.full((1, len(prior)), -np.inf, np.float32)])
-
-    def _column(self, paper: Paper, columns: dict[str, int]) -> int:
-        found = columns.get(paper.id)
-        if found is None:
-            found = columns[paper.id] = len(self.rated)
-            self.rated.append(paper)
-        return found
 
     def _rated_vectors(self, rated: Sequence[Paper]) -> sp.csr_matrix:
         """Rated papers as vectors; those in the window reuse its rows."""
@@ -265,41 +264,36 @@ class Learned:
         return np.flatnonzero(self.row_of >= 0).tolist()
 
     def most_like(
-        self, profiles: Sequence[int], chosen: Sequence[Sequence[tuple[str, float]]]
-    ) -> list[list[Liked | None]]:
-        """For the chosen (paper id, score) of each of these profiles: the liked paper each is
-        most like, where what the ratings teach is at least LIKE_SHOWN of its score."""
-        width = max((len(c) for c in chosen), default=0)
-        rows = self.row_of[np.asarray(profiles, dtype=np.int64)]
-        if not width or not len(rows) or not self.liked.shape[1]:
-            return [[None] * len(c) for c in chosen]
-        at = np.zeros((len(rows), width), dtype=np.int64)
-        scores = np.zeros((len(rows), width), dtype=np.float32)
-        for r, c in enumerate(chosen):
-            at[r, : len(c)] = [self.space.position[pid] for pid, _ in c]
-            scores[r, : len(c)] = [score for _, score in c]
-        liked = self.liked[rows]  # rows x liked papers (padded)
-        near = self.similarity[liked[:, :, None], at[:, None, :]]  # rows x liked x chosen
-        best = np.take_along_axis(liked, np.argmax(near, axis=1), axis=1)
+        self, profiles: Sequence[int], chosen: Sequence[Sequence[str]], scores: Sequence[float]
+    ) -> list[tuple[str, str] | None]:
+        """For the chosen papers of each of these profiles (ids; their scores flat, in the same
+        order): (id, title) of the liked paper each is most like where what the ratings teach
+        is at least LIKE_SHOWN of its score, else None; one flat list."""
+        lengths = np.fromiter(map(len, chosen), dtype=np.int64, count=len(chosen))
+        total = int(lengths.sum())
+        if not total or not self.liked.shape[1]:
+            return [None] * total
+        position = self.space.position
+        at = np.fromiter((position[pid] for c in chosen for pid in c), np.int64, total)
+        rows = np.repeat(self.row_of[np.asarray(profiles, dtype=np.int64)], lengths)
+        liked = self.liked[rows]  # chosen papers x liked papers (padded)
+        near = self.similarity[liked, at[:, None]]
+        best = liked[np.arange(total), np.argmax(near, axis=1)]
         learned = near.max(axis=1)
-        disliked = self.disliked[rows]
-        if disliked.shape[1]:
-            against = self.similarity[disliked[:, :, None], at[:, None, :]].max(axis=1)
-            learned -= DISLIKE_SHARE * np.where(np.isfinite(against), against, 0.0)
-        learned = np.clip(learned / SIMILAR, -1.0, 1.0) * 100.0 * self.prior[at]
-        part = learned * self.share[rows, None]
-        shown = (part > 0) & (part >= LIKE_SHOWN * scores) & np.isfinite(near.max(axis=1))
-        out = []
-        for r, c in enumerate(chosen):
-            out.append(
-                [
-                    Liked(self.rated[b].id, self.rated[b].title) if ok else None
-                    for b, ok in zip(
-                        best[r, : len(c)].tolist(), shown[r, : len(c)].tolist(), strict=True
-                    )
-                ]
-            )
-        return out
+        known = np.isfinite(learned)
+        if self.disliked.shape[1]:
+            against = self.similarity[self.disliked[rows], at[:, None]].max(axis=1)
+            learned = learned - DISLIKE_SHARE * np.where(np.isfinite(against), against, 0.0)
+        part = np.clip(learned / SIMILAR, -1.0, 1.0) * 100.0 * self.prior[at] * self.share[rows]
+        shown = known & (part > 0) & (part >= LIKE_SHOWN * np.asarray(scores))
+        titles = self._titles
+        return [
+            titles[b] if ok else None for b, ok in zip(best.tolist(), shown.tolist(), strict=True)
+        ]
+
+    @cached_property
+    def _titles(self) -> list[tuple[str, str]]:
+        return [(p.id, p.title) for p in self.rated]
 
 
 def _padded(groups: Sequence[Sequence[int]], pad: int) -> np.ndarray:
