@@ -28,6 +28,8 @@ from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import chain, count, repeat
+from operator import attrgetter
 
 import numpy as np
 import scipy.sparse as sp
@@ -155,11 +157,12 @@ class TextSpace:
 
     def _vectors(self, counts: Sequence[Mapping[str, int]]) -> sp.csr_matrix:
         """Sublinear tf-idf rows, L2-normalized; terms without a column count in the norm."""
-        sizes = np.fromiter((len(c) for c in counts), dtype=np.int64, count=len(counts))
+        sizes = np.fromiter(map(len, counts), dtype=np.int64, count=len(counts))
+        total = int(sizes.sum())
         rows = np.repeat(np.arange(len(counts)), sizes)
-        get = self.columns.get
-        cols = np.fromiter((get(t, -1) for c in counts for t in c), np.int64, int(sizes.sum()))
-        tf = np.fromiter((v for c in counts for v in c.values()), np.float64, int(sizes.sum()))
+        terms = chain.from_iterable(counts)
+        cols = np.fromiter(map(self.columns.get, terms, repeat(-1)), np.int64, total)
+        tf = np.fromiter(chain.from_iterable(c.values() for c in counts), np.float64, total)
         known = cols >= 0
         weight = (1.0 + np.log(np.maximum(tf, 1.0))) * np.where(
             known, self.idf[np.maximum(cols, 0)], self.unseen_idf
@@ -185,31 +188,31 @@ class Learned:
         keywords: Sequence[bool],
     ) -> None:
         self.space, self.prior = space, prior
+        given = [i for i, feedback in enumerate(feedbacks) if feedback]
         self.row_of = np.full(len(feedbacks), -1, dtype=np.int64)
+        self.row_of[given] = np.arange(len(given))
         self.keys: list[Hashable] = [None] * len(feedbacks)
-        columns: dict[str, int] = {}  # rated paper -> its row of `similarity`
-        papers: dict[str, Paper] = {}  # the same order
-        column, paper = columns.setdefault, papers.setdefault
-        liked: list[list[int]] = []
-        disliked: list[list[int]] = []
-        shares: list[float] = []
-        for i, feedback in enumerate(feedbacks):
-            if not feedback:
-                continue
-            self.row_of[i] = len(shares)
-            self.keys[i] = feedback.key
-            for group, rows in ((feedback.liked, liked), (feedback.disliked, disliked)):
-                rows.append([column(p.id, len(columns)) for p in group])
-                for p in group:
-                    paper(p.id, p)  # the papers in the order of their columns
-            n = feedback.size
-            shares.append(min(MAX_SHARE, n / (n + KEYWORD_PRIOR)) if keywords[i] else 1.0)
-        self.rated: list[Paper] = list(papers.values())
-        self.share = np.asarray(shares, dtype=np.float32)
-        self.liked, self.disliked = (
-            _padded(liked, len(self.rated)),
-            _padded(disliked, len(self.rated)),
-        )
+        for i in given:
+            self.keys[i] = feedbacks[i].key  # type: ignore[union-attr]
+        liked = [feedbacks[i].liked for i in given]  # type: ignore[union-attr]
+        disliked = [feedbacks[i].disliked for i in given]  # type: ignore[union-attr]
+        rated = list(chain.from_iterable(liked)) + list(chain.from_iterable(disliked))
+        # Each rated paper's row of `similarity`, in the order first met: setdefault keeps
+        # the call number of a paper's first appearance, np.unique makes them 0, 1, 2...
+        first: dict[str, int] = {}
+        met = map(first.setdefault, map(attrgetter("id"), rated), count())
+        calls = np.fromiter(met, dtype=np.int64, count=len(rated))
+        firsts, columns = np.unique(calls, return_inverse=True)
+        self.rated: list[Paper] = [rated[i] for i in firsts.tolist()]
+        n_liked = np.fromiter(map(len, liked), dtype=np.int64, count=len(liked))
+        n_disliked = np.fromiter(map(len, disliked), dtype=np.int64, count=len(disliked))
+        split = int(n_liked.sum())
+        self.liked = _padded(columns[:split], n_liked, len(self.rated))
+        self.disliked = _padded(columns[split:], n_disliked, len(self.rated))
+        n = (n_liked + n_disliked).astype(np.float32)
+        beside = np.asarray([bool(keywords[i]) for i in given], dtype=bool)
+        share = np.minimum(MAX_SHARE, n / (n + KEYWORD_PRIOR))
+        self.share = np.where(beside, share, 1.0).astype(np.float32)
         vectors = self._rated_vectors(self.rated)
         # Rated papers x window papers, and a last row below any similarity for the padding.
         similarity = np.asarray((vectors @ space.matrix.T).toarray(), dtype=np.float32)
@@ -296,10 +299,11 @@ class Learned:
         return [(p.id, p.title) for p in self.rated]
 
 
-def _padded(groups: Sequence[Sequence[int]], pad: int) -> np.ndarray:
-    """Ragged lists of rows as one array, padded with `pad` (the all -inf row)."""
-    width = max((len(g) for g in groups), default=0)
-    out = np.full((len(groups), width), pad, dtype=np.int64)
-    for i, g in enumerate(groups):
-        out[i, : len(g)] = g
+def _padded(values: np.ndarray, lengths: np.ndarray, pad: int) -> np.ndarray:
+    """Ragged rows (`values` cut by `lengths`) as one array, padded with `pad`."""
+    width = int(lengths.max(initial=0))
+    out = np.full((len(lengths), width), pad, dtype=np.int64)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    within = np.arange(len(values)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[rows, within] = values
     return out

@@ -24,6 +24,7 @@ from newsletter.ranker import PaperWindow, RankingPolicy, rank_profile
 from newsletter.ranking import PaperIndex
 from newsletter.ranking.feedback import KEYWORD_PRIOR, MAX_SHARE
 from newsletter.render import DigestItem, EditionRenderer
+from tests.unit.test_ranker import cli_rank, env  # noqa: F401  (a deployment's own settings)
 
 RELEVANCE = Path(__file__).resolve().parents[1] / "fixtures" / "relevance"
 NOW = datetime(2026, 6, 12, 7, tzinfo=UTC)
@@ -176,25 +177,9 @@ def test_keyword_profiles_rank_as_before_beside_rated_ones(papers):
 # The planner and the CLI ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A deployment whose ranking settings are not the library's defaults."""
-    monkeypatch.setenv("NEWSLETTER_VAR_DIR", str(tmp_path / "var"))
-    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "test-secret")
-    monkeypatch.setenv("NEWSLETTER_MIN_SCORE", "12")
-    monkeypatch.setenv("NEWSLETTER_POPULARITY_WEIGHT", "0.3")
-    monkeypatch.setenv("NEWSLETTER_DIGEST_SIZE", "7")
-
-
 def jsonl(path: Path, papers: list[Paper]) -> Path:
     path.write_text("".join(p.to_json() + "\n" for p in papers), encoding="utf-8")
     return path
-
-
-def cli_rank(*args: str) -> list[tuple[str, float]]:
-    result = CliRunner().invoke(app, ["rank", *args, "--format", "json"])
-    assert result.exit_code == 0, result.output
-    return [(r["id"], round(r["score"], 2)) for r in json.loads(result.stdout)["results"]]
 
 
 def plan_with_ratings(
@@ -232,8 +217,9 @@ def plan_with_ratings(
         db.dispose()
 
 
+@pytest.mark.usefixtures("env")
 @pytest.mark.parametrize("keywords", ["supervision", "class, -medical", ""])
-def test_the_cli_ranks_with_ratings_exactly_as_the_planner_does(env, tmp_path, keywords):
+def test_the_cli_ranks_with_ratings_exactly_as_the_planner_does(tmp_path, keywords):
     """Same papers, order and scores: liked and disliked papers resolve in --papers and
     --history as a subscriber's ratings do in the window and the stored papers."""
     papers = [p for p in relevance_papers() if "$" not in p.abstract and "\\" not in p.abstract]
@@ -269,7 +255,8 @@ def test_the_cli_ranks_with_ratings_exactly_as_the_planner_does(env, tmp_path, k
         assert len(likes) == len(items)
 
 
-def test_the_cli_needs_keywords_or_likes_and_rejects_contradictions(env, tmp_path):
+@pytest.mark.usefixtures("env")
+def test_the_cli_needs_keywords_or_likes_and_rejects_contradictions(tmp_path):
     day = jsonl(tmp_path / "day.jsonl", relevance_papers()[:20])
     result = CliRunner().invoke(app, ["rank", "--papers", str(day), "--format", "json"])
     assert result.exit_code == 2 and "--like" in result.output
