@@ -26,6 +26,7 @@ from newsletter.profile import Profile, ProfileError, parse_profile
 from newsletter.ranking import Match, PaperIndex
 from newsletter.ranking.explain import set_liked
 from newsletter.ranking.feedback import Feedback, Learned, TextSpace, feedback_of
+from newsletter.ranking.index import _paused_gc as paused_gc
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,8 @@ class PaperWindow:
         With `feedback` (one per profile, None for none), keyword scores are fused with what
         the reader's rated papers teach, and a paper chosen by it says which liked paper it
         is like (`Match.liked`)."""
-        with self._ranking:
+        # Many small objects, none cyclic: no collector passes over the whole heap meanwhile.
+        with self._ranking, paused_gc():
             learned = None
             if feedback is not None and any(feedback):
                 if not self._space:
@@ -296,11 +298,18 @@ def _feedback(
         if len(window.rated) > RATED_PAPERS_KEPT:
             window.rated.clear()
         window.rated.update(storage.papers_by_id(session, missing))
-    texts = window.known(wanted)
-    return [
-        feedback_of(p.likes, r, texts) if p.likes or r else None
-        for p, r in zip(profiles, ratings, strict=True)
-    ]
+    return feedbacks_of(profiles, ratings, window.known(wanted))
+
+
+def feedbacks_of(
+    profiles: Sequence[Profile], ratings: Sequence[Mapping[str, int]], texts: Mapping[str, Paper]
+) -> list[Feedback | None]:
+    """Each profile's Feedback from its likes and ratings (None for neither), texts given."""
+    with paused_gc():
+        return [
+            feedback_of(p.likes, r, texts) if p.likes or r else None
+            for p, r in zip(profiles, ratings, strict=True)
+        ]
 
 
 def rank_subscriber(

@@ -380,8 +380,7 @@ def ratings_run(
     keywords_only: float,
 ) -> bool:
     """Rank everyone again with ratings (see the module docstring); True if on target."""
-    from newsletter.ranker import PaperWindow, RankingPolicy
-    from newsletter.ranking.feedback import feedback_of
+    from newsletter.ranker import PaperWindow, RankingPolicy, feedbacks_of
 
     older = [replace(p, id=f"2605.{i:05d}") for i, p in enumerate(synthesize_papers(5000, rng))]
     texts = {p.id: p for p in older}
@@ -395,13 +394,13 @@ def ratings_run(
     policy = RankingPolicy(min_score=5.0, popularity_weight=0.05, digest_size=10, window_days=2)
     window = PaperWindow.of(policy, papers, now)
     with_ratings = sum(1 for r, lk in zip(ratings, likes, strict=True) if r or lk)
+    # The liked papers are profile likes (like: entries), as parsing the profiles gives them.
+    liking = [replace(p, likes=lk) if lk else p for p, lk in zip(profiles, likes, strict=True)]
     start, cpu = time.perf_counter(), time.process_time()
-    feedback = [
-        feedback_of(lk, r, texts) if r or lk else None for r, lk in zip(ratings, likes, strict=True)
-    ]
+    feedback = feedbacks_of(liking, ratings, texts)
     excluded = [s | set(r) | set(lk) for s, r, lk in zip(sent, ratings, likes, strict=True)]
     results = window.rank(
-        profiles, top_k=[10] * len(profiles), exclude_ids=excluded, feedback=feedback
+        liking, top_k=[10] * len(profiles), exclude_ids=excluded, feedback=feedback
     )
     rated_s, rated_cpu = time.perf_counter() - start, time.process_time() - cpu
     peak = peak_rss_mib()
