@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from newsletter.models import Subscriber
+    from newsletter.paper import Paper
     from newsletter.planned import PlannedRow
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
@@ -918,8 +919,9 @@ def _day(value: str | None) -> date | None:
 @app.command()
 def rank(
     keywords: Annotated[
-        str, typer.Option("--keywords", "-k", help="Keyword profile, e.g. 'diffusion, -medical'.")
-    ],
+        str | None,
+        typer.Option("--keywords", "-k", help="Keyword profile, e.g. 'diffusion, -medical'."),
+    ] = None,
     papers_file: Annotated[
         Path | None,
         typer.Option(
@@ -935,11 +937,24 @@ def rank(
         str | None,
         typer.Option("--format", help="table or json (default: json unless on a terminal)."),
     ] = None,
+    history_file: Annotated[
+        Path | None,
+        typer.Option("--history", help="Paper JSONL of earlier papers the rated ids may name."),
+    ] = None,
+    like: Annotated[
+        str | None, typer.Option("--like", help="Liked paper ids, comma-separated.")
+    ] = None,
+    dislike: Annotated[
+        str | None, typer.Option("--dislike", help="Disliked paper ids, comma-separated.")
+    ] = None,
 ) -> None:
     """Rank papers for one keyword profile as the digests do, and show why each one matched.
 
     The settings apply as they do to the digests: NEWSLETTER_MIN_SCORE,
     NEWSLETTER_POPULARITY_WEIGHT, NEWSLETTER_DIGEST_SIZE and NEWSLETTER_PAPER_WINDOW_DAYS.
+    With --like/--dislike the ranking learns from those papers as a digest learns from a
+    subscriber's ratings (their text from --papers or --history); rated papers are never
+    listed, and --keywords may be left out.
     """
     import json
 
@@ -947,32 +962,38 @@ def rank(
     from rich.text import Text
 
     from newsletter import storage
-    from newsletter.paper import read_jsonl
-    from newsletter.profile import ProfileError, parse_profile
+    from newsletter.profile import Profile, ProfileError, parse_profile
     from newsletter.ranker import PaperWindow, RankingPolicy, RecentPapers, rank_profile
     from newsletter.ranking import format_rank_json, marked_parts
 
     output = fmt or ("table" if sys.stdout.isatty() else "json")
     if output not in ("table", "json"):
         raise fail(f"--format must be table or json, not {output!r}")
+    ratings = _cli_ratings(like, dislike)
+    if keywords is None and not ratings:
+        raise fail("give --keywords, or liked papers with --like")
     try:
-        profile = parse_profile(keywords)
+        profile = parse_profile(keywords) if keywords is not None else Profile(())
     except ProfileError as exc:
         raise fail(f"bad keywords: {exc}") from None
     config = settings()
     now = storage.utcnow()
+    history = {p.id: p for p in _read_papers(history_file)} if history_file else {}
     if papers_file is None:
         with database() as db:
             window = RecentPapers(db, config).exact(now)
+            if ratings:  # rated ids also resolve in the database, as for a subscriber
+                with db.session() as session:
+                    missing = [i for i in ratings if i not in window.papers and i not in history]
+                    history.update(storage.papers_by_id(session, missing))
     else:
-        try:
-            found = read_jsonl(papers_file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise fail(f"cannot read {papers_file}: {exc.strerror}") from None
-        except ValueError as exc:
-            raise fail(f"bad paper JSONL in {papers_file}: {exc}") from None
-        window = PaperWindow.of(RankingPolicy.from_settings(config), found, now)
-    matches = rank_profile(window, profile, top_k=top)
+        window = PaperWindow.of(RankingPolicy.from_settings(config), _read_papers(papers_file), now)
+    unknown = [i for i in ratings if i not in window.papers and i not in history]
+    if unknown:
+        errors.print(
+            f"note: not in --papers nor --history, nothing learned from: {', '.join(unknown)}"
+        )
+    matches = rank_profile(window, profile, top_k=top, ratings=ratings, papers=history)
     by_id = window.papers
     if output == "json":
         sys.stdout.write(json.dumps(format_rank_json(by_id, matches), ensure_ascii=False) + "\n")
@@ -980,11 +1001,40 @@ def rank(
     table = Table("score", "paper", "why", title=f"{len(matches)} of {len(window)} papers")
     for m in matches:
         why = ", ".join(f"{label} ({'/'.join(m.where[label])})" for label in m.matched)
+        if m.liked is not None:
+            why = ", ".join(filter(None, [why, f"like {m.liked[1]}"]))
         parts = marked_parts(m.snippet_html)
         excerpt = Text.assemble(*[(p, "bold yellow") if mark else p for p, mark in parts])
         title = f"[bold]{escape(by_id[m.paper_id].title)}[/]\n{m.paper_id}"
         table.add_row(f"{m.score:.0f}", title, Text.assemble(why, "\n", excerpt))
     console.print(table)
+
+
+def _cli_ratings(like: str | None, dislike: str | None) -> dict[str, int]:
+    """{paper id: 1 or -1} from --like and --dislike (ids as written, versions dropped); a
+    paper both liked and disliked is an error."""
+    from newsletter.paper import strip_version
+
+    def ids(text: str | None) -> list[str]:
+        return [strip_version(i) for i in (text or "").split(",") if i.strip()]
+
+    liked, disliked = ids(like), ids(dislike)
+    both = sorted(set(liked) & set(disliked))
+    if both:
+        raise fail(f"both liked and disliked: {', '.join(both)}")
+    return {i: 1 for i in liked} | {i: -1 for i in disliked}
+
+
+def _read_papers(path: Path) -> list[Paper]:
+    """The papers of a JSONL file, or a clear error naming it."""
+    from newsletter.paper import read_jsonl
+
+    try:
+        return read_jsonl(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise fail(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise fail(f"bad paper JSONL in {path}: {exc}") from None
 
 
 # Operator accounts of the admin dashboard --------------------------------------------------

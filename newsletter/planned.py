@@ -13,7 +13,8 @@ from newsletter.ranking import snippet_text
 @dataclass(frozen=True, slots=True)
 class PlannedItem:
     """One paper of a planned digest: its score, the entries it matched (and in which fields:
-    title, abstract, keywords), its excerpt."""
+    title, abstract, keywords), its excerpt, and the liked paper (id, title) it is like when
+    the subscriber's ratings chose it."""
 
     paper_id: str
     score: float
@@ -23,6 +24,7 @@ class PlannedItem:
     # The entries whose words matched only apart, as the ranker found them; None for rows
     # planned before it said so (their labels are worked out from the paper's text).
     apart: tuple[str, ...] | None = None
+    liked: tuple[str, str] | None = None
 
     @property
     def snippet_text(self) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -24,10 +24,14 @@ from newsletter.db import Database
 from newsletter.paper import Paper
 from newsletter.profile import Profile, ProfileError, parse_profile
 from newsletter.ranking import Match, PaperIndex
+from newsletter.ranking.explain import set_liked
+from newsletter.ranking.feedback import Feedback, Learned, TextSpace, feedback_of
+from newsletter.ranking.index import _paused_gc as paused_gc
 
 log = logging.getLogger(__name__)
 
 INDEX_TTL_SECONDS = 300.0
+RATED_PAPERS_KEPT = 200_000  # texts of rated papers a window keeps before reading afresh
 STALE_REBUILD_NOW = 10  # TTLs: an index older than this is rebuilt before a page is answered
 
 
@@ -68,6 +72,10 @@ class PaperWindow:
     built_at: float = field(default_factory=time.monotonic)
     # The index fills caches as it ranks: one caller at a time.
     _ranking: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Built on the first ranking with ratings: the papers' text vectors (ranking.feedback).
+    _space: list[TextSpace] = field(default_factory=list, repr=False)
+    # Rated papers read from storage for this window (liked papers of older editions).
+    rated: dict[str, Paper] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(
@@ -91,12 +99,35 @@ class PaperWindow:
         *,
         top_k: Sequence[int],
         exclude_ids: Sequence[frozenset[str]],
+        feedback: Sequence[Feedback | None] | None = None,
     ) -> list[list[Match]]:
-        """Each profile's best papers scoring at least the policy's minimum, best first."""
-        with self._ranking:
-            return self.index.rank_many(
-                profiles, top_k=top_k, min_score=self.policy.min_score, exclude_ids=exclude_ids
+        """Each profile's best papers scoring at least the policy's minimum, best first.
+
+        With `feedback` (one per profile, None for none), keyword scores are fused with what
+        the reader's rated papers teach, and a paper chosen by it says which liked paper it
+        is like (`Match.liked`)."""
+        # Many small objects, none cyclic: no collector passes over the whole heap meanwhile.
+        with self._ranking, paused_gc():
+            learned = None
+            if feedback is not None and any(feedback):
+                if not self._space:
+                    self._space.append(TextSpace(self.index.papers))
+                keywords = [bool(p.positives) for p in profiles]
+                learned = Learned(self._space[0], self.index.prior, feedback, keywords)
+            results = self.index.rank_many(
+                profiles,
+                top_k=top_k,
+                min_score=self.policy.min_score,
+                exclude_ids=exclude_ids,
+                learned=learned,
             )
+            if learned is not None:
+                _say_liked(learned, results)
+            return results
+
+    def known(self, ids: Iterable[str]) -> dict[str, Paper]:
+        """Of these paper ids, those whose text this window has (its papers, rated ones)."""
+        return {i: p for i in ids if (p := self.papers.get(i) or self.rated.get(i)) is not None}
 
     def holds(self, versions: tuple[tuple[str, datetime], ...], now: datetime) -> bool:
         """Would an index of these stored papers, built at `now`, rank exactly as this one?"""
@@ -209,8 +240,9 @@ def rank_subscribers(
     *,
     now: datetime,
 ) -> list[Ranked]:
-    """Rank the window for each subscriber: their profile, their digest size, and never a paper
-    one of their digests already holds. Equal profiles are ranked once."""
+    """Rank the window for each subscriber: their profile, their ratings, their digest size,
+    and never a paper one of their digests already holds nor one they rated. Equal profiles
+    with equal ratings are ranked once."""
     ranked: list[Ranked | None] = [None] * len(due)
     ready: list[int] = []
     profiles: list[Profile] = []
@@ -223,15 +255,61 @@ def rank_subscribers(
         ready.append(position)
     # A paper collected since `since` can only be in a digest planned since then.
     since = window.policy.since(now)
-    sent = storage.reserved_paper_ids(session, [due[p].id for p in ready], since)
+    ids = [due[p].id for p in ready]
+    sent = storage.reserved_paper_ids(session, ids, since)
+    ratings = storage.ratings_by_subscriber(session, ids)
+    feedback = _feedback(window, session, profiles, [ratings.get(i, {}) for i in ids])
     results = window.rank(
         profiles,
         top_k=[due[p].digest_size for p in ready],
-        exclude_ids=[frozenset(sent.get(due[p].id, ())) for p in ready],
+        exclude_ids=[
+            _never_again(sent.get(i, ()), profile, ratings.get(i, {}))
+            for i, profile in zip(ids, profiles, strict=True)
+        ],
+        feedback=feedback,
     )
     for position, matches in zip(ready, results, strict=True):
         ranked[position] = Ranked(due[position], matches)
     return [r for r in ranked if r is not None]
+
+
+def _never_again(
+    sent: Iterable[str], profile: Profile, ratings: Mapping[str, int]
+) -> frozenset[str]:
+    """Papers a subscriber must not be given: those sent, liked or rated."""
+    if not profile.likes and not ratings:
+        return frozenset(sent)
+    return frozenset(sent).union(profile.likes, ratings)
+
+
+def _feedback(
+    window: PaperWindow,
+    session: Session,
+    profiles: Sequence[Profile],
+    ratings: Sequence[Mapping[str, int]],
+) -> list[Feedback | None] | None:
+    """Each profile's Feedback; liked papers outside the window are read from storage (once a
+    window: they are kept on it)."""
+    wanted = {i for p, r in zip(profiles, ratings, strict=True) for i in (*p.likes, *r)}
+    if not wanted:
+        return None
+    missing = [i for i in wanted if i not in window.papers and i not in window.rated]
+    if missing:
+        if len(window.rated) > RATED_PAPERS_KEPT:
+            window.rated.clear()
+        window.rated.update(storage.papers_by_id(session, missing))
+    return feedbacks_of(profiles, ratings, window.known(wanted))
+
+
+def feedbacks_of(
+    profiles: Sequence[Profile], ratings: Sequence[Mapping[str, int]], texts: Mapping[str, Paper]
+) -> list[Feedback | None]:
+    """Each profile's Feedback from its likes and ratings (None for neither), texts given."""
+    with paused_gc():
+        return [
+            feedback_of(p.likes, r, texts) if p.likes or r else None
+            for p, r in zip(profiles, ratings, strict=True)
+        ]
 
 
 def rank_subscriber(
@@ -247,8 +325,31 @@ def rank_profile(
     *,
     top_k: int | None = None,
     exclude_ids: frozenset[str] = frozenset(),
+    ratings: Mapping[str, int] | None = None,
+    papers: Mapping[str, Paper] | None = None,
 ) -> list[Match]:
     """The window ranked for a profile that is no subscriber's (typed on a page, given to the
-    CLI); `top_k` defaults to the digest size."""
+    CLI); `top_k` defaults to the digest size. `ratings` ({paper id: 1 or -1}) and the
+    profile's likes are learned from as the planner does, with their texts from the window,
+    the papers read for it, or `papers`; rated and liked papers are never returned."""
     k = window.policy.digest_size if top_k is None else top_k
-    return window.rank([profile], top_k=[k], exclude_ids=[exclude_ids])[0]
+    rated = dict(ratings or {})
+    feedback = None
+    if profile.likes or rated:
+        wanted = [*profile.likes, *rated]
+        texts = window.known(wanted)
+        texts.update({i: papers[i] for i in wanted if papers and i in papers and i not in texts})
+        feedback = [feedback_of(profile.likes, rated, texts)]
+    excluded = exclude_ids | _never_again((), profile, rated)
+    return window.rank([profile], top_k=[k], exclude_ids=[excluded], feedback=feedback)[0]
+
+
+def _say_liked(learned: Learned, results: Sequence[list[Match]]) -> None:
+    """Fill in `Match.liked` where what a reader liked chose the paper."""
+    chosen = [results[p] for p in learned.profiles()]
+    ids = [[m.paper_id for m in matches] for matches in chosen]
+    scores = [m.score for matches in chosen for m in matches]
+    flat = [m for matches in chosen for m in matches]
+    for match, like in zip(flat, learned.most_like(learned.profiles(), ids, scores), strict=True):
+        if like is not None:
+            set_liked(match, like)

@@ -77,6 +77,8 @@ class DigestItem:
     # The entries whose words the ranker found only apart; None for rows planned before it
     # said so, whose labels are then worked out from the paper's text.
     apart: Sequence[str] | None = None
+    # (id, title) of the liked paper this one is like, when the reader's ratings chose it.
+    liked: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -280,7 +282,9 @@ class EditionRenderer:
         self._label_html: dict[tuple[str, str], str] = {}
         self._score_html: dict[float, str] = {}
         self._snippets: dict[str, str] = {}
-        self._matched_lines: dict[tuple[float | None, tuple[tuple[str, str], ...]], str] = {}
+        self._matched_lines: dict[
+            tuple[float | None, tuple[tuple[str, str], ...], tuple[str, str] | None], str
+        ] = {}
         self._trendings: dict[tuple[str, tuple[str, ...]], str] = {}
         self._subjects: dict[tuple[str, int], str] = {}
         # Corpus-free: the rules that make two profiles equal (case, stems, acronyms).
@@ -465,7 +469,7 @@ class EditionRenderer:
         """One card's HTML; `shown` is the item's explanation()."""
         wrapper, score_tag, label_tag, where_tag, mark = self._label_tags
         labels = ""
-        if item.matched or item.score is not None:
+        if item.matched or item.score is not None or item.liked:
             score = ""
             if item.score is not None:
                 score = self._score_html.get(item.score, "")
@@ -487,6 +491,9 @@ class EditionRenderer:
                     )
                     _kept(self._label_html)[text, where] = label
                 inner.append(label)
+            if item.liked:  # what the reader liked chose it: say which paper
+                liked = f"like <em>{html_ascii(escape(item.liked[1]))}</em>"
+                inner.append(self._slot.fill(label_tag, {"label": liked, "where": ""}))
             labels = self._slot.fill(wrapper, {"score": score, "labels": "\n".join(inner)})
         snippet = self._snippets.get(item.snippet_html)
         if snippet is None:
@@ -517,7 +524,7 @@ class EditionRenderer:
         rate_url: str | None = None,
     ) -> str:
         """One card's text; `shown` is the item's explanation()."""
-        key = (item.score, tuple(shown) if item.matched else ())
+        key = (item.score, tuple(shown) if item.matched else (), item.liked)
         matched = self._matched_lines.get(key)
         if matched is None:
             parts = []
@@ -526,6 +533,8 @@ class EditionRenderer:
             if item.matched:
                 entries = [f"{text} (in {where})" if where else text for text, where in shown]
                 parts.append("Matched: " + ", ".join(entries))
+            if item.liked:
+                parts.append(f"like *{item.liked[1]}*")
             matched = "   " + wrap(" · ".join(parts), 69, "   ") + "\n" if parts else ""
             _kept(self._matched_lines)[key] = matched
         snippet = self._wrapped(item.snippet_text or self.view(item.paper).summary)

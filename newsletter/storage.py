@@ -594,6 +594,8 @@ def create_deliveries(session: Session, rows: Sequence[PlannedRow], now: datetim
                     "where": item.where,  # tuples: JSON writes them as arrays
                     # Written even when empty: a row without it predates the ranker saying so.
                     **({} if item.apart is None else {"apart": item.apart}),
+                    # [id, title] of the liked paper it is like; rows planned before: absent.
+                    **({"liked": item.liked} if item.liked else {}),
                 }
                 for item in row.items
             ],
@@ -664,6 +666,11 @@ def _planned_item(position: int, item: Any) -> PlannedItem:
     apart = item.get("apart")  # None: planned before the ranker recorded it
     if apart is not None and not _strings(apart):
         raise MalformedItems(f"item {position} ({paper_id}): apart is not a list of entries")
+    liked = item.get("liked")  # rows planned before ratings were learned from have none
+    if liked is not None and not (
+        isinstance(liked, list) and len(liked) == 2 and all(isinstance(x, str) for x in liked)
+    ):
+        raise MalformedItems(f"item {position} ({paper_id}): liked is not [id, title]")
     return PlannedItem(
         paper_id,
         float(score),
@@ -671,6 +678,7 @@ def _planned_item(position: int, item: Any) -> PlannedItem:
         snippet,
         dict(zip(where, map(tuple, where.values()), strict=True)),
         None if apart is None else tuple(apart),
+        (liked[0], liked[1]) if liked else None,
     )
 
 

@@ -42,6 +42,7 @@ def digest_items(stored: Sequence[PlannedItem], papers: dict[str, Paper]) -> lis
             score=item.score,
             where=item.where,
             apart=item.apart,
+            liked=item.liked,
         )
         for item in stored
         if item.paper_id in papers

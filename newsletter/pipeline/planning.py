@@ -192,7 +192,8 @@ class _Ranker:
                     m.matched,
                     m.snippet_html,
                     m.where,
-                    m.apart,
+                    apart=m.apart,
+                    liked=m.liked,
                 )
                 for m in one.matches
             )

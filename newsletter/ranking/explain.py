@@ -83,9 +83,32 @@ class _Apart:
         self.slot = getattr(owner, f"_{name}")
 
     def __get__(self, obj: object | None, owner: type | None = None) -> tuple[str, ...]:
-        return () if obj is None else self.slot.__get__(obj, owner)  # type: ignore[no-any-return]
+        if obj is None:
+            return ()
+        try:
+            return self.slot.__get__(obj, owner)  # type: ignore[no-any-return]
+        except AttributeError:  # a Match built without it (the learned part's)
+            return ()
 
     def __set__(self, obj: object, value: tuple[str, ...]) -> None:
+        self.slot.__set__(obj, value)
+
+
+class _Unset:
+    """An optional field in a private slot: None until set (hand-built Matches leave it)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = getattr(owner, f"_{name}")
+
+    def __get__(self, obj: object | None, owner: type | None = None) -> Any:
+        if obj is None:
+            return None  # the field's default, as dataclasses read it from the class
+        try:
+            return self.slot.__get__(obj, owner)
+        except AttributeError:
+            return None
+
+    def __set__(self, obj: object, value: Any) -> None:
         self.slot.__set__(obj, value)
 
 
@@ -97,6 +120,7 @@ _MATCH_SLOTS = (
     "_snippet_html",
     "_snippet_text",
     "_apart",
+    "_liked",
 )
 
 
@@ -119,6 +143,8 @@ class Match:
     # The unquoted multi-word entries of `matched` whose words matched but never side by side
     # (shared like `where`): a digest labels them "diffusion + models", not as the phrase.
     apart: tuple[str, ...] = _Apart()  # type: ignore[assignment]
+    # (id, title) of the liked paper this one is most like, when the reader's ratings chose it.
+    liked: tuple[str, str] | None = _Unset()  # type: ignore[assignment]
 
     def __hash__(self) -> int:  # `where` is a dict: hash the rest
         return hash((self.paper_id, self.score, self.matched, self.snippet_html))
@@ -136,10 +162,20 @@ _MATCH_FIELDS = (
     "snippet_html",
     "snippet_text",
     "apart",
+    "liked",
 )
 # A Match built by hand (_Explainer.matches). Benchmark: tests/perf/bench_ranking.py, "rank_many".
 _NEW = object.__new__
 _SET_SLOTS = tuple(getattr(Match, name).__set__ for name in _MATCH_SLOTS)
+
+
+_SET_LIKED = Match._liked.__set__  # type: ignore[attr-defined]
+
+
+def set_liked(match: Match, liked: tuple[str, str] | None) -> None:
+    """Say which liked paper a Match is like (Matches are frozen; the ranker fills this in
+    after choosing, for the profiles that have ratings)."""
+    _SET_LIKED(match, liked)
 
 
 class _LazySnippet:
@@ -195,7 +231,7 @@ class _Explainer:
 
     def __init__(self, index: PaperIndex, plan: _Plan) -> None:
         self.index, self.plan = index, plan
-        self._compiled: dict[tuple[Profile, str], _Compiled] = {}
+        self._compiled: dict[tuple[int, str], _Compiled] = {}
         self._highlight_ids: dict[tuple[int, ...], int] = {}
         self._highlight_sets: list[tuple[int, ...]] = []
         self._highlights: dict[tuple[int, int], list[tuple[int, int]]] = {}
@@ -205,7 +241,8 @@ class _Explainer:
 
     def compiled(self, profile: Profile, representative: Profile, slot: int) -> _Compiled:
         """The explanation context of a subscriber's profile (shared by equal texts)."""
-        key = (representative, profile.source or str(id(profile)))
+        # By slot: one profile ranked with other ratings is another slot, another ranking.
+        key = (slot, profile.source or str(id(profile)))
         found = self._compiled.get(key)
         if found is not None:
             found.shared = True  # subscribers who wrote the same text share their matches
@@ -230,7 +267,7 @@ class _Explainer:
         coded, masks = compiled.coded, compiled.masks
         new, (set_id, set_score, set_matched, set_where, set_html, set_text, set_apart) = (
             _NEW,
-            _SET_SLOTS,
+            _SET_SLOTS[:7],  # `liked` is set afterwards, for the profiles with ratings
         )
         made = compiled.made if compiled.shared else None
         for paper, score, code in zip(*candidates, strict=True):

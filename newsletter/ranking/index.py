@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from itertools import repeat
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from newsletter.ranking.scoring import (
     _prior,
     text_feature,
 )
+
+if TYPE_CHECKING:
+    from newsletter.ranking.feedback import Learned
 
 FEATURE_CACHE = 100_000
 _NO_PAPERS = np.zeros(0, dtype=np.int64)
@@ -220,8 +223,13 @@ class PaperIndex:
         min_score: float = 0.0,
         exclude_ids: Sequence[frozenset[str]] | None = None,
         block_size: int = 2048,
+        learned: Learned | None = None,
     ) -> list[list[Match]]:
-        """Rank every profile; equal profiles are scored once, in blocks of `block_size`."""
+        """Rank every profile; equal profiles are scored once, in blocks of `block_size`.
+
+        With `learned` (one row per profile, see ranking.feedback), each profile's keyword
+        scores are fused with what its ratings teach; equal profiles with other ratings are
+        ranked apart."""
         n = len(profiles)
         ks = [top_k] * n if isinstance(top_k, int) else list(top_k)
         excluded = list(exclude_ids) if exclude_ids is not None else [frozenset()] * n
@@ -230,7 +238,7 @@ class PaperIndex:
         if not self.papers or not n:
             return [[] for _ in range(n)]
         with _paused_gc():
-            return self._rank_many(profiles, ks, excluded, min_score, block_size)
+            return self._rank_many(profiles, ks, excluded, min_score, block_size, learned)
 
     def _rank_many(
         self,
@@ -239,13 +247,18 @@ class PaperIndex:
         excluded: list[frozenset[str]],
         min_score: float,
         block_size: int,
+        learned: Learned | None = None,
     ) -> list[list[Match]]:
-        slots, representatives = _deduplicate(profiles)
+        slots, representatives = _deduplicate(profiles, learned.keys if learned else None)
         already = [self._positions(ids) for ids in excluded]
         needed = np.zeros(len(representatives), dtype=np.int64)
         for slot, k, sent in zip(slots, ks, already, strict=True):
             needed[slot] = max(needed[slot], max(k, 0) + len(sent))
         plan = _Plan(self, representatives)
+        if learned is not None:
+            owners = np.zeros(len(representatives), dtype=np.int64)  # a profile of each slot
+            owners[np.asarray(slots, dtype=np.int64)] = np.arange(len(slots))
+            plan.boost = lambda start, stop, scores: learned.fuse(owners[start:stop], scores)
         candidates = plan.top(needed, min_score, max(block_size, 1))
         explain = _Explainer(self, plan)
         compiled = [
@@ -371,13 +384,19 @@ def _document_frequencies(table: _Positions, n_terms: int) -> np.ndarray:
     return np.bincount(table.tid[_run_starts(key)], minlength=n_terms)
 
 
-def _deduplicate(profiles: Sequence[Profile]) -> tuple[list[int], list[Profile]]:
-    """Slot of each profile, and one representative per distinct profile."""
-    slot_of: dict[Profile, int] = {}
+def _deduplicate(
+    profiles: Sequence[Profile], keys: Sequence[Hashable] | None = None
+) -> tuple[list[int], list[Profile]]:
+    """Slot of each profile, and one representative per distinct profile (and key)."""
+    slot_of: dict[Hashable, int] = {}
     slots = []
-    for profile in profiles:
-        slots.append(slot_of.setdefault(profile, len(slot_of)))
-    return slots, list(slot_of)
+    representatives: list[Profile] = []
+    for i, profile in enumerate(profiles):
+        slot = slot_of.setdefault(profile if keys is None else (profile, keys[i]), len(slot_of))
+        if slot == len(representatives):
+            representatives.append(profile)
+        slots.append(slot)
+    return slots, representatives
 
 
 def rank_papers(papers: Sequence[Paper], profile: Profile | str, **kw: Any) -> list[Match]:

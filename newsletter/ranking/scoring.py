@@ -29,7 +29,7 @@ How a paper scores for a profile, from 0 to 100:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
@@ -182,6 +182,8 @@ class _Plan:
         self, index: PaperIndex, profiles: Sequence[Profile], dense_limit: int = DENSE_LIMIT
     ) -> None:
         self.index, self.dense_limit = index, dense_limit
+        # Fuses another score into rows start..stop (before exclusions): ranking.feedback.
+        self.boost: Callable[[int, int, np.ndarray], np.ndarray] | None = None
         self.columns: dict[Entry, int] = {}
         self._by_key: dict[MatchKey, int] = {}
         self.features: list[_Feature] = []
@@ -294,6 +296,8 @@ class _Plan:
         if len(steered):
             outside = _dense(steer[steered] @ self.present) == 0
             scores[steered] *= np.where(outside, 1.0 - CATEGORY_SHARE, 1.0).astype(np.float32)
+        if self.boost is not None:
+            scores = self.boost(start, stop, scores)
         excluding = self.exclusions[start:stop]
         rows = np.flatnonzero(excluding.getnnz(axis=1))
         if len(rows):

@@ -36,6 +36,7 @@ class PreviewItem:
     snippet_html: Markup
     # entry -> how the page labels it: its words ("diffusion + models") if found only apart.
     shown: dict[str, str] = field(default_factory=dict)
+    liked: tuple[str, str] | None = None  # (id, title) of the liked paper it is like
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,7 @@ def _items(window: PaperWindow, matches: Sequence[Match]) -> list[PreviewItem]:
             # The ranker escapes the abstract and adds only <mark> around the matches.
             snippet_html=Markup(m.snippet_html),
             shown=_shown(window.papers[m.paper_id], m.matched),
+            liked=m.liked,
         )
         for m in matches
     ]

@@ -177,7 +177,6 @@ def _place(row: PlannedRow, paper_id: str) -> tuple[int, float]:
     return len(row.items), float("-inf")
 
 
-@pytest.mark.xfail(reason="needs the feedback ranker", strict=True)
 def test_the_next_edition_ranks_the_disliked_papers_near_duplicate_lower(
     site, chromium, smtp_server, tmp_path
 ):

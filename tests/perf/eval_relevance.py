@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 from rank_bm25 import BM25Okapi
 
 from newsletter.paper import Paper, read_jsonl
@@ -48,10 +49,30 @@ def ndcg(ranked: Sequence[str], relevant: Sequence[str], k: int = K) -> float:
     return dcg / best if best else 0.0
 
 
-def plain_bm25(papers: Sequence[Paper]) -> Ranker:
-    def tokens(text: str) -> list[str]:
-        return re.findall(r"[a-z0-9]+", text.lower())
+def random_precision(relevant: int, papers: int, k: int = K) -> float:
+    """The expected P@k of a random order: the share of relevant papers (k of them drawn)."""
+    return min(relevant, papers) / papers if papers else 0.0
 
+
+def bootstrap_interval(
+    ours: Sequence[float], other: Sequence[float], draws: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
+    """Paired bootstrap 95% interval of mean(ours - other) over the units (queries, days)."""
+    rng = np.random.default_rng(seed)
+    diff = np.asarray(ours, dtype=np.float64) - np.asarray(other, dtype=np.float64)
+    if not len(diff):
+        return 0.0, 0.0
+    means = diff[rng.integers(0, len(diff), size=(draws, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def tokens(text: str) -> list[str]:
+    """Plain BM25's tokens: lowercase alphanumeric runs."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def plain_bm25(papers: Sequence[Paper]) -> Ranker:
     bm25 = BM25Okapi([tokens(f"{p.title} {p.abstract}") for p in papers])
 
     def rank(query: str) -> list[str]:
@@ -72,21 +93,38 @@ def this_ranker(papers: Sequence[Paper]) -> Ranker:
 
 
 def evaluate(
-    name: str, rank: Ranker, queries: Sequence[dict[str, object]], show: bool
-) -> tuple[float, float]:
-    p_sum = n_sum = 0.0
+    name: str, rank: Ranker, queries: Sequence[dict[str, object]], show: bool, n_papers: int
+) -> tuple[list[float], list[float]]:
+    """Per query: P@10 and nDCG@10 (printed beside the random baseline's P@10)."""
+    ps: list[float] = []
+    ns: list[float] = []
     for q in queries:
         query, relevant = str(q["query"]), list(q["relevant_in_order"])  # type: ignore[call-overload]
         ranked = rank(query)
         p, n = precision(ranked, relevant), ndcg(ranked, relevant)
-        p_sum, n_sum = p_sum + p, n_sum + n
-        print(f"  {name:<12} {query!r:<16} P@10 {p:.3f}  nDCG@10 {n:.3f}")
+        ps.append(p)
+        ns.append(n)
+        chance = random_precision(len(relevant), n_papers)
+        print(
+            f"  {name:<12} {query!r:<16} P@10 {p:.3f}  nDCG@10 {n:.3f}  (random P@10 {chance:.3f})"
+        )
         if show:
             wanted = set(relevant)
             for pid in ranked:
                 mark = f"#{relevant.index(pid)}" if pid in wanted else "-"
                 print(f"      {mark:>4} {pid}")
-    return p_sum / len(queries), n_sum / len(queries)
+    return ps, ns
+
+
+def random_ndcg(relevant: Sequence[str], n_papers: int, draws: int = 2000) -> float:
+    """The mean nDCG@10 of random orders of the papers (a fixed seed)."""
+    rng = np.random.default_rng(0)
+    ids = list(relevant) + [f"-{i}" for i in range(n_papers - len(relevant))]
+    total = 0.0
+    for _ in range(draws):
+        picked = rng.choice(len(ids), size=min(K, len(ids)), replace=False)
+        total += ndcg([ids[i] for i in picked], relevant)
+    return total / draws
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,11 +136,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         queries = queries[:1]
     print(f"{len(papers)} papers, {len(queries)} queries, cut-off {K}")
-    ours = evaluate("this ranker", this_ranker(papers), queries, args.show)
-    plain = evaluate("plain BM25", plain_bm25(papers), queries, args.show)
-    print(f"mean  this ranker  P@10 {ours[0]:.3f}  nDCG@10 {ours[1]:.3f}")
-    print(f"mean  plain BM25   P@10 {plain[0]:.3f}  nDCG@10 {plain[1]:.3f}")
-    better = ours[0] > plain[0] and ours[1] > plain[1]
+    n = len(papers)
+    ours = evaluate("this ranker", this_ranker(papers), queries, args.show, n)
+    plain = evaluate("plain BM25", plain_bm25(papers), queries, args.show, n)
+    chance_p = [random_precision(len(q["relevant_in_order"]), n) for q in queries]  # type: ignore[arg-type]
+    chance_n = [random_ndcg(list(q["relevant_in_order"]), n) for q in queries]  # type: ignore[call-overload]
+    rows = [("this ranker", ours), ("plain BM25", plain), ("random order", (chance_p, chance_n))]
+    for name, (p, nd) in rows:
+        line = f"mean  {name:<13} P@10 {np.mean(p):.3f}  nDCG@10 {np.mean(nd):.3f}"
+        if name != "random order":
+            lo, hi = bootstrap_interval(p, chance_p)
+            line += f"  vs random P@10 [{lo:+.3f}, {hi:+.3f}]"
+        if name != "this ranker":
+            lo, hi = bootstrap_interval(ours[0], p)
+            nlo, nhi = bootstrap_interval(ours[1], nd)
+            line += f"  this ranker vs it P@10 [{lo:+.3f}, {hi:+.3f}] nDCG [{nlo:+.3f}, {nhi:+.3f}]"
+        print(line)
+    print(f"(paired bootstrap 95% intervals over the {len(queries)} queries)")
+    better = np.mean(ours[0]) > np.mean(plain[0]) and np.mean(ours[1]) > np.mean(plain[1])
     print("this ranker beats plain BM25 on both" if better else "plain BM25 is not beaten")
     return 0 if better else 1
 

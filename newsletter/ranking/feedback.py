@@ -1,0 +1,309 @@
+"""What a reader's ratings teach: a learned score from liked and disliked papers, fused with
+the keyword score, for many subscribers at once.
+
+The model (why: README, "Ranking"; measured by tests/perf/eval_feedback.py):
+
+* Papers are vectors of sublinear tf-idf over their title and abstract words and adjacent
+  word pairs (the corpus-free analyzer's terms: stems, curated acronyms; stopwords dropped),
+  L2-normalized; idf is the window's. A paper outside the window (a liked paper from an older
+  edition) is a vector in the same space; its words the window lacks still count in its norm.
+* What a reader's ratings teach about a paper is a nearest-neighbour vote: its cosine
+  similarity to the most similar paper they liked, minus DISLIKE_SHARE times its similarity
+  to the most similar paper they disliked, over SIMILAR, clipped to [-1, 1]. Nearest, not
+  mean: a reader who likes two topics is not given papers halfway between them, a "less like
+  this" sinks that paper's near-duplicates, and the paper named in "like <title>" is the one
+  that chose it. Scoring is a gather-and-max over one (rated papers x window) similarity
+  matrix, block by block across subscribers.
+* Fusion: ``(1 - share) * keyword score + share * 100 * learned score * prior``, floored at 0,
+  where ``share = n / (n + KEYWORD_PRIOR)`` for n rated papers, at most MAX_SHARE when the
+  profile has keywords, and 1 when it has none: a handful of ratings move a digest, they do not
+  replace its keywords. Excluded papers stay excluded (the fusion runs before exclusions).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from itertools import chain, count, repeat
+from operator import attrgetter
+
+import numpy as np
+import scipy.sparse as sp
+
+from newsletter.analysis import PLAIN, STOPWORDS, Word, fold
+from newsletter.paper import Paper
+
+SIMILAR = 0.2  # cosine similarity at which a paper counts as fully like a liked one
+DISLIKE_SHARE = 1.0  # a disliked paper pushes its neighbours down as a liked one pulls them up
+KEYWORD_PRIOR = 10.0  # ratings needed for the learned part to weigh as much as the keywords
+MAX_SHARE = 0.5  # beside keywords, the learned part never weighs more than they do
+LIKE_SHOWN = 1.0 / 3.0  # "like <title>" is said when the learned part is this much of a score
+COUNTS_KEPT = 200_000  # term counts of papers from outside a window it keeps
+LEARN_BLOCK = 256  # profiles per gather: 256 x rated papers x window papers floats at most
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A reader's rated papers, with their text: liked (profile likes and +1) and disliked."""
+
+    liked: tuple[Paper, ...] = ()
+    disliked: tuple[Paper, ...] = ()
+
+    @property
+    def key(self) -> Hashable:
+        """Equal for readers who rated the same papers the same way (they rank alike)."""
+        return (frozenset(p.id for p in self.liked), frozenset(p.id for p in self.disliked))
+
+    def __bool__(self) -> bool:
+        return bool(self.liked or self.disliked)
+
+    @property
+    def size(self) -> int:
+        return len(self.liked) + len(self.disliked)
+
+
+def feedback_of(
+    likes: Iterable[str], ratings: Mapping[str, int], papers: Mapping[str, Paper]
+) -> Feedback:
+    """A reader's Feedback from profile likes and ratings (+1/-1), with the texts in `papers`;
+    a rated paper whose text is unknown teaches nothing."""
+    liked = dict.fromkeys(likes)
+    liked.update((pid, None) for pid, value in ratings.items() if value > 0)
+    disliked = [pid for pid, value in ratings.items() if value < 0]
+    for pid in disliked:
+        liked.pop(pid, None)  # a later "less like this" wins over the profile's like
+    return Feedback(
+        tuple(papers[pid] for pid in liked if pid in papers),
+        tuple(papers[pid] for pid in sorted(disliked) if pid in papers),
+    )
+
+
+# Text features -------------------------------------------------------------------------------
+
+
+def paper_terms(paper: Paper) -> dict[str, int]:
+    """Term counts of a paper's title and abstract: content-word stems and adjacent pairs
+    (not across punctuation; across a dropped stopword)."""
+    terms: list[str] = []
+    known = _TERMS.get
+    for text in (paper.title, paper.abstract):
+        run: list[str] = []
+        for token in _TOKEN.findall(text):
+            term = known(token)
+            if term is None:
+                term = _term(token)
+            if term:
+                run.append(term)
+            elif run and len(token) == 1 and not token.isalnum():  # punctuation ends a run
+                terms.extend(run)
+                terms.extend(map(" ".join, zip(run, run[1:], strict=False)))
+                run = []
+        terms.extend(run)
+        terms.extend(map(" ".join, zip(run, run[1:], strict=False)))
+    return Counter(terms)
+
+
+_TOKEN = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*|[.,;:!?()\[\]{}\"|/<>=+*&#@\u2013\u2014\u2026]")
+_TERMS: dict[str, str] = {}  # a word as written -> its term ("" for a stopword)
+_TERMS_KEPT = 500_000
+
+
+def _term(surface: str) -> str:
+    """The term of a word as the corpus-free analyzer reads it, "" for a stopword or number."""
+    found = _TERMS.get(surface)
+    if found is None:
+        folded = fold(surface)
+        skip = folded in STOPWORDS or len(folded) < 2 or folded.isdigit()
+        found = "" if skip else PLAIN.term(Word(surface, folded, 0, len(surface), False))
+        if len(_TERMS) < _TERMS_KEPT:
+            _TERMS[surface] = found
+    return found
+
+
+class TextSpace:
+    """The window's papers as tf-idf vectors, and any other paper in the same space (the
+    term counts of papers from outside are kept: the planner ranks a window chunk by chunk)."""
+
+    def __init__(self, papers: Sequence[Paper]) -> None:
+        counts = [paper_terms(p) for p in papers]
+        self.columns: dict[str, int] = {}
+        for c in counts:
+            for term in c:
+                self.columns.setdefault(term, len(self.columns))
+        flat = [self.columns[t] for c in counts for t in c]
+        df = np.bincount(np.asarray(flat, dtype=np.int64), minlength=len(self.columns))
+        n = len(papers)
+        self.idf = np.log((1.0 + n) / (1.0 + df)) + 1.0
+        self.unseen_idf = math.log(1.0 + n) + 1.0  # a term no window paper has
+        self.position = {p.id: i for i, p in enumerate(papers)}
+        self.matrix = self._vectors(counts)
+        self._counts: dict[str, dict[str, int]] = {}
+
+    def vectors(self, papers: Sequence[Paper]) -> sp.csr_matrix:
+        """Rows for `papers`, in this space."""
+        if len(self._counts) > COUNTS_KEPT:
+            self._counts.clear()
+        counts = []
+        for p in papers:
+            found = self._counts.get(p.id)
+            if found is None:
+                found = self._counts[p.id] = paper_terms(p)
+            counts.append(found)
+        return self._vectors(counts)
+
+    def _vectors(self, counts: Sequence[Mapping[str, int]]) -> sp.csr_matrix:
+        """Sublinear tf-idf rows, L2-normalized; terms without a column count in the norm."""
+        sizes = np.fromiter(map(len, counts), dtype=np.int64, count=len(counts))
+        total = int(sizes.sum())
+        rows = np.repeat(np.arange(len(counts)), sizes)
+        terms = chain.from_iterable(counts)
+        cols = np.fromiter(map(self.columns.get, terms, repeat(-1)), np.int64, total)
+        tf = np.fromiter(chain.from_iterable(c.values() for c in counts), np.float64, total)
+        known = cols >= 0
+        weight = (1.0 + np.log(np.maximum(tf, 1.0))) * np.where(
+            known, self.idf[np.maximum(cols, 0)], self.unseen_idf
+        )
+        norms = np.sqrt(np.bincount(rows, weights=weight * weight, minlength=len(counts)))
+        values = (weight / np.maximum(norms[rows], 1e-12))[known].astype(np.float32)
+        shape = (len(counts), len(self.columns))
+        return sp.csr_matrix((values, (rows[known], cols[known])), shape=shape)
+
+
+# Learned scores --------------------------------------------------------------------------------
+
+
+class Learned:
+    """The learned part of one ranking call: each profile's rated papers (as rows of a rated
+    papers x window similarity matrix), and how their similarities fuse with keyword scores."""
+
+    def __init__(
+        self,
+        space: TextSpace,
+        prior: np.ndarray,
+        feedbacks: Sequence[Feedback | None],
+        keywords: Sequence[bool],
+    ) -> None:
+        self.space, self.prior = space, prior
+        given = [i for i, feedback in enumerate(feedbacks) if feedback]
+        self.row_of = np.full(len(feedbacks), -1, dtype=np.int64)
+        self.row_of[given] = np.arange(len(given))
+        self.keys: list[Hashable] = [None] * len(feedbacks)
+        for i in given:
+            self.keys[i] = feedbacks[i].key  # type: ignore[union-attr]
+        liked = [feedbacks[i].liked for i in given]  # type: ignore[union-attr]
+        disliked = [feedbacks[i].disliked for i in given]  # type: ignore[union-attr]
+        rated = list(chain.from_iterable(liked)) + list(chain.from_iterable(disliked))
+        # Each rated paper's row of `similarity`, in the order first met: setdefault keeps
+        # the call number of a paper's first appearance, np.unique makes them 0, 1, 2...
+        first: dict[str, int] = {}
+        met = map(first.setdefault, map(attrgetter("id"), rated), count())
+        calls = np.fromiter(met, dtype=np.int64, count=len(rated))
+        firsts, columns = np.unique(calls, return_inverse=True)
+        self.rated: list[Paper] = [rated[i] for i in firsts.tolist()]
+        n_liked = np.fromiter(map(len, liked), dtype=np.int64, count=len(liked))
+        n_disliked = np.fromiter(map(len, disliked), dtype=np.int64, count=len(disliked))
+        split = int(n_liked.sum())
+        self.liked = _padded(columns[:split], n_liked, len(self.rated))
+        self.disliked = _padded(columns[split:], n_disliked, len(self.rated))
+        n = (n_liked + n_disliked).astype(np.float32)
+        beside = np.asarray([bool(keywords[i]) for i in given], dtype=bool)
+        share = np.minimum(MAX_SHARE, n / (n + KEYWORD_PRIOR))
+        self.share = np.where(beside, share, 1.0).astype(np.float32)
+        vectors = self._rated_vectors(self.rated)
+        # Rated papers x window papers, and a last row below any similarity for the padding.
+        similarity = np.asarray((vectors @ space.matrix.T).toarray(), dtype=np.float32)
+        self.similarity = np.vstack([similarity, np.full((1, len(prior)), -np.inf, np.float32)])
+
+    def _rated_vectors(self, rated: Sequence[Paper]) -> sp.csr_matrix:
+        """Rated papers as vectors; those in the window reuse its rows."""
+        at = self.space.position
+        inside = [i for i, p in enumerate(rated) if p.id in at]
+        outside = [i for i, p in enumerate(rated) if p.id not in at]
+        stacked = sp.vstack(
+            [
+                self.space.matrix[[at[rated[i].id] for i in inside]],
+                self.space.vectors([rated[i] for i in outside]),
+            ]
+        ).tocsr()
+        back = np.empty(len(rated), dtype=np.int64)
+        back[np.asarray(inside + outside, dtype=np.int64)] = np.arange(len(rated))
+        return stacked[back]
+
+    def learned(self, rows: np.ndarray) -> np.ndarray:
+        """Learned scores in [-1, 1] of these learned rows for every window paper: the nearest
+        liked paper's similarity minus DISLIKE_SHARE times the nearest disliked one's, over
+        SIMILAR (a profile with no liked or no disliked paper has 0 for that part)."""
+        out = np.zeros((len(rows), self.similarity.shape[1]), dtype=np.float32)
+        for padded, sign in ((self.liked, 1.0), (self.disliked, -DISLIKE_SHARE)):
+            if padded.shape[1]:
+                out += sign * self._nearest(padded[rows])
+        return np.clip(out / SIMILAR, -1.0, 1.0)
+
+    def _nearest(self, rated: np.ndarray) -> np.ndarray:
+        """Per row of rated papers (padded), the best similarity to each window paper."""
+        best = self.similarity[rated[:, 0]]
+        for j in range(1, rated.shape[1]):
+            np.maximum(best, self.similarity[rated[:, j]], out=best)
+        return np.where(np.isfinite(best), best, 0.0)
+
+    def fuse(self, owners: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Keyword scores of profiles `owners` (rows) fused with what their ratings teach."""
+        rows = self.row_of[owners]
+        has = np.flatnonzero(rows >= 0)
+        if not len(has):
+            return scores
+        mine = rows[has]
+        share = self.share[mine, None]
+        learned = self.learned(mine) * (100.0 * self.prior)
+        scores[has] = np.maximum((1.0 - share) * scores[has] + share * learned, 0.0)
+        return scores
+
+    def profiles(self) -> list[int]:
+        """The profiles (positions in the call) that have feedback."""
+        return np.flatnonzero(self.row_of >= 0).tolist()
+
+    def most_like(
+        self, profiles: Sequence[int], chosen: Sequence[Sequence[str]], scores: Sequence[float]
+    ) -> list[tuple[str, str] | None]:
+        """For the chosen papers of each of these profiles (ids; their scores flat, in the same
+        order): (id, title) of the liked paper each is most like where what the ratings teach
+        is at least LIKE_SHOWN of its score, else None; one flat list."""
+        lengths = np.fromiter(map(len, chosen), dtype=np.int64, count=len(chosen))
+        total = int(lengths.sum())
+        if not total or not self.liked.shape[1]:
+            return [None] * total
+        position = self.space.position
+        at = np.fromiter((position[pid] for c in chosen for pid in c), np.int64, total)
+        rows = np.repeat(self.row_of[np.asarray(profiles, dtype=np.int64)], lengths)
+        liked = self.liked[rows]  # chosen papers x liked papers (padded)
+        near = self.similarity[liked, at[:, None]]
+        best = liked[np.arange(total), np.argmax(near, axis=1)]
+        learned = near.max(axis=1)
+        known = np.isfinite(learned)
+        if self.disliked.shape[1]:
+            against = self.similarity[self.disliked[rows], at[:, None]].max(axis=1)
+            learned = learned - DISLIKE_SHARE * np.where(np.isfinite(against), against, 0.0)
+        part = np.clip(learned / SIMILAR, -1.0, 1.0) * 100.0 * self.prior[at] * self.share[rows]
+        shown = known & (part > 0) & (part >= LIKE_SHOWN * np.asarray(scores))
+        titles = self._titles
+        return [
+            titles[b] if ok else None for b, ok in zip(best.tolist(), shown.tolist(), strict=True)
+        ]
+
+    @cached_property
+    def _titles(self) -> list[tuple[str, str]]:
+        return [(p.id, p.title) for p in self.rated]
+
+
+def _padded(values: np.ndarray, lengths: np.ndarray, pad: int) -> np.ndarray:
+    """Ragged rows (`values` cut by `lengths`) as one array, padded with `pad`."""
+    width = int(lengths.max(initial=0))
+    out = np.full((len(lengths), width), pad, dtype=np.int64)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    within = np.arange(len(values)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[rows, within] = values
+    return out
