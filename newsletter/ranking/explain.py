@@ -6,8 +6,9 @@ import html
 import re
 import sys
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 from newsletter.analysis import CONCEPT, Token, phrase_spans
@@ -165,6 +166,7 @@ class _Explainer:
         self._highlights: dict[tuple[int, int], list[tuple[int, int]]] = {}
         self._abstracts: dict[int, _Pieces] = {}
         self._lazy: dict[int, _LazySnippet] = {}  # highlight id * papers + paper -> excerpt
+        self._decoded: dict[int, _Decoded] = {}  # pattern code -> what it says, any profile
         self.ids = [p.id for p in index.papers]
 
     def compiled(self, profile: Profile, representative: Profile, slot: int) -> _Compiled:
@@ -189,23 +191,34 @@ class _Explainer:
         self, compiled: _Compiled, candidates: _Candidates, k: int, sent: frozenset[int]
     ) -> list[Match]:
         """The first `k` candidates not already sent, as Matches (the hot loop of ranking)."""
+        papers, scores, codes = candidates
+        k = max(k, 0)
+        if sent:
+            keep = [i for i, paper in enumerate(papers) if paper not in sent][:k]
+            papers, scores, codes = (
+                [papers[i] for i in keep],
+                [scores[i] for i in keep],
+                [codes[i] for i in keep],
+            )
+        elif len(papers) > k:
+            papers, scores, codes = papers[:k], scores[:k], codes[:k]
         chosen: list[Match] = []
         whys, lazies, ids, n = compiled.why, self._lazy, self.ids, len(self.ids)
         coded, masks = compiled.coded, compiled.masks
         new, (set_id, set_score, set_matched, set_where, set_html, set_text) = _NEW, _SET_SLOTS
         made = compiled.made if compiled.shared else None
-        for paper, score, code in zip(*candidates, strict=True):
-            if len(chosen) >= k:
-                break
-            if sent and paper in sent:
-                continue
+        for paper, score, code in zip(papers, scores, codes, strict=True):
             if made is not None and paper in made:
                 chosen.append(made[paper])
                 continue
             key = code if coded else bytes([row[paper] for row in masks])
             why = whys.get(key)
             if why is None:
-                why = whys[key] = self._why(compiled, bytes([row[paper] for row in masks]))
+                why = whys[key] = (
+                    self._coded_why(compiled, code)
+                    if coded
+                    else self._why(compiled, bytes([row[paper] for row in masks]))
+                )
             matched, where, highlight = why
             place = highlight * n + paper
             lazy = lazies.get(place)
@@ -224,6 +237,25 @@ class _Explainer:
             if made is not None:
                 made[paper] = match
         return chosen
+
+    def _coded_why(self, compiled: _Compiled, code: int) -> _Why:
+        """What a pattern code (5 field bits per positive entry, see _Plan._patterns) says.
+
+        A code means the same entry positions and fields for every profile: that part is
+        worked out once per code, and only the labels and columns are the profile's own.
+        """
+        # Benchmark: tests/perf/bench_ranking.py, "rank_many" (400,000 patterns per 100,000).
+        decoded = self._decoded.get(code)
+        if decoded is None:
+            decoded = self._decoded[code] = _decode(code)
+        hits, names, in_abstract = decoded
+        matched = hits(compiled.labels)
+        columns = tuple(sorted(in_abstract(compiled.columns)))
+        hid = self._highlight_ids.get(columns)
+        if hid is None:
+            hid = self._highlight_ids[columns] = len(self._highlight_sets)
+            self._highlight_sets.append(columns)
+        return _Why(matched, dict(zip(matched, names, strict=True)), hid)
 
     def _why(self, compiled: _Compiled, pattern: bytes) -> _Why:
         """What a pattern of field bits (one byte per positive entry) says."""
@@ -271,6 +303,39 @@ class _Explainer:
             )
             self._highlights[key] = found
         return found
+
+
+_Picker = Callable[[Sequence[Any]], tuple[Any, ...]]
+_Decoded = tuple[_Picker, tuple[tuple[str, ...], ...], _Picker]
+
+
+def _decode(code: int) -> _Decoded:
+    """A pattern code as (the matched entries' positions, their fields' names, the positions
+    of those matched in the abstract), positions as pickers of a profile's own sequences."""
+    hits: list[int] = []
+    names: list[tuple[str, ...]] = []
+    in_abstract: list[int] = []
+    position = 0
+    while code:
+        mask = code & 31
+        if mask:
+            hits.append(position)
+            names.append(_FIELD_NAMES[mask])
+            if mask & ABSTRACT:
+                in_abstract.append(position)
+        code >>= 5
+        position += 1
+    return _picker(hits), tuple(names), _picker(in_abstract)
+
+
+def _picker(positions: list[int]) -> _Picker:
+    """A function taking these positions of a sequence, as a tuple (itemgetter, in C)."""
+    if len(positions) > 1:
+        return itemgetter(*positions)  # type: ignore[no-any-return]
+    if positions:
+        only = positions[0]
+        return lambda items: (items[only],)
+    return lambda items: ()
 
 
 # Excerpts ------------------------------------------------------------------------------------

@@ -113,9 +113,10 @@ def _phrase_strength(index: PaperIndex, phrase: tuple[str, ...]) -> tuple[np.nda
     units, counts = table.counts([index.term_ids.get(term, -1) for term in phrase])
     papers = units // table.n_fields
     tf = np.bincount(papers, weights=table.norm[units] * counts, minlength=n)
-    masks = np.zeros(n, dtype=np.uint8)
-    np.bitwise_or.at(masks, papers, table.bits[units % table.n_fields])
-    return tf / (tf + K1), masks
+    # Each unit (paper, field) comes once and each field has a bit of its own: the sum of the
+    # bits is their union (bincount is many times faster than np.bitwise_or.at).
+    bits = np.bincount(papers, weights=table.bits[units % table.n_fields], minlength=n)
+    return tf / (tf + K1), bits.astype(np.uint8)
 
 
 def _words_strength(index: PaperIndex, words: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:

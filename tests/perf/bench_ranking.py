@@ -12,8 +12,9 @@ Figures of one run, each the best of --repeat tries (wall and CPU seconds):
   rank_many  what the planner calls: every profile's top 10 with its explanation
   excerpts   the abstract excerpt of every match (the planner stores one per match)
   floor      one sparse product + top-k: profiles x terms (entry weights) times terms x papers
-             (BM25 saturation x idf), the sent papers dropped, the 10 best sorted. No scorer of
-             bags of words can do less; its inputs are built untimed.
+             (BM25 saturation x idf), the sent papers dropped, the 10 best sorted, from the
+             same start as rank_many (parsed profiles, built index). No scorer of bags of
+             words does less; like rank_many it runs with the garbage collector paused.
   naive      one profile, one paper, one entry at a time, each entry analyzed once (cached);
              run on a sample and extrapolated.
 
@@ -219,7 +220,7 @@ def make_workload(n_papers: int, n_profiles: int, seed: int) -> Workload:
 
 
 class FloorInputs(NamedTuple):
-    """A bag-of-words scorer's matrices, built untimed: the floor is only their product."""
+    """A bag-of-words scorer's matrices: the words of the profiles, the terms of the papers."""
 
     queries: Any  # CSR, profiles x terms: the weights of each profile's entries' words
     documents: np.ndarray  # terms x papers: BM25F saturation of the term in the paper x idf
@@ -285,6 +286,14 @@ def floor_rank(
         for papers, found in zip(picked.tolist(), values.tolist(), strict=True):
             out.append([(ids[p], v) for p, v in zip(papers, found, strict=True) if v > 0])
     return out
+
+
+def run_floor(
+    index: PaperIndex, profiles: Sequence[Profile], sent: Sequence[frozenset[str]]
+) -> list[list[tuple[str, float]]]:
+    """The floor's whole work from the same start as rank_many's: the parsed profiles and the
+    built index to each profile's top 10."""
+    return floor_rank(floor_inputs(index, profiles, sent), TOP_K)
 
 
 # The naive baseline ------------------------------------------------------------------------
@@ -444,6 +453,12 @@ class Best:
         return f"{self.wall:7.2f} ({self.cpu:.2f})"
 
 
+def within(total: Best, seconds: float) -> bool:
+    """Whether a step kept to its time both by the clock and in CPU: a run longer than the
+    target by the clock misses it, however little CPU it took."""
+    return max(total.wall, total.cpu) <= seconds
+
+
 def rss_mib() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
@@ -470,17 +485,13 @@ def read_excerpts(results: list[list[Match]]) -> int:
     return sum(len(m.snippet_html) > 0 for matches in results for m in matches)
 
 
-def top_ids(results: Sequence[Sequence[Match]]) -> list[list[str]]:
-    return [[m.paper_id for m in matches] for matches in results]
-
-
 # Modes: one function each, all on the same papers and profiles ------------------------------
 
 
 def keywords_mode(args: argparse.Namespace, work: Workload, targets: Targets) -> None:
     """Keyword profiles only: rank_many against the floor and the naive loop."""
     n_profiles = len(work.profiles)
-    build, rank, excerpts, floor = Best(), Best(), Best(), Best()
+    build, rank, excerpts, floored = Best(), Best(), Best(), Best()
     first: list[list[Match]] = []
     rank_peak = peak = 0.0
     for attempt in range(args.repeat):
@@ -496,9 +507,9 @@ def keywords_mode(args: argparse.Namespace, work: Workload, targets: Targets) ->
             first = results
             distinct = {id(m._snippet_html) for r in results for m in r}  # type: ignore[attr-defined]
         del results, rank_all  # the next try starts from a clean heap
-        inputs = floor_inputs(index, work.profiles, work.sent)
-        floor_results = floor.time(partial(floor_rank, inputs, TOP_K), paused_gc=True)
-        del inputs
+        floor_results = floored.time(
+            partial(run_floor, index, work.profiles, work.sent), paused_gc=True
+        )
 
     matches = sum(len(r) for r in first)
     print(f"build index        {build}")
@@ -509,17 +520,17 @@ def keywords_mode(args: argparse.Namespace, work: Workload, targets: Targets) ->
     print(f"excerpts           {excerpts}  {len(distinct):,} distinct, for {built:,} matches")
     total = build + rank + excerpts
     timed = not args.quick
-    verdict = targets.check("seconds", not timed or max(total.wall, total.cpu) <= SECONDS)
-    print(f"index+rank+excerpt {total}  target <= {SECONDS:.0f} s wall and CPU: {verdict}")
+    verdict = targets.check("seconds", not timed or within(total, args.seconds))
+    print(f"index+rank+excerpt {total}  target <= {args.seconds:g} s wall and CPU: {verdict}")
     print(
-        f"floor              {floor}  one sparse product + top-k, "
+        f"floor              {floored}  one sparse product + top-k, "
         f"{sum(len(r) for r in floor_results):,} results"
     )
-    ratio = rank.cpu / floor.cpu
-    verdict = targets.check("floor", not timed or ratio <= FLOOR_RATIO)
+    ratio = rank.cpu / floored.cpu
+    verdict = targets.check("floor", not timed or ratio <= args.floor_ratio)
     print(
-        f"rank_many / floor  {ratio:7.2f}x CPU ({rank.wall / floor.wall:.2f}x wall)  "
-        f"target <= {FLOOR_RATIO:.0f}x: {verdict}"
+        f"rank_many / floor  {ratio:7.2f}x CPU ({rank.wall / floored.wall:.2f}x wall)  "
+        f"target <= {args.floor_ratio:g}x: {verdict}"
     )
     print(
         f"peak RSS           {rank_peak:7.0f} MiB after rank_many, {peak:.0f} MiB with every "
@@ -541,12 +552,9 @@ def keywords_mode(args: argparse.Namespace, work: Workload, targets: Targets) ->
         f"naive loop         {naive}  for {n_naive:,} profiles -> {projected:,.0f} s CPU "
         f"projected; rank_many is {projected / rank.cpu:,.0f}x faster"
     )
-    same = sum(
-        [pid for pid, _ in a] == [m.paper_id for m in b]
-        for a, b in zip(slow, first[:n_naive], strict=True)
-    )
-    verdict = targets.check("naive", same == n_naive)
-    print(f"same top 10        {same / n_naive:7.1%} of {n_naive:,} profiles, in order: {verdict}")
+    same = _agreement(slow, first[:n_naive])
+    verdict = targets.check("naive", same == 1.0)
+    print(f"same top 10        {same:7.1%} of {n_naive:,} profiles, in order: {verdict}")
     compare_saved(args, first, targets)
 
 
@@ -587,6 +595,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--record", type=Path, help="save every top 10 (.json.gz)")
     parser.add_argument("--against", type=Path, help="compare with a saved run")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seconds", type=float, default=SECONDS, help="index+rank+excerpts")
+    parser.add_argument("--floor-ratio", type=float, default=FLOOR_RATIO, help="rank_many/floor")
     args = parser.parse_args(argv)
     args.papers = args.papers or (200 if args.quick else 1000)
     args.profiles = args.profiles or (2000 if args.quick else 100_000)
@@ -610,6 +620,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if targets.missed:
         print(f"targets missed: {', '.join(targets.missed)}")
     return 1 if targets.missed else 0
+
+
+def _agreement(
+    naive: Sequence[Sequence[tuple[str, float]]], fast: Sequence[Sequence[Match]]
+) -> float:
+    """The share of profiles whose top 10 is the same papers in the same order in both."""
+    same = sum(
+        [pid for pid, _ in slow] == [m.paper_id for m in quick]
+        for slow, quick in zip(naive, fast, strict=True)
+    )
+    return same / len(naive) if naive else 1.0
 
 
 def _check(results: list[list[Match]], sent: Sequence[frozenset[str]]) -> None:
