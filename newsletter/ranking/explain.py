@@ -7,9 +7,8 @@ import re
 import sys
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, NamedTuple, overload
+from typing import TYPE_CHECKING, Any
 
 from newsletter.analysis import CONCEPT, Token, phrase_spans
 from newsletter.paper import Paper
@@ -45,98 +44,126 @@ _FIELD_NAMES = {
 }
 
 
-class _Snippet:
-    """A snippet field: holds a string, or a shared lazy excerpt built on first read.
+class Match(tuple):  # type: ignore[type-arg]  # six fixed fields, like a named tuple
+    """One paper chosen for a profile, with why: the entries that matched and where.
 
-    Ranking 100,000 subscribers chooses a million papers; their excerpts are built only when
-    someone reads them, once per (paper, matched entries), and then kept.
+    A frozen value (equal, hashable, picklable by its fields) made as a tuple: ranking
+    100,000 subscribers makes a million of them, and a tuple is made in one step where an
+    object with slots takes seven. Its excerpt is built when first read, once per (paper,
+    matched entries), and then kept: the tuple holds a shared lazy excerpt until then.
     """
 
-    # Benchmark: tests/perf/bench_ranking.py, "rank_many" (builds none) and "read all snippets".
+    # Benchmark: tests/perf/bench_ranking.py, "rank_many" and "peak RSS" (target <= 1024 MiB).
+    __slots__ = ()
 
-    def __init__(self, part: int) -> None:
-        self.part = part  # 0: HTML, 1: text
+    def __new__(
+        cls,
+        paper_id: str,
+        score: float,
+        matched: tuple[str, ...],
+        where: dict[str, tuple[str, ...]],
+        snippet_html: str = "",
+        snippet_text: str = "",
+    ) -> Match:
+        return _NEW_TUPLE(cls, (paper_id, score, matched, where, snippet_html, snippet_text))
 
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.slot = getattr(owner, f"_{name}")  # the member descriptor of the private slot
+    if TYPE_CHECKING:
 
-    @overload
-    def __get__(self, obj: None, owner: type | None = None) -> str: ...
-    @overload
-    def __get__(self, obj: object, owner: type | None = None) -> str: ...
-    def __get__(self, obj: object | None, owner: type | None = None) -> str:
-        if obj is None:
-            return ""  # the field's default, as dataclasses read it from the class
-        value = self.slot.__get__(obj, owner)
-        return value if type(value) is str else value.get(self.part)
+        @property
+        def paper_id(self) -> str: ...
+        @property
+        def score(self) -> float:  # 0-100
+            ...
+        @property
+        def matched(self) -> tuple[str, ...]:
+            """The profile's entries that matched, as the subscriber wrote them."""
 
-    def __set__(self, obj: object, value: str | _LazySnippet) -> None:
-        self.slot.__set__(obj, value)
+        @property
+        def where(self) -> dict[str, tuple[str, ...]]:
+            """entry -> fields among "title", "abstract", "keywords", "authors", "categories".
+            Shared between the matches of one subscriber: read it, do not modify it."""
+    else:
+        paper_id = property(itemgetter(0))
+        score = property(itemgetter(1))
+        matched = property(itemgetter(2))
+        where = property(itemgetter(3))
 
+    # A ranked Match holds its ranking's _Excerpts and the excerpt's place in them, where one
+    # made by hand holds its two strings.
+    @property
+    def snippet_html(self) -> str:
+        """The abstract excerpt, HTML-escaped, the matched words <mark>ed."""
+        value = _ITEM(self, 4)
+        return value if type(value) is str else value.get(_ITEM(self, 5), 0)
 
-@dataclass(frozen=True)
-class Match:
-    """One paper chosen for a profile, with why: the entries that matched and where."""
+    @property
+    def snippet_text(self) -> str:
+        """The same excerpt as text, the matched words as *word*."""
+        value = _ITEM(self, 4)
+        return _ITEM(self, 5) if type(value) is str else value.get(_ITEM(self, 5), 1)
 
-    # Slots keep a million matches small; the snippets live in private slots behind _Snippet.
-    # Benchmark: tests/perf/bench_ranking.py, "peak RSS" after rank_many (target <= 1024 MiB).
-    __slots__ = ("paper_id", "score", "matched", "where", "_snippet_html", "_snippet_text")
+    def _fields(self) -> tuple[Any, ...]:
+        return (*self[:4], self.snippet_html, self.snippet_text)
 
-    paper_id: str
-    score: float  # 0-100
-    matched: tuple[str, ...]  # the profile's entries that matched, as the subscriber wrote them
-    # entry -> fields among "title", "abstract", "keywords", "authors", "categories".
-    # Shared between the matches of one subscriber: read it, do not modify it.
-    where: dict[str, tuple[str, ...]]
-    snippet_html: str = _Snippet(0)  # type: ignore[assignment]  # HTML-escaped, <mark>ed
-    snippet_text: str = _Snippet(1)  # type: ignore[assignment]  # the same, matches as *word*
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Match):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
 
     def __hash__(self) -> int:  # `where` is a dict: hash the rest
         return hash((self.paper_id, self.score, self.matched, self.snippet_html))
 
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{n}={v!r}" for n, v in zip(_MATCH_FIELDS, self._fields(), strict=True))
+        return f"Match({shown})"
+
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle (for queues, caches) with the excerpts built."""
-        return (Match, tuple(getattr(self, f) for f in _MATCH_FIELDS))
+        return (Match, self._fields())
 
 
 _MATCH_FIELDS = ("paper_id", "score", "matched", "where", "snippet_html", "snippet_text")
-# A Match built by hand (_Explainer.matches). Benchmark: tests/perf/bench_ranking.py, "rank_many".
-_NEW = object.__new__
-_SET_SLOTS = tuple(
-    getattr(Match, name).__set__
-    for name in ("paper_id", "score", "matched", "where", "_snippet_html", "_snippet_text")
-)
+_NEW_TUPLE = tuple.__new__
+_ITEM = tuple.__getitem__
 
 
-class _LazySnippet:
-    """The (html, text) excerpt of one paper for one set of matched entries, built once."""
+class _Excerpts:
+    """The excerpts of one ranking, each built when first read, once per (paper, matched
+    entries in the abstract), and then kept.
 
-    # One per (paper, matched entries). Benchmark: tests/perf/bench_ranking.py, "peak RSS".
-    __slots__ = ("_explainer", "_paper", "_columns", "_value")
+    Ranking 100,000 subscribers chooses a million papers; the Matches hold this and a place
+    (highlight id * papers + paper), so ranking itself makes no object per excerpt.
+    """
 
-    def __init__(self, explainer: _Explainer, paper: int, columns: tuple[int, ...]) -> None:
-        self._explainer: _Explainer | None = explainer
-        self._paper, self._columns = paper, columns
-        self._value: tuple[str, str] | None = None
+    # Benchmark: tests/perf/bench_ranking.py, "rank_many" (builds none) and "excerpts".
+    __slots__ = ("_explainer", "_built", "_papers")
 
-    def get(self, part: int) -> str:
-        value = self._value
-        if value is None:
-            assert self._explainer is not None
-            value = self._value = self._explainer.snippet(self._paper, self._columns)
-            self._explainer = None  # the index and plan may go once every excerpt is built
-        return value[part]
+    def __init__(self, explainer: _Explainer) -> None:
+        self._explainer = explainer
+        self._built: dict[int, tuple[str, str]] = {}
+        self._papers = len(explainer.ids)
+
+    def get(self, place: int, part: int) -> str:
+        """Part 0 (HTML) or 1 (text) of the excerpt at `place`."""
+        found = self._built.get(place)
+        if found is None:
+            highlight, paper = divmod(place, self._papers)
+            columns = self._explainer.highlight_sets[highlight]
+            found = self._built[place] = self._explainer.snippet(paper, columns)
+        return found[part]
 
 
 # Explanations --------------------------------------------------------------------------------
 
 
-class _Why(NamedTuple):
-    """What a pattern of field bits means for one written profile."""
-
-    matched: tuple[str, ...]
-    where: dict[str, tuple[str, ...]]
-    highlight: int  # id of the set of feature columns matched in the abstract
+# What a pattern of field bits means for one written profile: the entries matched, where,
+# and the id of the set of feature columns matched in the abstract x the index's papers (a
+# plain tuple: 400,000 are made per 100,000 subscribers).
+_Why = tuple[tuple[str, ...], dict[str, tuple[str, ...]], int]
 
 
 class _Compiled:
@@ -162,12 +189,12 @@ class _Explainer:
         self.index, self.plan = index, plan
         self._compiled: dict[tuple[Profile, str], _Compiled] = {}
         self._highlight_ids: dict[tuple[int, ...], int] = {}
-        self._highlight_sets: list[tuple[int, ...]] = []
+        self.highlight_sets: list[tuple[int, ...]] = []
         self._highlights: dict[tuple[int, int], list[tuple[int, int]]] = {}
         self._abstracts: dict[int, _Pieces] = {}
-        self._lazy: dict[int, _LazySnippet] = {}  # highlight id * papers + paper -> excerpt
         self._decoded: dict[int, _Decoded] = {}  # pattern code -> what it says, any profile
         self.ids = [p.id for p in index.papers]
+        self.excerpts = _Excerpts(self)
 
     def compiled(self, profile: Profile, representative: Profile, slot: int) -> _Compiled:
         """The explanation context of a subscriber's profile (shared by equal texts)."""
@@ -203,9 +230,9 @@ class _Explainer:
         elif len(papers) > k:
             papers, scores, codes = papers[:k], scores[:k], codes[:k]
         chosen: list[Match] = []
-        whys, lazies, ids, n = compiled.why, self._lazy, self.ids, len(self.ids)
+        whys, excerpts, ids = compiled.why, self.excerpts, self.ids
         coded, masks = compiled.coded, compiled.masks
-        new, (set_id, set_score, set_matched, set_where, set_html, set_text) = _NEW, _SET_SLOTS
+        new = _NEW_TUPLE
         made = compiled.made if compiled.shared else None
         for paper, score, code in zip(papers, scores, codes, strict=True):
             if made is not None and paper in made:
@@ -219,20 +246,9 @@ class _Explainer:
                     if coded
                     else self._why(compiled, bytes([row[paper] for row in masks]))
                 )
-            matched, where, highlight = why
-            place = highlight * n + paper
-            lazy = lazies.get(place)
-            if lazy is None:
-                lazy = lazies[place] = _LazySnippet(self, paper, self._highlight_sets[highlight])
-            # Match(...) by hand: a million per 100,000 subscribers; __init__ costs 3x more.
+            # tuple.__new__ at once: a million per 100,000 subscribers, Match() costs 2x more.
             # Benchmark: tests/perf/bench_ranking.py, "rank_many".
-            match = new(Match)
-            set_id(match, ids[paper])
-            set_score(match, score)
-            set_matched(match, matched)
-            set_where(match, where)
-            set_html(match, lazy)
-            set_text(match, lazy)
+            match = new(Match, (ids[paper], score, why[0], why[1], excerpts, why[2] + paper))
             chosen.append(match)
             if made is not None:
                 made[paper] = match
@@ -253,9 +269,9 @@ class _Explainer:
         columns = tuple(sorted(in_abstract(compiled.columns)))
         hid = self._highlight_ids.get(columns)
         if hid is None:
-            hid = self._highlight_ids[columns] = len(self._highlight_sets)
-            self._highlight_sets.append(columns)
-        return _Why(matched, dict(zip(matched, names, strict=True)), hid)
+            hid = self._highlight_ids[columns] = len(self.highlight_sets)
+            self.highlight_sets.append(columns)
+        return matched, dict(zip(matched, names, strict=True)), hid * len(self.ids)
 
     def _why(self, compiled: _Compiled, pattern: bytes) -> _Why:
         """What a pattern of field bits (one byte per positive entry) says."""
@@ -264,11 +280,10 @@ class _Explainer:
         columns = tuple(sorted([compiled.columns[i] for i in hits if pattern[i] & ABSTRACT]))
         hid = self._highlight_ids.get(columns)
         if hid is None:
-            hid = self._highlight_ids[columns] = len(self._highlight_sets)
-            self._highlight_sets.append(columns)
-        return _Why(
-            tuple([labels[i] for i in hits]), {labels[i]: names[pattern[i]] for i in hits}, hid
-        )
+            hid = self._highlight_ids[columns] = len(self.highlight_sets)
+            self.highlight_sets.append(columns)
+        matched = tuple([labels[i] for i in hits])
+        return matched, {labels[i]: names[pattern[i]] for i in hits}, hid * len(self.ids)
 
     def snippet(self, paper: int, columns: tuple[int, ...]) -> tuple[str, str]:
         """(html, text) abstract excerpt of a paper marking where these features matched."""
