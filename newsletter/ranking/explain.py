@@ -144,17 +144,17 @@ class _Excerpts:
 
     def __init__(self, explainer: _Explainer) -> None:
         self._explainer = explainer
-        self._built: dict[int, tuple[str, str]] = {}
+        self._built: dict[int, str] = {}
         self._papers = len(explainer.ids)
 
     def get(self, place: int, part: int) -> str:
-        """Part 0 (HTML) or 1 (text) of the excerpt at `place`."""
+        """Part 0 (HTML) or 1 (text, derived from the HTML) of the excerpt at `place`."""
         found = self._built.get(place)
         if found is None:
             highlight, paper = divmod(place, self._papers)
             columns = self._explainer.highlight_sets[highlight]
             found = self._built[place] = self._explainer.snippet(paper, columns)
-        return found[part]
+        return found if part == 0 else snippet_text(found)
 
 
 # Explanations --------------------------------------------------------------------------------
@@ -285,8 +285,8 @@ class _Explainer:
         matched = tuple([labels[i] for i in hits])
         return matched, {labels[i]: names[pattern[i]] for i in hits}, hid * len(self.ids)
 
-    def snippet(self, paper: int, columns: tuple[int, ...]) -> tuple[str, str]:
-        """(html, text) abstract excerpt of a paper marking where these features matched."""
+    def snippet(self, paper: int, columns: tuple[int, ...]) -> str:
+        """The HTML abstract excerpt of a paper marking where these features matched."""
         pieces = self._pieces(paper)
         if len(columns) == 1:
             marks = self._marks(columns[0], paper, pieces)
@@ -365,7 +365,9 @@ class _Pieces:
     """
 
     # Slots, interned pieces. Benchmark: tests/perf/bench_ranking.py, "peak RSS" (all snippets).
-    __slots__ = ("positions", "text", "html", "text_cut", "html_cut")
+    # Only the HTML form: the text form follows from it (snippet_text), so it is made only
+    # where something reads it. Benchmark: tests/perf/bench_ranking.py, "excerpts".
+    __slots__ = ("positions", "html", "html_cut")
 
     def __init__(self, abstract: str, tokens: Mapping[str, list[Token]]) -> None:
         spans: dict[int, tuple[int, int]] = {}
@@ -380,8 +382,6 @@ class _Pieces:
         afters = [
             _squeeze(abstract[end : starts[i + 1]]) for i, (_, (_, end)) in enumerate(ordered)
         ]
-        self.text = [sys.intern(w + a) for w, a in zip(words, afters, strict=True)]
-        self.text_cut = [len(w) for w in words]
         html_words, html_afters = _escape_all(words), _escape_all(afters)
         self.html = [sys.intern(w + a) for w, a in zip(html_words, html_afters, strict=True)]
         self.html_cut = [len(w) for w in html_words]
@@ -390,15 +390,14 @@ class _Pieces:
         """The word index of a token position."""
         return min(bisect_left(self.positions, position), max(len(self.positions) - 1, 0))
 
-    def snippet(self, marks: Sequence[tuple[int, int]]) -> tuple[str, str]:
-        """(html, text): about SNIPPET_WORDS words around most marks (word ranges), marked."""
-        begin, end = _window(marks, len(self.text), SNIPPET_WORDS)
+    def snippet(self, marks: Sequence[tuple[int, int]]) -> str:
+        """HTML of about SNIPPET_WORDS words around most marks (word ranges), <mark>ed."""
+        escaped = self.html
+        begin, end = _window(marks, len(escaped), SNIPPET_WORDS)
         # ASCII ellipses: one non-ASCII character would double a stored excerpt's memory.
         # Benchmark: tests/perf/bench_ranking.py, "peak RSS" (with every snippet built).
-        html_parts = ["&hellip;"] if begin else []
-        text_parts = ["..."] if begin else []
+        parts = ["&hellip;"] if begin else []
         cursor = begin
-        text, escaped = self.text, self.html
         for first, last in marks:  # sorted by first word
             if last < begin:
                 continue
@@ -408,9 +407,8 @@ class _Pieces:
                 first = begin
             if last >= end:
                 last = end - 1
-            h, t = escaped[last], text[last]
-            h_cut, t_cut = self.html_cut[last], self.text_cut[last]
-            html_parts += [
+            h, h_cut = escaped[last], self.html_cut[last]
+            parts += [
                 "".join(escaped[cursor:first]),
                 "<mark>",
                 "".join(escaped[first:last]),
@@ -418,21 +416,11 @@ class _Pieces:
                 "</mark>",
                 h[h_cut:],
             ]
-            text_parts += [
-                "".join(text[cursor:first]),
-                "*",
-                "".join(text[first:last]),
-                t[:t_cut],
-                "*",
-                t[t_cut:],
-            ]
             cursor = last + 1
-        html_parts.append("".join(escaped[cursor:end]))
-        text_parts.append("".join(text[cursor:end]))
-        if end < len(text):
-            html_parts.append("&hellip;")
-            text_parts.append("...")
-        return "".join(html_parts).rstrip(), "".join(text_parts).rstrip()
+        parts.append("".join(escaped[cursor:end]))
+        if end < len(escaped):
+            parts.append("&hellip;")
+        return "".join(parts).rstrip()
 
 
 def snippet_text(snippet_html: str) -> str:
