@@ -204,13 +204,13 @@ class _Explainer:
             found.shared = True  # subscribers who wrote the same text share their matches
             return found
         coded = profile is representative or profile.source == representative.source
+        coded = coded and bool(self.plan.coded[slot])
         positives = profile.positives
         columns = tuple([self.plan.column(e) for e in positives])
+        # Only profiles without pattern codes read the field bits of each paper themselves.
+        masks = [] if coded else [self.plan.masks[c] for c in columns]
         found = self._compiled[key] = _Compiled(
-            tuple([e.label or e.text for e in positives]),
-            columns,
-            [self.plan.masks[c] for c in columns],
-            coded and bool(self.plan.coded[slot]),
+            tuple([e.label or e.text for e in positives]), columns, masks, coded
         )
         return found
 

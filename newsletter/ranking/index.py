@@ -283,7 +283,7 @@ class PaperIndex:
     def _positions(self, ids: frozenset[str]) -> frozenset[int]:
         if not ids:
             return frozenset()
-        return frozenset(self.position[i] for i in ids & self.ids)
+        return frozenset([self.position[i] for i in ids & self.ids])
 
     # Features --------------------------------------------------------------------------------
     def feature(self, entry: Entry) -> _Feature:
