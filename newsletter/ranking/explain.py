@@ -194,6 +194,7 @@ class _Explainer:
         self._abstracts: dict[int, _Pieces] = {}
         self._decoded: dict[int, _Decoded] = {}  # pattern code -> what it says, any profile
         self.ids = [p.id for p in index.papers]
+        self._papers = len(self.ids)
         self.excerpts = _Excerpts(self)
 
     def compiled(self, profile: Profile, representative: Profile, slot: int) -> _Compiled:
@@ -234,6 +235,18 @@ class _Explainer:
         coded, masks = compiled.coded, compiled.masks
         new = _NEW_TUPLE
         made = compiled.made if compiled.shared else None
+        if coded and made is None:  # nearly every subscriber: the loop at its leanest
+            explain = self._coded_why
+            for paper, score, code in zip(papers, scores, codes, strict=True):
+                why = whys.get(code)
+                if why is None:
+                    why = whys[code] = explain(compiled, code)
+                # tuple.__new__ at once: a million per 100,000 subscribers, Match() costs
+                # 2x more. Benchmark: tests/perf/bench_ranking.py, "rank_many".
+                chosen.append(
+                    new(Match, (ids[paper], score, why[0], why[1], excerpts, why[2] + paper))
+                )
+            return chosen
         for paper, score, code in zip(papers, scores, codes, strict=True):
             if made is not None and paper in made:
                 chosen.append(made[paper])
@@ -246,8 +259,6 @@ class _Explainer:
                     if coded
                     else self._why(compiled, bytes([row[paper] for row in masks]))
                 )
-            # tuple.__new__ at once: a million per 100,000 subscribers, Match() costs 2x more.
-            # Benchmark: tests/perf/bench_ranking.py, "rank_many".
             match = new(Match, (ids[paper], score, why[0], why[1], excerpts, why[2] + paper))
             chosen.append(match)
             if made is not None:
@@ -266,12 +277,14 @@ class _Explainer:
             decoded = self._decoded[code] = _decode(code)
         hits, names, in_abstract = decoded
         matched = hits(compiled.labels)
-        columns = tuple(sorted(in_abstract(compiled.columns)))
+        columns = in_abstract(compiled.columns)
+        if len(columns) > 1:
+            columns = tuple(sorted(columns))
         hid = self._highlight_ids.get(columns)
         if hid is None:
             hid = self._highlight_ids[columns] = len(self.highlight_sets)
             self.highlight_sets.append(columns)
-        return matched, dict(zip(matched, names, strict=True)), hid * len(self.ids)
+        return matched, dict(zip(matched, names, strict=False)), hid * self._papers
 
     def _why(self, compiled: _Compiled, pattern: bytes) -> _Why:
         """What a pattern of field bits (one byte per positive entry) says."""
