@@ -505,7 +505,8 @@ def keywords_mode(args: argparse.Namespace, work: Workload, targets: Targets) ->
         peak = peak or peak_rss_mib()
         if attempt == 0:
             first = results
-            distinct = {tuple.__getitem__(m, 5) for r in results for m in r}  # excerpt places
+            # Shared excerpts are one string, built once: the same object for each match.
+            distinct = {id(m.snippet_html) for r in results for m in r}
         del results, rank_all  # the next try starts from a clean heap
         floor_results = floored.time(
             partial(run_floor, index, work.profiles, work.sent), paused_gc=True
