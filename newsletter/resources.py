@@ -45,6 +45,8 @@ WEB_FILES = tuple(
     f"templates/web/{name}"
     for name in (
         "_frequency.html",
+        "_likes.html",
+        "_likes_report.html",
         "_macros.html",
         "_ratings.html",
         "_results.html",
