@@ -261,10 +261,17 @@ class EditionRenderer:
     """
 
     def __init__(
-        self, settings: Settings, edition: date, *, templates_dir: Path | None = None
+        self,
+        settings: Settings,
+        edition: date,
+        *,
+        templates_dir: Path | None = None,
+        weekly: bool = False,
     ) -> None:
         self.settings = settings
         self.edition = edition
+        # A weekly edition is keyed by its week's Monday: its words name the week, not that day.
+        self.weekly = weekly
         self.env = make_environment(templates_dir)
         self._slot = _Placeholders()
         card_slots = ("number", "labels", "matched", "snippet", "rate")
@@ -299,13 +306,18 @@ class EditionRenderer:
     @cached_property
     def _common(self) -> dict[str, Any]:
         day = self.edition
+        if self.weekly:
+            long, short = f"Week of {day.day} {day:%B %Y}", f"week of {day.day} {day:%B}"
+            note = "Nothing new matched your keywords this week. Your next digest comes next week."
+        else:
+            long, short, note = f"{day:%A}, {day.day} {day:%B %Y}", f"{day.day} {day:%B}", ""
         return {
             "site_name": self.site_name,
             "base_url": self.settings.base_url,
-            "edition_long": f"{day:%A}, {day.day} {day:%B %Y}",
-            "edition_short": f"{day.day} {day:%B}",
+            "edition_long": long,
+            "edition_short": short,
             "preheader_padding": PREHEADER_PADDING,
-            "empty_note": empty_note(day),
+            "empty_note": note or empty_note(day),
         }
 
     def view(self, paper: Paper) -> PaperView:
@@ -593,7 +605,7 @@ class EditionRenderer:
         rates = [rate_url(item.paper.id) if rate_url else None for item in items]
         listed = {item.paper.id for item in items}
         trending = [p for p in trending if p.id not in listed][: self.settings.trending_size]
-        headline = _headline(len(items), self.edition)
+        headline = _headline(len(items), self.edition, weekly=self.weekly)
         keywords = keywords_line(keywords_text)
         common = {
             "headline": headline,
@@ -682,10 +694,11 @@ def subject_parts(renderer: EditionRenderer, items: Sequence[DigestItem]) -> dic
     day = renderer.edition
     # The renderer's values hold the name, parsed from the From address once per edition
     # (parsing it per message was ~50 µs of each one's sender CPU in bench_delivery.py).
-    head = f"{renderer.site_name} · {day:%a} {day.day} {day:%b}"
+    when = f"week of {day.day} {day:%b}" if renderer.weekly else f"{day:%a} {day.day} {day:%b}"
+    head = f"{renderer.site_name} · {when}"
     more = f" + {len(items) - 1} more" if len(items) > 1 else ""
     if not items:
-        weekend = day.weekday() >= 5
+        weekend = day.weekday() >= 5 and not renderer.weekly
         why = "No new arXiv papers on weekends" if weekend else "Nothing new on your keywords"
         return {"subject_head": head, "top_title": "", "more": "", "empty_subject": why}
     room = SUBJECT_CHARS - len(head) - len(" · ") - len(more)
@@ -747,8 +760,10 @@ def _wrapper(width: int) -> re.Pattern[str]:
     return re.compile(rf"\S.{{0,{width - 1}}}(?= |$)|\S+")
 
 
-def _headline(count: int, edition: date | None = None) -> str:
+def _headline(count: int, edition: date | None = None, *, weekly: bool = False) -> str:
     if count == 0:
+        if weekly:
+            return "No new paper matched your keywords this week"
         if edition is not None and edition.weekday() >= 5:
             return "No new papers today: arXiv announces none on weekends"
         return "No new paper matched your keywords today"

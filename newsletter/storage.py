@@ -774,6 +774,12 @@ class ClaimedDelivery:
     claim_token: str = ""  # the holder token its marks must name
     # Why the stored items could not be read: this row then fails alone, at rendering.
     malformed: str | None = None
+    weekly: bool = False  # a weekly subscriber's: `edition` is the week's Monday
+
+    @property
+    def period(self) -> tuple[date, bool]:
+        """(edition, weekly): what the digests of one edition share, words included."""
+        return (self.edition, self.weekly)
 
 
 def load_claimed(session: Session, ids: Sequence[int], holder: str) -> list[ClaimedDelivery]:
@@ -791,6 +797,7 @@ def load_claimed(session: Session, ids: Sequence[int], holder: str) -> list[Clai
             Subscriber.link_key,
             Subscriber.hard_failures,
             Delivery.claim_token,
+            Subscriber.frequency,
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         .where(_held(Delivery.id.in_(list(ids)), holder))
@@ -816,6 +823,7 @@ def load_claimed(session: Session, ids: Sequence[int], holder: str) -> list[Clai
                 hard_failures=row[9],
                 claim_token=row[10],
                 malformed=malformed,
+                weekly=row[11] == editions.WEEKLY,
             )
         )
     return claimed

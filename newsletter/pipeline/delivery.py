@@ -95,7 +95,7 @@ def _send_batch(
     settings: Settings,
     digests: Digests,
     rows: list[storage.ClaimedDelivery],
-    editions: dict[date, EditionCache],
+    editions: dict[tuple[date, bool], EditionCache],
     report: DeliverReport,
     stop: threading.Event | None,
     progress: Progress | None,
@@ -117,7 +117,7 @@ def _send_batch(
                 if not pending:
                     break
                 row = pending.pop(0)
-                edition = editions[row.edition]
+                edition = editions[row.period]
                 # Rendered while the relay takes in the message before: the two overlap.
                 # Benchmark: tests/perf/bench_delivery.py, "ratio ours/raw".
                 try:

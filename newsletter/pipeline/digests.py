@@ -57,9 +57,9 @@ class Digests:
         self.caches = caches
         self.domain = sender_domain(settings.from_address)
 
-    def renderer(self, edition: date) -> EditionRenderer:
+    def renderer(self, edition: date, weekly: bool = False) -> EditionRenderer:
         """The edition's renderer, from the caller's caches."""
-        return self.caches.edition(self.settings, edition).renderer
+        return self.caches.edition(self.settings, edition, weekly).renderer
 
     def message(
         self, row: storage.ClaimedDelivery, papers: dict[str, Paper], trending: list[Paper]
@@ -104,7 +104,7 @@ class Digests:
         listed = {item.paper.id for item in items}
         extra = [p for p in trending if p.id not in listed][: self.settings.trending_size]
         unsubscribe_url = link(self.settings, "unsubscribe", row.subscriber_id, row.link_key)
-        email = self.renderer(row.edition).render_digest(
+        email = self.renderer(*row.period).render_digest(
             email=row.email,
             keywords_text=row.keywords,
             items=items,

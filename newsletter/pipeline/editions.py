@@ -40,17 +40,21 @@ class EditionCaches:
 
     def __init__(self, seconds: float = _EDITION_SECONDS) -> None:
         self.seconds = seconds
-        self._editions: dict[tuple[Settings, date], EditionCache] = {}
+        self._editions: dict[tuple[Settings, date, bool], EditionCache] = {}
 
-    def edition(self, settings: Settings, edition: date) -> EditionCache:
-        """This edition's shared parts, made again once older than `seconds`."""
-        key = (settings, edition)
+    def edition(self, settings: Settings, edition: date, weekly: bool = False) -> EditionCache:
+        """This edition's shared parts, made again once older than `seconds`.
+
+        A weekly edition and a daily one keyed by the same date (a Monday) are two editions:
+        their words differ."""
+        key = (settings, edition, weekly)
         clock = time.monotonic()
         cache = self._editions.get(key)
         if cache is None or clock - cache.made > self.seconds:
             for old in [k for k, c in self._editions.items() if clock - c.made > self.seconds]:
                 self._editions.pop(old, None)
-            cache = self._editions[key] = EditionCache(EditionRenderer(settings, edition), clock)
+            renderer = EditionRenderer(settings, edition, weekly=weekly)
+            cache = self._editions[key] = EditionCache(renderer, clock)
         return cache
 
 
@@ -60,11 +64,12 @@ def load_editions(
     rows: Sequence[storage.ClaimedDelivery],
     now: datetime,
     caches: EditionCaches,
-) -> dict[date, EditionCache]:
-    """The edition caches of these rows, holding every paper they show (read only if new)."""
-    editions = {row.edition: caches.edition(settings, row.edition) for row in rows}
-    for edition, cache in editions.items():
-        wanted = {i.paper_id for r in rows if r.edition == edition for i in r.items}
+) -> dict[tuple[date, bool], EditionCache]:
+    """The edition caches of these rows by (edition, weekly), holding every paper they show
+    (read only if new)."""
+    editions = {row.period: caches.edition(settings, *row.period) for row in rows}
+    for period, cache in editions.items():
+        wanted = {i.paper_id for r in rows if r.period == period for i in r.items}
         missing = wanted - cache.papers.keys()
         if missing:
             cache.papers.update(storage.papers_by_id(session, missing))

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from newsletter import storage, tokens
 from newsletter.config import Settings
+from newsletter.editions import WEEKLY
 from newsletter.models import Delivery, Subscriber
 from newsletter.paper import Paper
 from newsletter.pipeline import digest_items
@@ -90,7 +91,7 @@ def render_page(session: Session, settings: Settings, subscriber: Subscriber, ro
     Trending papers are chosen at sending time and not kept on the ledger, so the page shows
     the papers the row holds: the ones that matched the reader's keywords.
     """
-    renderer = EditionRenderer(settings, row.edition)
+    renderer = EditionRenderer(settings, row.edition, weekly=subscriber.frequency == WEEKLY)
     email = renderer.render_digest(
         email=subscriber.email,
         keywords_text=subscriber.keywords,
