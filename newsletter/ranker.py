@@ -9,6 +9,7 @@ all rank through it, so none of them can list a paper a digest would not hold.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import hmac
 import logging
@@ -16,7 +17,8 @@ import pickle
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
@@ -170,7 +172,8 @@ class SharedIndexes:
             log.warning("recent papers: the stored index %s is not signed by this deployment", key)
             return None
         try:
-            index = pickle.loads(zlib.decompress(body))  # noqa: S301 - signed by us, above
+            with _paused_gc():
+                index = pickle.loads(zlib.decompress(body))  # noqa: S301 - signed by us, above
         except Exception:  # another version's classes: build it again
             log.warning("recent papers: the stored index %s cannot be read", key, exc_info=True)
             return None
@@ -178,8 +181,22 @@ class SharedIndexes:
 
     def save(self, key: str, index: PaperIndex) -> None:
         """Leave `index` (fresh: nothing ranked with it yet) under `key` for the others."""
-        body = zlib.compress(pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL), 1)
+        with _paused_gc():
+            body = zlib.compress(pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL), 1)
         self.store.put(key, hmac.new(self._key, body, "sha256").digest() + body)
+
+
+@contextmanager
+def _paused_gc() -> Iterator[None]:
+    """No cyclic GC while an index's million small objects are made: it would scan them all,
+    again and again (ten times the time of the load itself)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class RecentPapers:
