@@ -4,9 +4,10 @@
 subscribers and queues plan_shard tasks, which any worker ranks and writes, fanning out
 deliver_batch tasks as each commits; the workers render and send every digest to a Postfix
 smtp-sink. A worker stands for one host: it runs as the compose file runs it (a pool of
-`--concurrency` processes) inside a cgroup that caps it at `--cpu-per-worker` cores, so two
-workers have twice the CPU of one, and PostgreSQL, Redis and smtp-sink (other hosts, in a
-deployment) have the rest of the machine in both runs. The one-worker baseline runs at each
+`--concurrency` processes) in a cgroup that gives it `--cpu-per-worker` cores, capped and
+reserved, so two workers have twice the CPU of one, whatever else the machine runs; PostgreSQL,
+Redis and smtp-sink (other hosts, in a deployment) share `--cpu-services` cores in both runs.
+The one-worker baseline runs at each
 pool size in `--baseline-concurrency` and the best of them counts; two workers run at that
 pool size.
 
@@ -134,7 +135,12 @@ def verdict(baseline: Run, scaled: Run) -> tuple[float, bool]:
 
 
 class CpuBudget:
-    """A cgroup capping the processes put in it at `cores` CPUs: the host of one worker."""
+    """A cgroup holding its processes to `cores` CPUs, as a host of that size would.
+
+    Capped (a CFS quota) and reserved (eight times a process's weight): on a machine that
+    other jobs share, the processes get their cores, no more and not much less, so the runs
+    compare the code rather than what else ran meanwhile.
+    """
 
     def __init__(self, name: str, cores: float) -> None:
         unified = Path("/sys/fs/cgroup")
@@ -142,16 +148,25 @@ class CpuBudget:
             self.path = unified / name
             self.path.mkdir()
             (self.path / "cpu.max").write_text(f"{int(cores * 100_000)} 100000")
+            (self.path / "cpu.weight").write_text("800")
         else:
             self.path = Path("/sys/fs/cgroup/cpu") / name
             self.path.mkdir()
             (self.path / "cpu.cfs_period_us").write_text("100000")
             (self.path / "cpu.cfs_quota_us").write_text(str(int(cores * 100_000)))
+            (self.path / "cpu.shares").write_text(str(8 * 1024))
 
     def add(self, pid: int) -> None:
         """Move a process (and so every process it forks from now on) into the budget."""
         with suppress(ProcessLookupError):
             (self.path / "cgroup.procs").write_text(str(pid))
+
+    def add_tree(self, pid: int) -> None:
+        """Move a process and the children it already has."""
+        self.add(pid)
+        with suppress(psutil.NoSuchProcess):
+            for child in psutil.Process(pid).children(recursive=True):
+                self.add(child.pid)
 
     def close(self) -> None:
         """Remove the cgroup once its processes have gone."""
@@ -276,8 +291,7 @@ def run_day(
         for process, budget in zip(processes, budgets or [None] * workers, strict=True):
             process.wait_for("ready.", timeout=60)
             if budget is not None:  # any pool process forked before the move, too
-                for child in psutil.Process(process.pid).children(recursive=True):
-                    budget.add(child.pid)
+                budget.add_tree(process.pid)
         run = measure(workers, concurrency, settings, db, processes, pg, redis, sink[1], args)
     finally:
         for process in processes:
@@ -372,6 +386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--cpu-per-worker", type=float, default=0.5, help="cores of each worker's host (0: no cap)"
     )
+    parser.add_argument(
+        "--cpu-services", type=float, default=0.6, help="cores of PostgreSQL, Redis, smtp-sink"
+    )
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between ledger reads")
     args = parser.parse_args(argv)
     if args.quick:
@@ -389,7 +406,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.concurrency
         else [int(n) for n in args.baseline_concurrency.split(",")]
     )
-    budget = f"{args.cpu_per_worker} cores each" if args.cpu_per_worker else "no CPU cap"
+    budget = (
+        f"{args.cpu_per_worker} cores each, the services {args.cpu_services}"
+        if args.cpu_per_worker
+        else "no CPU cap"
+    )
     print(
         f"{args.subscribers} subscribers, {args.papers} papers, shards of {args.shard_size}, "
         f"batches of {args.batch_size}; workers: {budget}; {os.cpu_count()} CPUs, load "
@@ -402,8 +423,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     pg.start()
     redis.start()
     baselines: list[Run] = []
+    services = None
     try:
         with smtp_sink() as sink:
+            if args.cpu_per_worker:  # the database, the broker and the relay: other hosts
+                services = CpuBudget(f"bench-scale-{os.getpid()}-services", args.cpu_services)
+                for pid in (int(pg.pid()), redis.process.pid, sink[1].pid):
+                    services.add_tree(pid)
             for concurrency in tried:
                 baselines.append(run_day(1, concurrency, args, pg, redis, sink, log_dir))
                 report(baselines[-1])
@@ -413,6 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         redis.stop()
         pg.stop()
+        if services is not None:
+            services.close()
     for run in (baseline, scaled):
         pools = "; ".join(
             f"worker {n}: " + ", ".join(f"{cpu:.0f} s" for cpu in each)
