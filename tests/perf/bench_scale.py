@@ -199,26 +199,29 @@ def seed(db: Database, subscribers: int, papers: int, rng: random.Random) -> Non
     """Papers collected now and active subscribers due now, written in bulk."""
     made = synth.synthesize_papers(papers, rng)
     pipeline.load_papers(db, made, source="hf_daily", url="bench:synthetic")
-    profiles = synth.synthesize_profiles(subscribers, synth.vocabulary(made), rng)
+    vocabulary = synth.vocabulary(made)
     now = storage.utcnow()
-    rows = [
-        {
-            "email": f"reader{n}@example.org",
-            "state": ACTIVE,
-            "keywords": text,
-            "timezone": "UTC",
-            "send_hour": 0,
-            "digest_size": 10,
-            "show_trending": True,
-            "hard_failures": 0,
-            "created_at": now,
-            "confirmed_at": now,
-        }
-        for n, text in enumerate(profiles)
-    ]
-    with db.session() as session:
-        for start in range(0, len(rows), 10_000):
-            session.execute(insert(Subscriber), rows[start : start + 10_000])
+    step = 100_000  # profiles made at a time: a million would not need to be held at once
+    for first in range(0, subscribers, step):
+        profiles = synth.synthesize_profiles(min(step, subscribers - first), vocabulary, rng)
+        rows = [
+            {
+                "email": f"reader{first + n}@example.org",
+                "state": ACTIVE,
+                "keywords": text,
+                "timezone": "UTC",
+                "send_hour": 0,
+                "digest_size": 10,
+                "show_trending": True,
+                "hard_failures": 0,
+                "created_at": now,
+                "confirmed_at": now,
+            }
+            for n, text in enumerate(profiles)
+        ]
+        with db.session() as session:
+            for start in range(0, len(rows), 10_000):
+                session.execute(insert(Subscriber), rows[start : start + 10_000])
 
 
 def states(db: Database) -> dict[str, int]:

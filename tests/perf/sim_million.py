@@ -36,7 +36,7 @@ from types import ModuleType
 from typing import Any
 
 import psutil
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from newsletter import pipeline, storage  # noqa: E402
 from newsletter.config import load_settings  # noqa: E402
 from newsletter.db import Database  # noqa: E402
-from newsletter.models import ACTIVE, PLANNED, Delivery, Subscriber  # noqa: E402
+from newsletter.models import PLANNED, Delivery  # noqa: E402
 from newsletter.ranker import RecentPapers, SharedIndexes  # noqa: E402
 from tests.support.postgres import PostgresServer, postgres_bin_dir  # noqa: E402
 
@@ -81,33 +81,10 @@ class FileStore:
 
 
 def seed(db: Database, subscribers: int, papers: int, rng: random.Random) -> None:
-    """Papers collected now and active subscribers due now, written in bulk."""
-    synth = load(ROOT / "tests" / "perf" / "bench_ranking.py", "bench_ranking_synth")
-    made = synth.synthesize_papers(papers, rng)
-    pipeline.load_papers(db, made, source="hf_daily", url="sim:synthetic")
-    vocabulary = synth.vocabulary(made)
-    now = storage.utcnow()
-    step = 50_000
-    for start in range(0, subscribers, step):
-        profiles = synth.synthesize_profiles(min(step, subscribers - start), vocabulary, rng)
-        rows = [
-            {
-                "email": f"reader{start + n}@example.org",
-                "state": ACTIVE,
-                "keywords": text,
-                "timezone": "UTC",
-                "send_hour": 0,
-                "digest_size": 10,
-                "show_trending": True,
-                "hard_failures": 0,
-                "created_at": now,
-                "confirmed_at": now,
-            }
-            for n, text in enumerate(profiles)
-        ]
-        with db.session() as session:
-            for chunk in range(0, len(rows), 10_000):
-                session.execute(insert(Subscriber), rows[chunk : chunk + 10_000])
+    """The same day as bench_scale.py's: papers collected now, subscribers due now."""
+    load(ROOT / "tests" / "perf" / "bench_scale.py", "bench_scale_seed").seed(
+        db, subscribers, papers, rng
+    )
 
 
 # The worker processes -------------------------------------------------------------------------

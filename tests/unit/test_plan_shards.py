@@ -16,6 +16,13 @@ from newsletter.ranking import PaperIndex
 PROFILES = ("agents", "LLM", "diffusion", '"reinforcement learning"', "quantum chromodynamics")
 
 
+class Store(dict):
+    """An IndexStore in memory, shared by the "processes" of a test."""
+
+    def put(self, key: str, value: bytes) -> None:
+        self[key] = value
+
+
 def day(db: Database, count: int) -> None:
     pipeline.load_demo_day(db)
     with db.session() as session:
@@ -83,14 +90,7 @@ def test_shards_run_in_any_order_twice_and_overlapping_write_what_one_plan_write
 
 def test_an_index_built_by_one_process_is_loaded_by_the_others(db, settings, monkeypatch):
     day(db, 1)
-    store: dict[str, bytes] = {}
-
-    class Store:
-        get = store.get
-
-        def put(self, key: str, value: bytes) -> None:
-            store[key] = value
-
+    store = Store()
     builds = Counter[str]()
     real = PaperIndex.__init__
 
@@ -100,12 +100,12 @@ def test_an_index_built_by_one_process_is_loaded_by_the_others(db, settings, mon
 
     monkeypatch.setattr(PaperIndex, "__init__", counting)
     now = storage.utcnow()
-    first = RecentPapers(db, settings, shared=SharedIndexes(Store(), "test-secret")).exact(now)
-    second = RecentPapers(db, settings, shared=SharedIndexes(Store(), "test-secret")).exact(now)
+    first = RecentPapers(db, settings, shared=SharedIndexes(store, "test-secret")).exact(now)
+    second = RecentPapers(db, settings, shared=SharedIndexes(store, "test-secret")).exact(now)
     assert builds["built"] == 1 and len(store) == 1
     assert second is not first and second.papers.keys() == first.papers.keys()
     # Another deployment's bytes (or anyone's without the key) are never unpickled.
-    other = RecentPapers(db, settings, shared=SharedIndexes(Store(), "another-secret"))
+    other = RecentPapers(db, settings, shared=SharedIndexes(store, "another-secret"))
     assert len(other.exact(now)) == len(first)
     assert builds["built"] == 2
 
@@ -113,17 +113,10 @@ def test_an_index_built_by_one_process_is_loaded_by_the_others(db, settings, mon
 @pytest.mark.parametrize("tamper", [b"", b"x" * 40, None])
 def test_a_damaged_stored_index_is_built_again(db, settings, tamper):
     day(db, 1)
-    store: dict[str, bytes] = {}
-
-    class Store:
-        get = store.get
-
-        def put(self, key: str, value: bytes) -> None:
-            store[key] = value
-
+    store = Store()
     now = storage.utcnow()
-    built = RecentPapers(db, settings, shared=SharedIndexes(Store(), "s")).exact(now)
+    built = RecentPapers(db, settings, shared=SharedIndexes(store, "s")).exact(now)
     (key,) = store
     store[key] = tamper if tamper is not None else store[key][:-10]
-    again = RecentPapers(db, settings, shared=SharedIndexes(Store(), "s")).exact(now)
+    again = RecentPapers(db, settings, shared=SharedIndexes(store, "s")).exact(now)
     assert again.papers.keys() == built.papers.keys()
