@@ -6,7 +6,8 @@ deliver_batch tasks as each commits; the workers render and send every digest to
 smtp-sink. A worker stands for one host: it runs as the compose file runs it (a pool of
 `--concurrency` processes) in a cgroup that gives it `--cpu-per-worker` cores, capped and
 reserved, so two workers have twice the CPU of one, whatever else the machine runs; PostgreSQL,
-Redis and smtp-sink (other hosts, in a deployment) share `--cpu-services` cores in both runs.
+Redis and smtp-sink (other hosts, in a deployment) are reserved the CPU they need in both
+runs (`--cpu-services` caps them), so neither run waits on a database the other jobs slow.
 The one-worker baseline runs at each
 pool size in `--baseline-concurrency` and the best of them counts; two workers run at that
 pool size.
@@ -144,16 +145,17 @@ class CpuBudget:
 
     def __init__(self, name: str, cores: float) -> None:
         unified = Path("/sys/fs/cgroup")
+        quota = int(cores * 100_000) if cores else -1  # 0 cores: reserved, not capped
         if "cpu" in _read(unified / "cgroup.controllers").split():
             self.path = unified / name
             self.path.mkdir()
-            (self.path / "cpu.max").write_text(f"{int(cores * 100_000)} 100000")
+            (self.path / "cpu.max").write_text(f"{quota if quota > 0 else 'max'} 100000")
             (self.path / "cpu.weight").write_text("800")
         else:
             self.path = Path("/sys/fs/cgroup/cpu") / name
             self.path.mkdir()
             (self.path / "cpu.cfs_period_us").write_text("100000")
-            (self.path / "cpu.cfs_quota_us").write_text(str(int(cores * 100_000)))
+            (self.path / "cpu.cfs_quota_us").write_text(str(quota))
             (self.path / "cpu.shares").write_text(str(8 * 1024))
 
     def add(self, pid: int) -> None:
@@ -390,7 +392,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--cpu-per-worker", type=float, default=0.5, help="cores of each worker's host (0: no cap)"
     )
     parser.add_argument(
-        "--cpu-services", type=float, default=0.6, help="cores of PostgreSQL, Redis, smtp-sink"
+        "--cpu-services",
+        type=float,
+        default=0.0,
+        help="cores of PostgreSQL, Redis and smtp-sink (0: as many as they need, reserved)",
     )
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between ledger reads")
     args = parser.parse_args(argv)
@@ -410,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else [int(n) for n in args.baseline_concurrency.split(",")]
     )
     budget = (
-        f"{args.cpu_per_worker} cores each, the services {args.cpu_services}"
+        f"{args.cpu_per_worker} cores each, the services {args.cpu_services or 'uncapped'}"
         if args.cpu_per_worker
         else "no CPU cap"
     )
