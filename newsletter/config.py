@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     # How long one distributed deliver_batch task sends before it hands the rest of its batch
     # back and queues it again (a worker is not held by one slow relay for ever).
     batch_seconds: float = Field(300.0, gt=0)
+    # Subscribers one distributed plan_shard task ranks and writes: the plan is split into id
+    # ranges of this many due subscribers, which any worker takes from the `plan` queue.
+    plan_shard_size: int = Field(5000, ge=1, le=100_000)
     dkim_selector: str | None = None
     dkim_domain: str | None = None
     dkim_private_key_file: Path | None = None

@@ -9,12 +9,20 @@ all rank through it, so none of them can list a paper a digest would not hold.
 
 from __future__ import annotations
 
+import gc
+import hashlib
+import hmac
 import logging
+import pickle
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from importlib.metadata import PackageNotFoundError, version
+from typing import Protocol
 
 from sqlalchemy.orm import Session
 
@@ -87,6 +95,17 @@ class PaperWindow:
     ) -> PaperWindow:
         """Index `papers` as the policy says (popularity weight; freshness as of `now`)."""
         index = PaperIndex(papers, now=now, popularity_weight=policy.popularity_weight)
+        return cls.around(policy, now, index, versions)
+
+    @classmethod
+    def around(
+        cls,
+        policy: RankingPolicy,
+        now: datetime,
+        index: PaperIndex,
+        versions: tuple[tuple[str, datetime], ...] | None,
+    ) -> PaperWindow:
+        """A window over an index already built (here, or by another process)."""
         # The index's papers: of duplicate ids, the one it ranks.
         return cls(policy, now, index, {p.id: p for p in index.papers}, versions)
 
@@ -136,6 +155,81 @@ class PaperWindow:
         return self.versions == versions and self.now.date() == now.date()
 
 
+class IndexStore(Protocol):
+    """Somewhere processes leave built indexes for each other (Redis, in distributed mode)."""
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes stored under `key`, or None."""
+
+    def put(self, key: str, value: bytes) -> None:
+        """Store `value` under `key` for a while (an edition's plan, at least)."""
+
+
+try:
+    _CODE = version("paper-newsletter")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    _CODE = "source"
+
+
+class SharedIndexes:
+    """Built indexes exchanged through an IndexStore: pickled, compressed and signed.
+
+    Building the index of a day's papers takes seconds; loading one takes a tenth of that.
+    Every process that plans a shard of an edition would build the same index, so the first
+    to build one leaves it in the store and the others load it. The bytes are signed with
+    the deployment's secret key (HMAC-SHA256): a pickle runs code when it is loaded, and only
+    this deployment's processes may have written it.
+    """
+
+    def __init__(self, store: IndexStore, secret: str) -> None:
+        self.store = store
+        self._key = hmac.new(secret.encode(), b"paper-index", hashlib.sha256).digest()
+
+    @staticmethod
+    def key(
+        policy: RankingPolicy, versions: tuple[tuple[str, datetime], ...], now: datetime
+    ) -> str:
+        """The name of the index of these stored papers, ranked with `policy` on `now`'s day."""
+        described = repr((_CODE, policy, now.date(), versions)).encode()
+        return "newsletter:index:" + hashlib.sha256(described).hexdigest()
+
+    def load(self, key: str) -> PaperIndex | None:
+        """The index stored under `key`, if one is and its signature holds."""
+        blob = self.store.get(key)
+        if blob is None or len(blob) < 32:
+            return None
+        signature, body = blob[:32], blob[32:]
+        if not hmac.compare_digest(signature, hmac.new(self._key, body, "sha256").digest()):
+            log.warning("recent papers: the stored index %s is not signed by this deployment", key)
+            return None
+        try:
+            with _paused_gc():
+                index = pickle.loads(zlib.decompress(body))  # noqa: S301 - signed by us, above
+        except Exception:  # another version's classes: build it again
+            log.warning("recent papers: the stored index %s cannot be read", key, exc_info=True)
+            return None
+        return index if isinstance(index, PaperIndex) else None
+
+    def save(self, key: str, index: PaperIndex) -> None:
+        """Leave `index` (fresh: nothing ranked with it yet) under `key` for the others."""
+        with _paused_gc():
+            body = zlib.compress(pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL), 1)
+        self.store.put(key, hmac.new(self._key, body, "sha256").digest() + body)
+
+
+@contextmanager
+def _paused_gc() -> Iterator[None]:
+    """No cyclic GC while an index's million small objects are made: it would scan them all,
+    again and again (ten times the time of the load itself)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class RecentPapers:
     """The index of the recently collected papers, built once and shared by whoever ranks.
 
@@ -145,16 +239,43 @@ class RecentPapers:
     keystroke, ask for `current()`: an index at most a TTL old, rebuilt in a background thread
     once stale while the old one keeps answering; only one far too old (or none) is rebuilt
     while the request waits.
+
+    With `shared` (the workers' store), `exact()` loads an index another process built for
+    the same papers instead of building it, and leaves the ones it builds there; such an
+    owner plans in shards, so it also keeps the wider windows it is asked for (widened()).
     """
 
-    def __init__(self, db: Database, settings: Settings, *, ttl: float = INDEX_TTL_SECONDS) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        *,
+        ttl: float = INDEX_TTL_SECONDS,
+        shared: SharedIndexes | None = None,
+    ) -> None:
         self.db = db
         self.settings = settings
         self.policy = RankingPolicy.from_settings(settings)
         self.ttl = ttl
+        self.shared = shared
         self._building = threading.Lock()
         self._built: PaperWindow | None = None
+        self._wider: dict[float, RecentPapers] = {}
         self.refreshing: threading.Thread | None = None
+
+    def widened(self, days: float) -> RecentPapers:
+        """The papers of a longer window (a weekly edition's), otherwise ranked the same.
+
+        An owner with a shared store keeps it (every shard of a weekly edition asks for it);
+        one without makes a new one each time, let go after its plan.
+        """
+        found = self._wider.get(days)
+        if found is None:
+            wider = self.settings.model_copy(update={"paper_window_days": days})
+            found = RecentPapers(self.db, wider, ttl=self.ttl, shared=self.shared)
+            if self.shared is not None:
+                self._wider[days] = found
+        return found
 
     @property
     def built(self) -> PaperWindow | None:
@@ -172,8 +293,21 @@ class RecentPapers:
                 versions = self._versions(session, now)
             built = self._built
             if built is None or not built.holds(versions, now):
-                built = self._built = self._build(now)
+                built = self._built = self._exact(versions, now)
             return built
+
+    def _exact(self, versions: tuple[tuple[str, datetime], ...], now: datetime) -> PaperWindow:
+        """The window of these papers: from the shared store if another process built it."""
+        if self.shared is None:
+            return self._build(now)
+        key = self.shared.key(self.policy, versions, now)
+        index = self.shared.load(key)
+        if index is not None:
+            return PaperWindow.around(self.policy, now, index, versions)
+        built = self._build(now)
+        if built.versions == versions:  # what the key says: no paper changed between the reads
+            self.shared.save(key, built.index)
+        return built
 
     def current(self, now: datetime) -> PaperWindow:
         """A window for `now` at most a TTL old, or a little older while a new one is built."""

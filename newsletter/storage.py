@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -463,7 +463,10 @@ class DueSubscriber:
 
 
 def due_subscribers(
-    session: Session, now: datetime, edition: date | None = None
+    session: Session,
+    now: datetime,
+    edition: date | None = None,
+    ids: tuple[int, int] | None = None,
 ) -> list[DueSubscriber]:
     """Active subscribers whose edition is due now (editions.edition_for) and not planned yet.
 
@@ -472,17 +475,38 @@ def due_subscribers(
     daily or weekday one not while this week's weekly row was made that local day (someone
     who was weekly until their weekly digest this morning). With `edition`, every active
     subscriber who has not had that edition is due, whatever the hour and the frequency (an
-    operator sending a day by hand).
+    operator sending a day by hand). With `ids` (first, last), only the subscribers whose id
+    is in that range (a shard of the plan).
     """
+    columns = (Subscriber.id, Subscriber.keywords, Subscriber.digest_size)
+    return [
+        DueSubscriber(id, keywords, size, first, days)
+        for (id, keywords, size), first, days in _due(session, now, edition, ids, columns)
+    ]
+
+
+def due_subscriber_ids(session: Session, now: datetime, edition: date | None = None) -> list[int]:
+    """The ids of the subscribers due_subscribers() would return, in order: cheap to list."""
+    return sorted(row[0] for row, _, _ in _due(session, now, edition, None, (Subscriber.id,)))
+
+
+def _due(
+    session: Session,
+    now: datetime,
+    edition: date | None,
+    ids: tuple[int, int] | None,
+    columns: tuple[Any, ...],
+) -> Iterator[tuple[Any, date, int]]:
+    """(the `columns` of a due subscriber, the first day of their edition, its days)."""
     aware = now.replace(tzinfo=UTC)
+    scope = [Subscriber.id.between(*ids)] if ids is not None else []
     zones = session.scalars(
-        select(Subscriber.timezone).where(Subscriber.state == ACTIVE).distinct()
+        select(Subscriber.timezone).where(Subscriber.state == ACTIVE, *scope).distinct()
     ).all()
-    due: list[DueSubscriber] = []
     for zone in zones:
         local = aware.astimezone(ZoneInfo(zone))
         if edition is not None:
-            due.extend(_due_in(session, zone, [], edition, edition, None, 1))
+            yield from _due_in(session, zone, scope, columns, edition, edition, None, 1)
             continue
         # This week's weekly row, if it was made today (a daily row of a past day is not).
         weekly_today = and_(
@@ -493,37 +517,44 @@ def due_subscribers(
             if not editions.sends_on(frequency, local.weekday(), local.date()):
                 continue
             period = editions.period(frequency, local.date())
-            conditions = [Subscriber.frequency == frequency, Subscriber.send_hour <= local.hour]
+            conditions = [
+                *scope,
+                Subscriber.frequency == frequency,
+                Subscriber.send_hour <= local.hour,
+            ]
             if frequency == editions.WEEKLY:
                 conditions.append(Subscriber.send_weekday == local.weekday())
                 days, also = editions.WEEK_DAYS, None
             else:
                 days, also = 1, weekly_today
-            due.extend(_due_in(session, zone, conditions, period.first, period.last, also, days))
-    return due
+            yield from _due_in(
+                session, zone, conditions, columns, period.first, period.last, also, days
+            )
 
 
 def _due_in(
     session: Session,
     zone: str,
     conditions: list[Any],
+    columns: tuple[Any, ...],
     first: date,
     last: date,
     also: Any,
     days: int,
-) -> list[DueSubscriber]:
+) -> Iterator[tuple[Any, date, int]]:
     """Active subscribers of `zone` matching `conditions` with no row for [first, last] (nor
-    one matching `also`)."""
+    one matching `also`): their `columns`, the edition's first day and its days."""
     had = [Delivery.edition.between(first, last)]
     if also is not None:
         had.append(also)
     planned = exists().where(Delivery.subscriber_id == Subscriber.id, or_(*had))
     rows = session.execute(
-        select(Subscriber.id, Subscriber.keywords, Subscriber.digest_size).where(
+        select(*columns).where(
             Subscriber.state == ACTIVE, Subscriber.timezone == zone, ~planned, *conditions
         )
     )
-    return [DueSubscriber(id, keywords, size, first, days) for id, keywords, size in rows]
+    for row in rows:
+        yield tuple(row), first, days
 
 
 def _utc_naive(moment: datetime) -> datetime:
@@ -566,6 +597,7 @@ _PLAN_ROWS_POSTGRES = text(
         top_score float8
     )
     ON CONFLICT (subscriber_id, edition) DO NOTHING
+    RETURNING id, state
     """
 ).bindparams(bindparam("now", type_=DateTime()))
 
@@ -576,8 +608,19 @@ def create_deliveries(session: Session, rows: Sequence[PlannedRow], now: datetim
     A new row reserves its papers (paper_ids), so no later edition picks them again.
     Returns how many rows were created.
     """
+    return len(insert_deliveries(session, rows, now))
+
+
+def insert_deliveries(
+    session: Session, rows: Sequence[PlannedRow], now: datetime
+) -> list[tuple[int, str]]:
+    """create_deliveries(), returning the (id, state) of each row it created, in no order.
+
+    The rows another planner wrote first (a shard that overlaps, or runs twice) are not
+    among them, so whoever queues what it created queues each row once.
+    """
     if not rows:
-        return 0
+        return []
     # The item dicts are written inline, not by a function per item: a big plan has a million.
     values = [
         {
@@ -607,13 +650,15 @@ def create_deliveries(session: Session, rows: Sequence[PlannedRow], now: datetim
     if session.get_bind().dialect.name == "postgresql":
         document = json.dumps(values, default=date.isoformat)  # editions are the only dates
         result = session.execute(_PLAN_ROWS_POSTGRES, {"now": now, "rows": document})
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        return [(id, state) for id, state in result]
     for value in values:
         value.update(attempts=0, created_at=now)
-    statement = _insert(session, Delivery).on_conflict_do_nothing(
-        index_elements=["subscriber_id", "edition"]
+    statement = (
+        _insert(session, Delivery)
+        .on_conflict_do_nothing(index_elements=["subscriber_id", "edition"])
+        .returning(Delivery.id, Delivery.state)
     )
-    return int(session.connection().execute(statement, values).rowcount)
+    return [(id, state) for id, state in session.connection().execute(statement, values)]
 
 
 class MalformedItems(ValueError):

@@ -15,6 +15,7 @@ from workers.schedule import beat_schedule
 ROUTES = {
     "workers.tasks.collect_source": {"queue": "collect"},
     "workers.tasks.plan_editions": {"queue": "plan"},
+    "workers.tasks.plan_shard": {"queue": "plan"},
     "workers.tasks.sweep_leases": {"queue": "plan"},
     "workers.tasks.deliver_batch": {"queue": "mail"},
     "workers.tasks.send_confirmation": {"queue": "mail"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import kombu.exceptions
@@ -15,7 +16,7 @@ from celery.signals import worker_process_init
 
 from newsletter import confirmations, pipeline, storage
 from newsletter.db import Database
-from newsletter.ranker import RecentPapers
+from newsletter.ranker import RecentPapers, SharedIndexes
 from newsletter.web.ratelimit import RateLimiter, make_rate_limiter
 from workers.celery_app import RETRY_BACKOFF_MAX, app, worker_settings
 
@@ -67,13 +68,48 @@ class _Shared(NamedTuple):
 
 _shared: _Shared | None = None
 
+# How long a built index stays in Redis for the other processes: the plan of an edition, shards
+# redelivered late included. A new collection makes a new key, so nothing stale is ever read.
+INDEX_STORE_SECONDS = 3 * 3600
+
+
+class RedisIndexes:
+    """The workers' store of built indexes, in Redis; when Redis fails, each builds its own."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5)
+
+    def get(self, key: str) -> bytes | None:
+        """The stored bytes, or None (also when Redis does not answer)."""
+        try:
+            value = self.client.get(key)
+        except redis.exceptions.RedisError as exc:
+            log.warning("index store: %s", exc)
+            return None
+        return value if isinstance(value, bytes) else None
+
+    def put(self, key: str, value: bytes) -> None:
+        """Store the bytes for INDEX_STORE_SECONDS; a failure only costs the others a build."""
+        try:
+            self.client.set(key, value, ex=INDEX_STORE_SECONDS)
+        except redis.exceptions.RedisError as exc:
+            log.warning("index store: %s", exc)
+
 
 def shared() -> _Shared:
-    """What this process's tasks share: the recent papers' index and the edition renderers."""
+    """What this process's tasks share: the recent papers' index and the edition renderers.
+
+    The index comes from Redis when another process built it for the same papers.
+    """
     global _shared
     db = database()
     if _shared is None or _shared.db is not db:
-        _shared = _Shared(db, RecentPapers(db, db.settings), pipeline.EditionCaches())
+        settings = db.settings
+        store = None
+        if settings.redis_url and settings.secret_key:
+            store = SharedIndexes(RedisIndexes(settings.redis_url), settings.secret_key)
+        recent = RecentPapers(db, settings, shared=store)
+        _shared = _Shared(db, recent, pipeline.EditionCaches())
     return _shared
 
 
@@ -104,36 +140,55 @@ def collect_source(name: str) -> dict[str, Any]:
 
 @app.task(**RETRYING)
 def plan_editions() -> dict[str, int]:
-    """Plan every edition that is due, queueing its digests in batches as the plan is written.
+    """Split the editions now due into shards that any worker plans, from the `plan` queue.
 
-    Each chunk of rows is queued once plan() has committed it, so workers start sending while
-    the rest is written. The last fan-out covers every due row, not only this plan's: rows
-    whose tasks were lost (a broker restarted without its data) are queued again, and a
-    duplicate task sends nothing.
+    Lists only the due subscribers' ids and builds the papers' index once (left in Redis for
+    the shards). First it queues again every digest that is due and that no task may hold: rows
+    whose tasks were lost (a broker restarted without its data, a shard killed between its
+    commit and its fan-out); a duplicate task sends nothing. A shard still queued or running
+    when the next plan comes is planned again by it, and finds its subscribers planned.
     """
-    queued: set[int] = set()
-    batches = [0]
-    last = [0]  # the highest id queued by a chunk: each chunk reads only the rows after it
+    now = storage.utcnow()
+    with database().session() as session:
+        due = storage.due_delivery_ids(session, now)
+    batches = enqueue_deliveries(due)
+    shards = pipeline.plan_shards(
+        database(), now=now, size=worker_settings().plan_shard_size, recent=shared().recent
+    )
+    for first, last in shards:
+        plan_shard.apply_async(args=(first, last, now.isoformat()))
+    return {"shards": len(shards), "queued": len(due), "batches": batches}
 
-    def fan_out(_written: int = 0, *, everything: bool = False) -> None:
-        with database().session() as session:
-            due = storage.due_delivery_ids(
-                session, storage.utcnow(), after=0 if everything else last[0]
-            )
-        fresh = [i for i in due if i not in queued]
-        batches[0] += enqueue_deliveries(fresh)
-        queued.update(fresh)
-        if due:
-            last[0] = max(last[0], due[-1])  # ordered by id
 
-    report = pipeline.plan(database(), worker_settings(), progress=fan_out, recent=shared().recent)
-    fan_out(everything=True)
+@app.task(**RETRYING)
+def plan_shard(first: int, last: int, planned_at: str) -> dict[str, int]:
+    """Plan the subscribers with ids first..last due at `planned_at`; queue what it wrote.
+
+    Each chunk's digests are queued as soon as it is committed. Run twice, overlapping another
+    shard, or redelivered after its worker died, it writes each digest once: the (subscriber,
+    edition) key keeps the first row, and only the rows this run created are queued by it.
+    """
+    now = datetime.fromisoformat(planned_at)
+    queued = [0, 0]  # digests, batches
+
+    def fan_out(ids: list[int]) -> None:
+        queued[1] += enqueue_deliveries(ids)
+        queued[0] += len(ids)
+
+    report = pipeline.plan(
+        database(),
+        worker_settings(),
+        now=now,
+        recent=shared().recent,
+        subscribers=(first, last),
+        committed=fan_out,
+    )
     return {
         "due": report.due,
         "planned": report.planned,
         "waiting": report.waiting,
-        "queued": len(queued),
-        "batches": batches[0],
+        "queued": queued[0],
+        "batches": queued[1],
     }
 
 

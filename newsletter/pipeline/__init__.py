@@ -14,7 +14,15 @@ from newsletter.pipeline.collecting import (
 from newsletter.pipeline.delivery import MAX_ERROR_CHARS, DeliverReport, deliver
 from newsletter.pipeline.digests import RenderError, digest_items
 from newsletter.pipeline.editions import EditionCaches
-from newsletter.pipeline.planning import PLAN_CHUNK, PlanReport, plan, rank_for
+from newsletter.pipeline.planning import (
+    PLAN_CHUNK,
+    Committed,
+    PlanReport,
+    Shard,
+    plan,
+    plan_shards,
+    rank_for,
+)
 from newsletter.pipeline.previews import preview, render_planned
 from newsletter.pipeline.progress import Progress
 from newsletter.planned import PlannedItem, PlannedRow
@@ -24,6 +32,7 @@ __all__ = [
     "MAX_ERROR_CHARS",
     "PLAN_CHUNK",
     "CollectReport",
+    "Committed",
     "DeliverReport",
     "EditionCaches",
     "PlanReport",
@@ -31,12 +40,14 @@ __all__ = [
     "PlannedRow",
     "Progress",
     "RenderError",
+    "Shard",
     "collect",
     "deliver",
     "digest_items",
     "load_demo_day",
     "load_papers",
     "plan",
+    "plan_shards",
     "preview",
     "rank_for",
     "render_planned",

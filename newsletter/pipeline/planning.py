@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -35,6 +35,34 @@ class PlanReport:
 # the rest is ranked, and a big day never holds every row in memory.
 PLAN_CHUNK = 5000
 
+Committed = Callable[[list[int]], None]  # called with the ids of the digests just written
+Shard = tuple[int, int]  # the first and the last subscriber id of one shard of a plan
+
+
+def plan_shards(
+    db: Database,
+    *,
+    now: datetime,
+    size: int,
+    edition: date | None = None,
+    recent: RecentPapers | None = None,
+) -> list[Shard]:
+    """The subscribers due at `now`, as id ranges of `size` due subscribers each.
+
+    Cheap: it reads only the due ids. Each range is planned by plan(subscribers=...), in any
+    process, in any order, as often as it is run: the (subscriber, edition) key keeps the first
+    row, so shards that overlap or run twice write each digest once. With `recent`, the
+    papers' index is built now, before the shards that rank with it: built once (and left in
+    its shared store, if it has one) rather than by every shard.
+    """
+    with db.session() as session:
+        ids = storage.due_subscriber_ids(session, now, edition)
+    if ids and recent is not None:
+        recent.exact(now)
+    return [
+        (ids[start], ids[min(start + size, len(ids)) - 1]) for start in range(0, len(ids), size)
+    ]
+
 
 def plan(
     db: Database,
@@ -45,18 +73,22 @@ def plan(
     write: bool = True,
     progress: Progress | None = None,
     recent: RecentPapers | None = None,
+    subscribers: Shard | None = None,
+    committed: Committed | None = None,
 ) -> PlanReport:
     """Rank the recent papers for every subscriber whose send time has come; write the ledger.
 
     Identical profiles are ranked once; papers a subscriber already had are never planned again.
     Concurrent planners are safe: the (subscriber, edition) key keeps the first row.
     With `write=False` nothing is stored and the rows are returned in the report (dry run).
-    `progress` is called after each committed chunk of rows, so their delivery can start.
+    `progress` is called after each committed chunk of rows, so their delivery can start, and
+    `committed` with the ids of the digests to send that this call wrote (not another's).
     `recent` is the caller's index of the recent papers, reused when no paper changed since.
+    `subscribers` (first id, last id) plans only the due subscribers in that range: a shard.
     """
     now = now or storage.utcnow()
     with db.session() as session:
-        due = storage.due_subscribers(session, now, edition)
+        due = storage.due_subscribers(session, now, edition, subscribers)
     report = PlanReport(due=len(due))
     if not due:
         return report
@@ -67,7 +99,7 @@ def plan(
             # skip these subscribers for the whole period. They stay due for the next plan.
             report.waiting += len(group)
             continue
-        _plan_group(db, ranker, group, report, write, progress, now)
+        _plan_group(db, ranker, group, report, write, progress, committed, now)
     if report.waiting:
         log.info(
             "plan: %d due subscribers wait: no source answered in the last %g days",
@@ -107,7 +139,8 @@ def _rankers(
     if weekly:
         days = max(settings.paper_window_days, float(max(one.window_days for one in weekly)))
         week = settings.model_copy(update={"paper_window_days": days})
-        groups.append((_Ranker(db, week, now, report, RecentPapers(db, week)), weekly))
+        wider = recent.widened(days) if recent is not None else RecentPapers(db, week)
+        groups.append((_Ranker(db, week, now, report, wider), weekly))
     return groups
 
 
@@ -124,6 +157,7 @@ def _plan_group(
     report: PlanReport,
     write: bool,
     progress: Progress | None,
+    committed: Committed | None,
     now: datetime,
 ) -> None:
     """Rank and store one window's subscribers, chunk by chunk."""
@@ -136,7 +170,9 @@ def _plan_group(
             report.rows.extend(rows)
             continue
         with db.session() as session:
-            storage.create_deliveries(session, rows, now)
+            created = storage.insert_deliveries(session, rows, now)
+        if committed:
+            committed(sorted(id for id, state in created if state == PLANNED))
         if progress:
             progress(len(rows))
 
