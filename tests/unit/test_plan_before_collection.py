@@ -47,20 +47,26 @@ def test_a_plan_before_the_first_collection_waits_and_the_digests_come_after_it(
     assert _states(db) == {PLANNED: 3}
 
 
+def _ran(db, source: str, outcome: str, now, error: str | None = None) -> None:
+    """A source run that finished a minute before `now`."""
+    with db.session() as session:
+        storage.record_source_run(
+            session,
+            source=source,
+            url=f"https://{source}.example/",
+            day=now.date(),
+            started_at=now - timedelta(minutes=2),
+            finished_at=now - timedelta(minutes=1),
+            outcome=outcome,
+            error=error,
+        )
+
+
 def test_a_quiet_day_after_a_collection_is_planned_as_such(db, settings):
     """Sources that answered with nothing new are not a reason to wait: the day is skipped."""
     _readers(db, settings)
     now = storage.utcnow()
-    with db.session() as session:
-        storage.record_source_run(
-            session,
-            source="arxiv",
-            url="http://export.arxiv.org/",
-            day=now.date(),
-            started_at=now - timedelta(minutes=2),
-            finished_at=now - timedelta(minutes=1),
-            outcome="not_modified",
-        )
+    _ran(db, "arxiv", "not_modified", now)
     report = pipeline.plan(db, settings, now=now)
     assert (report.due, report.skipped, report.waiting) == (3, 3, 0)
     assert _states(db) == {SKIPPED: 3}
@@ -69,17 +75,7 @@ def test_a_quiet_day_after_a_collection_is_planned_as_such(db, settings):
 def test_only_failed_collections_are_no_reason_to_skip_either(db, settings):
     _readers(db, settings)
     now = storage.utcnow()
-    with db.session() as session:
-        storage.record_source_run(
-            session,
-            source="hf_daily",
-            url="https://huggingface.co/api/daily_papers",
-            day=now.date(),
-            started_at=now - timedelta(minutes=2),
-            finished_at=now - timedelta(minutes=1),
-            outcome="error",
-            error="ConnectError: connection refused",
-        )
+    _ran(db, "hf_daily", "error", now, "ConnectError: connection refused")
     report = pipeline.plan(db, settings, now=now)
     assert (report.due, report.planned, report.skipped, report.waiting) == (3, 0, 0, 3)
     assert _states(db) == {}
