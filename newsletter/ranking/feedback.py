@@ -164,9 +164,9 @@ class TextSpace:
         cols = np.fromiter(map(self.columns.get, terms, repeat(-1)), np.int64, total)
         tf = np.fromiter(chain.from_iterable(c.values() for c in counts), np.float64, total)
         known = cols >= 0
-        weight = (1.0 + np.log(np.maximum(tf, 1.0))) * np.where(
-            known, self.idf[np.maximum(cols, 0)], self.unseen_idf
-        )
+        # Column -1 (a term no window paper has) reads the unseen idf appended last; an empty
+        # window has no columns at all, and every term is unseen.
+        weight = (1.0 + np.log(np.maximum(tf, 1.0))) * np.append(self.idf, self.unseen_idf)[cols]
         norms = np.sqrt(np.bincount(rows, weights=weight * weight, minlength=len(counts)))
         values = (weight / np.maximum(norms[rows], 1e-12))[known].astype(np.float32)
         shape = (len(counts), len(self.columns))

@@ -73,6 +73,14 @@ def test_liked_papers_outside_the_window_rank_without_keywords(papers):
     assert rank_profile(window, Profile(()), ratings=ratings) == []
 
 
+def test_liked_papers_beside_an_empty_window_rank_nothing_and_fail_nothing(papers):
+    """A day with no papers yet (the settings page of a reader of liked papers)."""
+    liked = relevant("supervision")[:5]
+    history = {p.id: p for p in papers if p.id in liked}
+    window = window_of([])
+    assert rank_profile(window, Profile(()), ratings=dict.fromkeys(liked, 1), papers=history) == []
+
+
 def test_rated_and_liked_papers_are_never_returned(papers):
     window = window_of(papers)
     plain = rank_profile(window, parse_profile("class"), top_k=10)
