@@ -76,37 +76,23 @@ class _Snippet:
         self.slot.__set__(obj, value)
 
 
-class _Apart:
-    """The `apart` field: a private slot, () when read from the class (the field's default)."""
+class _Optional:
+    """An optional field in a private slot: its default when read from the class (as
+    dataclasses read defaults) or from a Match built without it (the learned part's)."""
 
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.slot = getattr(owner, f"_{name}")
-
-    def __get__(self, obj: object | None, owner: type | None = None) -> tuple[str, ...]:
-        if obj is None:
-            return ()
-        try:
-            return self.slot.__get__(obj, owner)  # type: ignore[no-any-return]
-        except AttributeError:  # a Match built without it (the learned part's)
-            return ()
-
-    def __set__(self, obj: object, value: tuple[str, ...]) -> None:
-        self.slot.__set__(obj, value)
-
-
-class _Unset:
-    """An optional field in a private slot: None until set (hand-built Matches leave it)."""
+    def __init__(self, default: Any) -> None:
+        self.default = default
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.slot = getattr(owner, f"_{name}")
 
     def __get__(self, obj: object | None, owner: type | None = None) -> Any:
         if obj is None:
-            return None  # the field's default, as dataclasses read it from the class
+            return self.default
         try:
             return self.slot.__get__(obj, owner)
         except AttributeError:
-            return None
+            return self.default
 
     def __set__(self, obj: object, value: Any) -> None:
         self.slot.__set__(obj, value)
@@ -142,9 +128,9 @@ class Match:
     snippet_text: str = _Snippet(1)  # type: ignore[assignment]  # the same, matches as *word*
     # The unquoted multi-word entries of `matched` whose words matched but never side by side
     # (shared like `where`): a digest labels them "diffusion + models", not as the phrase.
-    apart: tuple[str, ...] = _Apart()  # type: ignore[assignment]
+    apart: tuple[str, ...] = _Optional(())  # type: ignore[assignment]
     # (id, title) of the liked paper this one is most like, when the reader's ratings chose it.
-    liked: tuple[str, str] | None = _Unset()  # type: ignore[assignment]
+    liked: tuple[str, str] | None = _Optional(None)  # type: ignore[assignment]
 
     def __hash__(self) -> int:  # `where` is a dict: hash the rest
         return hash((self.paper_id, self.score, self.matched, self.snippet_html))

@@ -15,10 +15,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from newsletter import pipeline, storage, subscriptions
+from newsletter import pipeline, storage
 from newsletter.config import load_settings
 from newsletter.db import Database
 from newsletter.models import ACTIVE, FAILED, PLANNED, RETRY, SENT, Delivery, Subscriber
+from tests.support.ledger import demo_day_subscribers
 
 pytestmark = pytest.mark.integration
 
@@ -117,18 +118,7 @@ def make_service(tmp_path, database_url):
         db = Database(settings)
         db.upgrade()
         made.append(db)
-        pipeline.load_demo_day(db)
-        with db.session() as session:
-            for email in emails:
-                subscriptions.subscribe(
-                    session,
-                    settings,
-                    email=email,
-                    keywords=KEYWORDS,
-                    now=storage.utcnow(),
-                    send_hour=0,
-                    confirmed=True,
-                )
+        demo_day_subscribers(db, settings, emails, KEYWORDS)
         assert pipeline.plan(db, settings).planned == len(emails)
         return db, settings, values
 

@@ -17,13 +17,14 @@ import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from newsletter import pipeline, storage, subscriptions
+from newsletter import pipeline, storage
 from newsletter.config import load_settings
 from newsletter.db import Database
 from newsletter.metrics import LATENCY_BOUNDS
 from newsletter.models import FAILED, RETRY, SENT, SKIPPED, Delivery, SourceRun, Subscriber
 from newsletter.queues import queue_lengths
 from newsletter.web.app import create_app
+from tests.support.ledger import subscribe_due as add
 
 pytestmark = pytest.mark.integration
 
@@ -93,19 +94,6 @@ def service(tmp_path, database_url, smtp_server):
     db.upgrade()
     yield db, settings
     db.dispose()
-
-
-def add(db, settings, email: str, keywords: str, *, confirmed: bool = True) -> None:
-    with db.session() as session:
-        subscriptions.subscribe(
-            session,
-            settings,
-            email=email,
-            keywords=keywords,
-            now=storage.utcnow(),
-            send_hour=0,
-            confirmed=confirmed,
-        )
 
 
 def test_a_scrape_after_a_send_matches_the_ledger(service, smtp_server):

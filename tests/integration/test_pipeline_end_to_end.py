@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from newsletter import pipeline, storage, subscriptions
+from newsletter import pipeline, storage
 from newsletter.config import load_settings
 from newsletter.db import Database
 from newsletter.models import SENT, SKIPPED, Delivery
+from tests.support.ledger import subscribe_due as add
 
 RECORDED = Path(__file__).parents[2] / "newsletter" / "data" / "hf_daily_papers_2026-06-12.json"
 DAY = date(2026, 6, 12)
@@ -63,19 +64,6 @@ def service(tmp_path, hf_server, smtp_server):
     db.upgrade()
     yield db, settings
     db.dispose()
-
-
-def add(db, settings, email, keywords, *, confirmed=True):
-    with db.session() as session:
-        subscriptions.subscribe(
-            session,
-            settings,
-            email=email,
-            keywords=keywords,
-            now=storage.utcnow(),
-            send_hour=0,
-            confirmed=confirmed,
-        )
 
 
 def run_day(db, settings):

@@ -11,17 +11,31 @@ def demo_day_subscribers(db: Any, settings: Any, emails: Iterable[str], keywords
 
     Hour 0 makes every subscriber due whenever the test runs, so a plan picks them all.
     """
-    from newsletter import pipeline, storage, subscriptions
+    from newsletter import pipeline
 
     pipeline.load_demo_day(db)
-    with db.session() as session:
+    with db.session() as session:  # one transaction for them all
         for email in emails:
-            subscriptions.subscribe(
-                session,
-                settings,
-                email=email,
-                keywords=keywords,
-                now=storage.utcnow(),
-                send_hour=0,
-                confirmed=True,
-            )
+            _subscribe(session, settings, email, keywords, confirmed=True)
+
+
+def subscribe_due(
+    db: Any, settings: Any, email: str, keywords: str, *, confirmed: bool = True
+) -> None:
+    """Subscribe one address at hour 0 UTC (due whenever the test runs), confirmed or not."""
+    with db.session() as session:
+        _subscribe(session, settings, email, keywords, confirmed=confirmed)
+
+
+def _subscribe(session: Any, settings: Any, email: str, keywords: str, *, confirmed: bool) -> None:
+    from newsletter import storage, subscriptions
+
+    subscriptions.subscribe(
+        session,
+        settings,
+        email=email,
+        keywords=keywords,
+        now=storage.utcnow(),
+        send_hour=0,
+        confirmed=confirmed,
+    )
