@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -77,6 +78,8 @@ PAPER_FIELDS = (
     "project_page",
     "announce_type",
 )
+
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -582,6 +585,27 @@ def reserved_paper_ids(
         for subscriber_id, paper_ids in rows:
             found[subscriber_id].update(paper_ids or ())
     return found
+
+
+def held_items(session: Session, subscriber_id: int, since: datetime) -> list[PlannedItem]:
+    """The items of the subscriber's digests created since `since`, newest digest first, as
+    they were planned (score, reasons, excerpt); a row whose items can't be read is left out."""
+    rows = session.execute(
+        select(Delivery.id, Delivery.items)
+        .where(
+            Delivery.subscriber_id == subscriber_id,
+            Delivery.created_at >= since,
+            Delivery.paper_ids.is_not(None),
+        )
+        .order_by(Delivery.created_at.desc(), Delivery.id.desc())
+    )
+    held: list[PlannedItem] = []
+    for delivery_id, stored in rows:
+        try:
+            held.extend(planned_items(stored))
+        except MalformedItems as exc:
+            log.warning("delivery %s: its items can't be read (%s)", delivery_id, exc)
+    return held
 
 
 # One statement inserts a whole chunk of the plan on PostgreSQL: the rows travel as one JSON

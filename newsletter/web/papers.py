@@ -155,17 +155,25 @@ class PreviewIndex:
     def _already_sent(
         self, window: PaperWindow, session: Session, subscriber: Subscriber, *, now: datetime
     ) -> list[PreviewItem]:
-        """The recent papers the subscriber's keywords pick that a digest already holds."""
-        held = storage.reserved_paper_ids(session, [subscriber.id], window.policy.since(now))
-        sent = held.get(subscriber.id, set()) & set(window.papers)
-        if not sent:
-            return []
-        # Ranked without leaving anything out, as many as could be sent ones: the same order,
-        # scores and reasons the digests gave them.
-        matches = rank_profile(
-            window, parse_profile(subscriber.keywords), top_k=len(sent) + subscriber.digest_size
-        )
-        return _items(window, [m for m in matches if m.paper_id in sent])
+        """The recent papers the subscriber's digests already hold, as those digests gave them:
+        the score, reasons and excerpt they were planned with (keywords and ratings may have
+        changed since), newest digest first."""
+        held = storage.held_items(session, subscriber.id, window.policy.since(now))
+        items: dict[str, PreviewItem] = {}
+        for item in held:
+            paper = window.papers.get(item.paper_id)
+            if paper is None or item.paper_id in items:
+                continue
+            items[item.paper_id] = PreviewItem(
+                paper=paper_view(paper),
+                score=item.score,
+                matched=item.matched,
+                where=dict(item.where),
+                snippet_html=Markup(item.snippet_html),
+                shown=_shown(paper, item.matched),
+                liked=item.liked,
+            )
+        return list(items.values())
 
 
 @cache

@@ -168,3 +168,25 @@ def _planned(db, subscriber_id: int) -> int:
                 Delivery.subscriber_id == subscriber_id, Delivery.state == PLANNED
             )
         )
+
+
+def test_papers_already_sent_show_what_their_digest_said(w, active, db, web_papers):
+    # A paper the digest held because of a liked paper, with no word of the keywords: the
+    # keywords alone would never rank it, yet it was sent and must be listed as sent.
+    with db.session() as session:
+        recent = storage.recent_papers(session, days=1)
+    other = next(p for p in recent if "diffusion" not in f"{p.title} {p.abstract}".lower())
+    from datetime import date
+
+    from newsletter.planned import PlannedItem, PlannedRow
+
+    item = PlannedItem(other.id, 37.0, liked=("2401.00001", "A paper the reader liked"))
+    with db.session() as session:
+        row = PlannedRow(active, date.today(), PLANNED, (item,))
+        storage.create_deliveries(session, [row], storage.utcnow())
+    page = w.client.get(w.path("manage", active)).text
+    new, sent = page.split('class="paper paper-sent"', 1)
+    assert other.title not in _titles(new)
+    assert _titles(sent) == [other.title]
+    assert "like <em>A paper the reader liked</em>" in sent
+    assert '<span class="score" title="Score out of 100">37</span>' in sent
