@@ -11,9 +11,11 @@ classes, the reader's liked papers as positives and every other paper as negativ
   cannot rank from likes), for reference. Target: this ranker >= the SVM + 0.05 (P@10).
 * days: for each query and each of SEEDS shuffles, 6 days of 20 papers not seen before; the
   reader has the query as keywords, is shown the top 10 each day and marks every one (like if
-  relevant, dislike if not); mean P@10 over days 2-6. The SVM fused with BM25 (z-scores of
-  each over the day's papers, added) stands for "BM25 + an arxiv-sanity SVM on the marks".
-  Targets: this ranker >= without feedback + 0.10, and above the BM25 + SVM fusion.
+  relevant, dislike if not); mean P@10 over days 2-6, a day without a relevant paper marked
+  but not scored. Every query gets the same days (shuffle i is random.Random(i)). The SVM
+  fused with BM25 (z-scores of each over the day's papers, added) stands for "BM25 + an
+  arxiv-sanity SVM on the marks". Targets: this ranker >= without feedback + 0.10, and above
+  the BM25 + SVM fusion.
 
 Every figure has a random baseline (the expected P@10 of a random order) and a paired
 bootstrap 95% interval of this ranker's difference to it (units: queries for seeds,
@@ -151,6 +153,9 @@ def seeds(
     for q in queries:
         relevant = list(q["relevant_in_order"])  # type: ignore[call-overload]
         liked, rest = relevant[:LIKED_SEEDS], relevant[LIKED_SEEDS:]
+        if not rest:
+            print(f"  {q['query']!r} skipped: nothing relevant beyond the {LIKED_SEEDS} liked")
+            continue
         window = [p for p in papers if p.id not in set(liked)]
         history = {i: by_id[i] for i in liked}
         chance = random_precision(len(rest), len(window))
@@ -183,8 +188,8 @@ def days(
                 for day in range(DAYS):
                     window = order[day * PER_DAY : (day + 1) * PER_DAY]
                     shown = system(window, str(q["query"]), liked, disliked, history)
-                    if day > 0:
-                        judged = [pid for pid in relevant if pid in {p.id for p in window}]
+                    judged = [pid for pid in relevant if pid in {p.id for p in window}]
+                    if day > 0 and judged:  # a day without a relevant paper tells no system apart
                         chance = random_precision(len(judged), len(window))
                         out[name].append((precision(shown, judged), ndcg(shown, judged), chance))
                     for p in window:
@@ -196,8 +201,8 @@ def days(
 
 def report(title: str, figures: dict[str, list[tuple[float, float, float]]]) -> dict[str, float]:
     """Print each system's means with its interval against random and against this ranker."""
-    print(title)
     ours_p = [p for p, _, _ in figures["this ranker"]]
+    print(f"{title} ({len(ours_p)} units)")
     means = {}
     for name, rows in figures.items():
         p = [r[0] for r in rows]

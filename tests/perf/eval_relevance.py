@@ -98,6 +98,7 @@ def evaluate(
     """Per query: P@10 and nDCG@10 (printed beside the random baseline's P@10)."""
     ps: list[float] = []
     ns: list[float] = []
+    width = max((len(repr(str(q["query"]))) for q in queries), default=0)
     for q in queries:
         query, relevant = str(q["query"]), list(q["relevant_in_order"])  # type: ignore[call-overload]
         ranked = rank(query)
@@ -106,7 +107,8 @@ def evaluate(
         ns.append(n)
         chance = random_precision(len(relevant), n_papers)
         print(
-            f"  {name:<12} {query!r:<16} P@10 {p:.3f}  nDCG@10 {n:.3f}  (random P@10 {chance:.3f})"
+            f"  {name:<12} {query!r:<{width}} P@10 {p:.3f}  nDCG@10 {n:.3f}  "
+            f"(random P@10 {chance:.3f}, {len(relevant)} relevant)"
         )
         if show:
             wanted = set(relevant)

@@ -4,6 +4,7 @@ that fail, a real server under concurrent clients (tests/perf/bench_ranking.py, 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.util
 import json
 import os
@@ -242,3 +243,47 @@ def test_the_web_benchmark_drives_a_real_server_with_concurrent_clients(
     for phase in phases:
         assert phase.failures == [] and len(phase.seconds) == 12
         assert phase.most_in_flight > 1  # clients at once, not one request after another
+
+
+RELEVANCE = ROOT / "tests" / "fixtures" / "relevance"
+
+
+def test_the_relevance_set_is_whole_and_its_checksums_are_recorded() -> None:
+    ids = [json.loads(line)["id"] for line in (RELEVANCE / "papers.jsonl").open()]
+    queries = json.loads((RELEVANCE / "queries.json").read_text(encoding="utf-8"))
+    assert len(ids) == len(set(ids)) == 135
+    assert len({q["query"] for q in queries}) == len(queries) >= 10
+    for q in queries:
+        relevant = q["relevant_in_order"]
+        assert len(relevant) == len(set(relevant)) and set(relevant) <= set(ids), q["query"]
+    for q in queries[2:]:  # the judged ones: seeded by their best paper
+        assert q["seed"] == q["relevant_in_order"][0] and 12 <= len(q["relevant_in_order"]) <= 50
+    provenance = (RELEVANCE / "PROVENANCE.md").read_text(encoding="utf-8")
+    for name in ("papers.jsonl", "queries.json"):
+        digest = hashlib.sha256((RELEVANCE / name).read_bytes()).hexdigest()
+        assert f"{digest}  {name}" in provenance, name
+
+
+def test_the_feedback_days_score_only_days_with_a_relevant_paper() -> None:
+    feedback = load("eval_feedback")
+    papers, _ = feedback.load()
+    order = list(papers)
+    random.Random(0).shuffle(order)
+    # One relevant paper, on the third day of shuffle 0: scored once per system (day 3).
+    lone = {"query": "dataset distillation", "relevant_in_order": [order[45].id]}
+    figures = feedback.days(papers, [lone], 1)
+    assert {name: len(rows) for name, rows in figures.items()} == dict.fromkeys(figures, 1)
+    # On the first day, which is never scored, it leaves nothing to score.
+    first = {"query": "dataset distillation", "relevant_in_order": [order[3].id]}
+    assert all(not rows for rows in feedback.days(papers, [first], 1).values())
+
+
+def test_the_feedback_seeds_skip_a_query_with_nothing_beyond_the_likes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    feedback = load("eval_feedback")
+    papers, queries = feedback.load()
+    few = {"query": "few", "relevant_in_order": [p.id for p in papers[: feedback.LIKED_SEEDS]]}
+    figures = feedback.seeds(papers, [few, queries[2]], show=False)
+    assert all(len(rows) == 1 for rows in figures.values())
+    assert "'few' skipped" in capsys.readouterr().out
