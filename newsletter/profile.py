@@ -175,6 +175,12 @@ class Profile:
         return ", ".join(keywords + [f"like:{paper}" for paper in sorted(self.likes)])
 
     @property
+    def words(self) -> str:
+        """The words its keyword entries look for (not excluded, not author: or cat:), one run
+        of words an entry; what the learned part reads as the profile's own bag of words."""
+        return " . ".join(e.value or " ".join(e.terms) for e in self.positives if e.kind == "text")
+
+    @property
     def keywords_text(self) -> str:
         """The keyword entries alone, in canonical syntax (empty for a profile of likes)."""
         return ", ".join(e.text for e in sorted(self.entries, key=lambda e: e.sort_key))

@@ -132,7 +132,8 @@ class PaperWindow:
                 if not self._space:
                     self._space.append(TextSpace(self.index.papers))
                 keywords = [bool(p.positives) for p in profiles]
-                learned = Learned(self._space[0], self.index.prior, feedback, keywords)
+                words = [p.words for p in profiles]
+                learned = Learned(self._space[0], self.index.prior, feedback, keywords, words)
             results = self.index.rank_many(
                 profiles,
                 top_k=top_k,

@@ -7,13 +7,16 @@ The model (why: README, "Ranking"; measured by tests/perf/eval_feedback.py):
   word pairs (the corpus-free analyzer's terms: stems, curated acronyms; stopwords dropped),
   L2-normalized; idf is the window's. A paper outside the window (a liked paper from an older
   edition) is a vector in the same space; its words the window lacks still count in its norm.
-* What a reader's ratings teach about a paper is a nearest-neighbour vote: its cosine
-  similarity to the most similar paper they liked, minus DISLIKE_SHARE times its similarity
-  to the most similar paper they disliked, over SIMILAR, clipped to [-1, 1]. Nearest, not
-  mean: a reader who likes two topics is not given papers halfway between them, a "less like
-  this" sinks that paper's near-duplicates, and the paper named in "like <title>" is the one
-  that chose it. Scoring is a gather-and-max over one (rated papers x window) similarity
-  matrix, block by block across subscribers.
+* What a reader's ratings teach about a paper is a vote of the rated papers (Rocchio's
+  relevance feedback, with the nearest neighbour beside the mean): its similarity to the
+  papers they liked (half the most similar one's cosine, half the mean over all they liked),
+  minus DISLIKE_SHARE times the same of the papers they disliked, plus QUERY_SHARE times its
+  cosine to the profile's own words as one bag of words (Rocchio's query term: a paper on the
+  topic that the keywords' all-words match missed), over SIMILAR, clipped to [-1, 1]. The
+  nearest keeps what a mean loses: "less like this" sinks that paper's near-duplicates, and a
+  reader who likes two topics is not given only papers halfway between them; the paper named
+  in "like <title>" is the liked one nearest. Scoring is a gather over one (rated papers x
+  window) similarity matrix, block by block across subscribers.
 * Fusion: ``(1 - share) * keyword score + share * 100 * learned score * prior``, floored at 0,
   where ``share = n / (n + KEYWORD_PRIOR)`` for n rated papers, at most MAX_SHARE when the
   profile has keywords, and 1 when it has none: a handful of ratings move a digest, they do not
@@ -38,7 +41,9 @@ from newsletter.analysis import PLAIN, STOPWORDS, Word, fold
 from newsletter.paper import Paper
 
 SIMILAR = 0.2  # cosine similarity at which a paper counts as fully like a liked one
-DISLIKE_SHARE = 1.0  # a disliked paper pushes its neighbours down as a liked one pulls them up
+NEAREST_SHARE = 0.5  # of the rated papers' vote from the nearest one (the rest: their mean)
+DISLIKE_SHARE = 0.5  # a dislike pushes away half as hard as a like pulls (most shown are dislikes)
+QUERY_SHARE = 2.0  # the profile's words as a bag of words, against one rated paper's vote
 KEYWORD_PRIOR = 10.0  # ratings needed for the learned part to weigh as much as the keywords
 MAX_SHARE = 0.5  # beside keywords, the learned part never weighs more than they do
 LIKE_SHOWN = 1.0 / 3.0  # "like <title>" is said when the learned part is this much of a score
@@ -107,6 +112,11 @@ def paper_terms(paper: Paper) -> dict[str, int]:
     return Counter(terms)
 
 
+def words_terms(text: str) -> dict[str, int]:
+    """Term counts of a profile's words, read as a paper's title is."""
+    return paper_terms(Paper(id="", title=text))
+
+
 _TOKEN = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*|[.,;:!?()\[\]{}\"|/<>=+*&#@\u2013\u2014\u2026]")
 _TERMS: dict[str, str] = {}  # a word as written -> its term ("" for a stopword)
 _TERMS_KEPT = 500_000
@@ -140,7 +150,7 @@ class TextSpace:
         self.idf = np.log((1.0 + n) / (1.0 + df)) + 1.0
         self.unseen_idf = math.log(1.0 + n) + 1.0  # a term no window paper has
         self.position = {p.id: i for i, p in enumerate(papers)}
-        self.matrix = self._vectors(counts)
+        self.matrix = self.term_vectors(counts)
         self._counts: dict[str, dict[str, int]] = {}
 
     def vectors(self, papers: Sequence[Paper]) -> sp.csr_matrix:
@@ -153,9 +163,9 @@ class TextSpace:
             if found is None:
                 found = self._counts[p.id] = paper_terms(p)
             counts.append(found)
-        return self._vectors(counts)
+        return self.term_vectors(counts)
 
-    def _vectors(self, counts: Sequence[Mapping[str, int]]) -> sp.csr_matrix:
+    def term_vectors(self, counts: Sequence[Mapping[str, int]]) -> sp.csr_matrix:
         """Sublinear tf-idf rows, L2-normalized; terms without a column count in the norm."""
         sizes = np.fromiter(map(len, counts), dtype=np.int64, count=len(counts))
         total = int(sizes.sum())
@@ -186,7 +196,10 @@ class Learned:
         prior: np.ndarray,
         feedbacks: Sequence[Feedback | None],
         keywords: Sequence[bool],
+        words: Sequence[str] | None = None,
     ) -> None:
+        """`keywords`: whether each profile has keyword entries (its ratings then share the
+        score with them); `words`: the words of each profile's keyword entries ("" for none)."""
         self.space, self.prior = space, prior
         given = [i for i, feedback in enumerate(feedbacks) if feedback]
         self.row_of = np.full(len(feedbacks), -1, dtype=np.int64)
@@ -213,6 +226,13 @@ class Learned:
         beside = np.asarray([bool(keywords[i]) for i in given], dtype=bool)
         share = np.minimum(MAX_SHARE, n / (n + KEYWORD_PRIOR))
         self.share = np.where(beside, share, 1.0).astype(np.float32)
+        # The profiles' words as rows of the space, one per distinct text.
+        texts = [words[i] if words else "" for i in given]
+        row_of_text: dict[str, int] = {}
+        self.words_row = np.fromiter(
+            (row_of_text.setdefault(t, len(row_of_text)) for t in texts), np.int64, len(texts)
+        )
+        self.words = space.term_vectors([words_terms(t) if t else {} for t in row_of_text])
         vectors = self._rated_vectors(self.rated)
         # Rated papers x window papers, and a last row below any similarity for the padding.
         similarity = np.asarray((vectors @ space.matrix.T).toarray(), dtype=np.float32)
@@ -234,21 +254,29 @@ class Learned:
         return stacked[back]
 
     def learned(self, rows: np.ndarray) -> np.ndarray:
-        """Learned scores in [-1, 1] of these learned rows for every window paper: the nearest
-        liked paper's similarity minus DISLIKE_SHARE times the nearest disliked one's, over
-        SIMILAR (a profile with no liked or no disliked paper has 0 for that part)."""
-        out = np.zeros((len(rows), self.similarity.shape[1]), dtype=np.float32)
+        """Learned scores in [-1, 1] of these learned rows for every window paper: the vote of
+        the liked papers minus DISLIKE_SHARE times that of the disliked ones, plus QUERY_SHARE
+        times the cosine to the profile's words, over SIMILAR."""
+        out = QUERY_SHARE * _dense(self.words[self.words_row[rows]] @ self.space.matrix.T)
+        out = out.astype(np.float32)
         for padded, sign in ((self.liked, 1.0), (self.disliked, -DISLIKE_SHARE)):
             if padded.shape[1]:
-                out += sign * self._nearest(padded[rows])
+                out += sign * self._vote(padded[rows])
         return np.clip(out / SIMILAR, -1.0, 1.0)
 
-    def _nearest(self, rated: np.ndarray) -> np.ndarray:
-        """Per row of rated papers (padded), the best similarity to each window paper."""
+    def _vote(self, rated: np.ndarray) -> np.ndarray:
+        """Per row of rated papers (padded), their vote for each window paper: NEAREST_SHARE
+        of the best similarity, the rest the mean similarity (0 for a row of padding)."""
         best = self.similarity[rated[:, 0]]
+        total = np.where(np.isfinite(best), best, 0.0)
         for j in range(1, rated.shape[1]):
-            np.maximum(best, self.similarity[rated[:, j]], out=best)
-        return np.where(np.isfinite(best), best, 0.0)
+            column = self.similarity[rated[:, j]]
+            np.maximum(best, column, out=best)
+            total += np.where(np.isfinite(column), column, 0.0)
+        pad = self.similarity.shape[0] - 1
+        count = np.maximum(np.count_nonzero(rated != pad, axis=1), 1)[:, None]
+        nearest = np.where(np.isfinite(best), best, 0.0)
+        return NEAREST_SHARE * nearest + (1.0 - NEAREST_SHARE) * total / count
 
     def fuse(self, owners: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Keyword scores of profiles `owners` (rows) fused with what their ratings teach."""
@@ -282,11 +310,11 @@ class Learned:
         liked = self.liked[rows]  # chosen papers x liked papers (padded)
         near = self.similarity[liked, at[:, None]]
         best = liked[np.arange(total), np.argmax(near, axis=1)]
-        learned = near.max(axis=1)
-        known = np.isfinite(learned)
+        known = np.isfinite(near.max(axis=1))
+        learned = _pair_vote(near)
         if self.disliked.shape[1]:
-            against = self.similarity[self.disliked[rows], at[:, None]].max(axis=1)
-            learned = learned - DISLIKE_SHARE * np.where(np.isfinite(against), against, 0.0)
+            learned -= DISLIKE_SHARE * _pair_vote(self.similarity[self.disliked[rows], at[:, None]])
+        # What the liked papers chose: the learned part without the profile's own words.
         part = np.clip(learned / SIMILAR, -1.0, 1.0) * 100.0 * self.prior[at] * self.share[rows]
         shown = known & (part > 0) & (part >= LIKE_SHOWN * np.asarray(scores))
         titles = self._titles
@@ -297,6 +325,18 @@ class Learned:
     @cached_property
     def _titles(self) -> list[tuple[str, str]]:
         return [(p.id, p.title) for p in self.rated]
+
+
+def _pair_vote(near: np.ndarray) -> np.ndarray:
+    """Per row of similarities to rated papers (-inf for padding), their vote (see _vote)."""
+    finite = np.isfinite(near)
+    best = np.where(finite, near, -np.inf).max(axis=1, initial=-np.inf)
+    mean = np.where(finite, near, 0.0).sum(axis=1) / np.maximum(finite.sum(axis=1), 1)
+    return NEAREST_SHARE * np.where(np.isfinite(best), best, 0.0) + (1.0 - NEAREST_SHARE) * mean
+
+
+def _dense(matrix: sp.spmatrix) -> np.ndarray:
+    return np.asarray(matrix.toarray())
 
 
 def _padded(values: np.ndarray, lengths: np.ndarray, pad: int) -> np.ndarray:
