@@ -12,7 +12,11 @@ The model (why: README, "Ranking"; measured by tests/perf/eval_feedback.py):
   papers they liked (half the most similar one's cosine, half the mean over all they liked),
   minus DISLIKE_SHARE times the same of the papers they disliked, plus QUERY_SHARE times its
   cosine to the profile's own words as one bag of words (Rocchio's query term: a paper on the
-  topic that the keywords' all-words match missed), over SIMILAR, clipped to [-1, 1]. The
+  topic that the keywords' all-words match missed), minus BACKGROUND_SHARE times its cosine to
+  the window's mean paper (centred: Rocchio's non-relevant centroid, with the day's papers
+  standing for what the reader did not ask for, as the unlabeled negatives of an
+  arxiv-sanity SVM do: what every paper of the day shares counts less), over SIMILAR, clipped
+  to [-1, 1]. The
   nearest keeps what a mean loses: "less like this" sinks that paper's near-duplicates, and a
   reader who likes two topics is not given only papers halfway between them; the paper named
   in "like <title>" is the liked one nearest. Scoring is a gather over one (rated papers x
@@ -44,6 +48,7 @@ SIMILAR = 0.2  # cosine similarity at which a paper counts as fully like a liked
 NEAREST_SHARE = 0.5  # of the rated papers' vote from the nearest one (the rest: their mean)
 DISLIKE_SHARE = 0.5  # a dislike pushes away half as hard as a like pulls (most shown are dislikes)
 QUERY_SHARE = 2.0  # the profile's words as a bag of words, against one rated paper's vote
+BACKGROUND_SHARE = 0.15  # the window's mean paper, as Rocchio's usual gamma weighs non-relevant
 KEYWORD_PRIOR = 10.0  # ratings needed for the learned part to weigh as much as the keywords
 MAX_SHARE = 0.5  # beside keywords, the learned part never weighs more than they do
 LIKE_SHOWN = 1.0 / 3.0  # "like <title>" is said when the learned part is this much of a score
@@ -153,6 +158,17 @@ class TextSpace:
         self.matrix = self.term_vectors(counts)
         self._counts: dict[str, dict[str, int]] = {}
 
+    @cached_property
+    def background(self) -> np.ndarray:
+        """Each window paper's cosine to the window's mean paper, less its mean over the window
+        (0 for a paper as typical as the average one)."""
+        if not self.matrix.shape[0]:
+            return np.zeros(0, dtype=np.float32)
+        mean = np.asarray(self.matrix.mean(axis=0)).ravel()
+        mean /= max(float(np.linalg.norm(mean)), 1e-12)
+        cosine = np.asarray(self.matrix @ mean).ravel()
+        return (cosine - cosine.mean()).astype(np.float32)
+
     def vectors(self, papers: Sequence[Paper]) -> sp.csr_matrix:
         """Rows for `papers`, in this space."""
         if len(self._counts) > COUNTS_KEPT:
@@ -256,9 +272,10 @@ class Learned:
     def learned(self, rows: np.ndarray) -> np.ndarray:
         """Learned scores in [-1, 1] of these learned rows for every window paper: the vote of
         the liked papers minus DISLIKE_SHARE times that of the disliked ones, plus QUERY_SHARE
-        times the cosine to the profile's words, over SIMILAR."""
+        times the cosine to the profile's words, minus BACKGROUND_SHARE times the centred
+        cosine to the window's mean paper, over SIMILAR."""
         out = QUERY_SHARE * _dense(self.words[self.words_row[rows]] @ self.space.matrix.T)
-        out = out.astype(np.float32)
+        out = out.astype(np.float32) - BACKGROUND_SHARE * self.space.background
         for padded, sign in ((self.liked, 1.0), (self.disliked, -DISLIKE_SHARE)):
             if padded.shape[1]:
                 out += sign * self._vote(padded[rows])

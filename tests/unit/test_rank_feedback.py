@@ -138,6 +138,25 @@ def test_a_dislike_sinks_the_papers_near_duplicates(papers):
     assert lower_position > position
 
 
+def test_a_reader_who_rates_gets_papers_with_some_of_an_entry_s_words(papers):
+    """An entry matches only papers with all its words; once the reader rates, its words as a
+    bag of words bring in papers on the topic that have only some of them."""
+    keywords = parse_profile("self-supervised contrastive learning")
+    window = window_of(papers)
+    alone = ids(rank_profile(window, keywords, top_k=10))
+    some = [
+        p.id
+        for p in papers
+        if "contrastive" in f"{p.title} {p.abstract}".lower()
+        and "self-supervised" not in f"{p.title} {p.abstract}".lower()
+    ]
+    assert some and not set(some) & set(alone)  # the keywords alone miss every one
+    disliked = next(p.id for p in papers if p.id not in some and p.id not in alone)
+    rated = ids(rank_profile(window, keywords, top_k=10, ratings={disliked: -1}))
+    assert set(alone) <= set(rated)  # what the keywords chose stays
+    assert set(some) & set(rated)
+
+
 def test_equal_keywords_with_other_ratings_are_ranked_apart(papers):
     """The index ranks equal profiles once: not when their ratings differ."""
     window = window_of(papers)
@@ -302,3 +321,15 @@ def test_the_email_card_says_which_liked_paper_chose_it():
     )
     assert "like <em>Tom &amp; Jerry learn</em>" in email.html
     assert "like *Tom & Jerry learn*" in email.text
+
+
+def test_what_every_paper_of_the_day_shares_counts_less(papers):
+    """The window's mean paper stands for what the reader did not ask for: a paper like most
+    of the day's scores below one as like the liked paper but unlike the rest of the day."""
+    from newsletter.ranking.feedback import TextSpace
+
+    space = TextSpace(papers)
+    background = space.background
+    assert background.shape == (len(papers),) and abs(float(background.mean())) < 1e-6
+    typical, unusual = int(background.argmax()), int(background.argmin())
+    assert background[typical] > 0 > background[unusual]
