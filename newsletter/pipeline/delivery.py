@@ -110,6 +110,7 @@ def _send_batch(
         # next ~0.6 s could lose the mark, and the row would then be resent with the same
         # Message-ID after its lease, as after a crash between the server's accept and the mark.
         with open_transport(settings) as transport, db.quick_commits() as ledger:
+            marks = storage.SentMarks(ledger)
             while pending:
                 if stop is not None and stop.is_set():
                     break
@@ -129,7 +130,7 @@ def _send_batch(
                     message, problem = None, exc
                 if flight is not None:
                     landing, flight = flight, None
-                    held = _land(db, settings, transport, ledger, landing, report, claim)
+                    held = _land(db, settings, transport, ledger, marks, landing, report, claim)
                     if progress:
                         progress(1)
                     if not held:
@@ -157,7 +158,7 @@ def _send_batch(
                     progress(1)
             if flight is not None:
                 landing, flight = flight, None
-                _land(db, settings, transport, ledger, landing, report, claim)
+                _land(db, settings, transport, ledger, marks, landing, report, claim)
                 if progress:
                     progress(1)
     except TransientSendError as exc:
@@ -188,6 +189,7 @@ def _land(
     settings: Settings,
     transport: Transport,
     ledger: Any,
+    marks: storage.SentMarks,
     flight: _Flight,
     report: DeliverReport,
     claim: Claim,
@@ -203,7 +205,7 @@ def _land(
     except Exception as exc:
         _record_failure(db, settings, row, exc, report)
         return True
-    held = storage.mark_sent(ledger, row.id, flight.message_id, storage.utcnow(), row.claim_token)
+    held = marks(row.id, flight.message_id, storage.utcnow(), row.claim_token)
     if not held:
         claim.lost(row)
     # Only a subscriber with failures on record needs the reset UPDATE.

@@ -259,7 +259,8 @@ def instrumented() -> list[tuple[Any, str, str]]:
         (smtp.SMTPTransport, "start", "SMTP"),
         (smtp.SMTPTransport, "finish", "SMTP"),
         (smtp.SMTPTransport, "send", "SMTP"),
-        (storage, "mark_sent", "sent mark"),
+        (storage, "mark_sent", "sent mark"),  # code of before SentMarks
+        (storage.SentMarks, "__call__", "sent mark"),
     ]
 
 
