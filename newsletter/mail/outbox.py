@@ -7,7 +7,7 @@ import re
 from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from newsletter.mail.errors import TransientSendError
 from newsletter.mail.message import WireMessage, envelope_of, serialize
@@ -54,8 +54,9 @@ class OutboxTransport:
             raise ValueError("an outbox message needs a Message-ID")
         return self.directory / (re.sub(r"[^A-Za-z0-9._@+-]", "_", message_id) + ".eml")
 
-    def start(self, message: EmailMessage | WireMessage) -> None:
-        """Write the message (as send() does); finish() returns its path."""
+    def start(self, message: EmailMessage | WireMessage, following: Any = None) -> None:
+        """Write the message (as send() does); finish() returns its path. (`following`, the
+        next message's envelope, is for a relay: a file needs no transaction begun ahead.)"""
         self._written = self.send(message)
 
     def finish(self) -> str:
