@@ -54,13 +54,13 @@ class OutboxTransport:
             raise ValueError("an outbox message needs a Message-ID")
         return self.directory / (re.sub(r"[^A-Za-z0-9._@+-]", "_", message_id) + ".eml")
 
-    def start(self, message: EmailMessage | WireMessage, following: Any = None) -> None:
-        """Write the message (as send() does); finish() returns its path. (`following`, the
-        next message's envelope, is for a relay: a file needs no transaction begun ahead.)"""
+    def start(self, message: EmailMessage | WireMessage) -> None:
+        """Write the message (as send() does); finish() returns its path."""
         self._written = self.send(message)
 
-    def finish(self) -> str:
-        """The path of the message start() wrote."""
+    def finish(self, following: Any = None) -> str:
+        """The path of the message start() wrote. (`following`, the next message's envelope,
+        is for a relay: a file has no transaction to begin ahead.)"""
         written, self._written = self._written, None
         if written is None:
             raise RuntimeError("no message was started")

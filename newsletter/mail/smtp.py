@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from functools import cached_property
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from newsletter.mail.errors import PermanentSendError, SendError, TransientSendError
@@ -163,13 +163,12 @@ class SMTPTransport:
         self.start(message)
         return self.finish()
 
-    def start(self, message: EmailMessage | WireMessage, following: Any = None) -> None:
+    def start(self, message: EmailMessage | WireMessage) -> None:
         """Send one message up to its last byte, without waiting for the relay's verdict.
 
         finish() reads it: in between, the caller renders the next message while the relay
         takes this one in (the relay's time and ours overlap instead of adding up). Raises
-        as send() does for whatever fails before the message's data went out. (`following`
-        is the Transport protocol's; a relay's transaction begins ahead in finish().)
+        as send() does for whatever fails before the message's data went out.
         """
         # Benchmark: tests/perf/bench_delivery.py, "ratio ours/raw".
         if self._awaiting:

@@ -29,17 +29,15 @@ class Transport(Protocol):
         """Hand one message over; raise TransientSendError or PermanentSendError."""
         ...
 
-    def start(
-        self, message: EmailMessage | WireMessage, following: tuple[str, str, bool] | None = None
-    ) -> None:
-        """Hand one message over without waiting for the verdict; raise as send() does.
+    def start(self, message: EmailMessage | WireMessage) -> None:
+        """Hand one message over without waiting for the verdict; raise as send() does."""
+        ...
+
+    def finish(self, following: tuple[str, str, bool] | None = None) -> str | None:
+        """The verdict on the message start() handed over; raise as send() does.
 
         `following`: the envelope of the message to start next, if the caller knows it.
         """
-        ...
-
-    def finish(self) -> str | None:
-        """The verdict on the message start() handed over; raise as send() does."""
         ...
 
 
