@@ -704,7 +704,7 @@ def _plain_item(item: dict[str, Any]) -> PlannedItem | None:
     return PlannedItem(
         paper_id,
         item["score"],
-        tuple(matched),
+        tuple(matched or ()),
         item["snippet_html"],
         {entry: tuple(fields) for entry, fields in where.items()},
         None if apart is None else tuple(apart),
@@ -963,10 +963,13 @@ class SentMarks:
     # Benchmark: tests/perf/bench_delivery.py, "sent mark".
 
     def __init__(self, connection: Connection) -> None:
-        driver = connection.connection.dbapi_connection
-        # Each mark commits on its own only on an autocommitting driver connection (sqlite3
-        # without isolation level, psycopg in autocommit), as quick_commits() gives.
-        if not (getattr(driver, "autocommit", False) is True or driver.isolation_level is None):
+        driver: Any = connection.connection.dbapi_connection
+        # Each mark commits on its own only on an autocommitting driver connection (psycopg in
+        # autocommit, sqlite3 without isolation level), as quick_commits() gives.
+        autocommit = getattr(driver, "autocommit", None)
+        if type(autocommit) is not bool:  # sqlite3 (3.12 has an int there: legacy control)
+            autocommit = getattr(driver, "isolation_level", "") is None
+        if not autocommit:
             raise ValueError("SentMarks needs a connection of Database.quick_commits()")
         dialect = connection.dialect
         compiled = _MARK_SENT.compile(dialect=dialect)
