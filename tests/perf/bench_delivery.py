@@ -2,14 +2,17 @@
 
 Needs Postfix's smtp-sink (`apt-get install -y postfix`). Figures of one run:
 
-  ours   deliver(), as a worker runs it: the ledger's claim and lease, the render, the MIME
-         message, SMTP with PIPELINING (the next digest rendered while the relay takes in the
-         last), and the sent mark after each 250; on a SQLite ledger (or --database-url) whose
-         rows the real planner wrote for synthetic subscribers
-  raw    smtplib on the same sink: the same messages prebuilt (dot-stuffed ahead), the same
-         batches over as many connections, pipelining as ours does (RFC 2920: MAIL, RCPT and
-         DATA in one write, and each message's end with the next one's commands); the best of
-         runs before and after ours
+  ours   deliver(), as one worker process (one of a Celery worker's two slots) runs it: the
+         ledger's claim and lease, the render, the MIME message, SMTP with PIPELINING (the
+         next digest rendered while the relay takes in the last, its MAIL, RCPT and DATA sent
+         on the last one's 250), and the sent mark after each 250; on a SQLite ledger (or
+         --database-url) whose rows the real planner wrote for synthetic subscribers
+  raw    the transport alone: smtplib in one process on the same sink, sending the very
+         messages and envelopes of ours' instrumented pass (cycled to as many), prebuilt and
+         dot-stuffed, the same batches over as many connections one after another, pipelined
+         (RFC 2920: MAIL, RCPT and DATA in one write; streamed also writes the next message's
+         commands with a message's end, which ours does not, see SMTPTransport.finish); the
+         best of four runs after ours
   naive  Jinja + premailer on every message (what per-recipient inlining would cost)
 
 Then the sender CPU per message by part (a second, instrumented pass over --breakdown rows put
@@ -399,6 +402,7 @@ def naive_html(
             view=paper_view(i.paper),
             labels=Markup(f'<p class="labels">{labels}</p>'),
             snippet=Markup(i.snippet_html),
+            rate="",
         )
         for i in items
     )
@@ -489,8 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if planned.planned != count:
             sys.exit(f"the planner planned {planned.planned} of {count} digests")
         caches = pipeline.EditionCaches()
-        # Raw sends the messages of the instrumented pass (which also gives the breakdown), in
-        # runs of each kind before and after ... ours first: raw needs its messages.
+        # Raw sends the messages of the instrumented pass (which also gives the breakdown):
+        # ours first, then raw's runs of each kind, the best of them counted.
         html_sizes: list[tuple[int, int]] = []
         ours, cpu_ours, sent = bench_ours(db, settings, caches, html_sizes)
         parts, cpu_instrumented, samples = bench_breakdown(
