@@ -86,8 +86,8 @@ class SMTPTransport:
         self._down: TransientSendError | None = None
         self._next_send = 0.0
         self._awaiting = False  # a message went out whose final reply is still to be read
-        # The envelope whose MAIL, RCPT and DATA went out with the last message's data, their
-        # replies unread (see start()'s `following`).
+        # The envelope whose MAIL, RCPT and DATA went out after the last message's 250, their
+        # replies unread (see finish()'s `following`).
         self._ahead: Envelope | None = None
 
     def __enter__(self) -> Self:
@@ -105,7 +105,7 @@ class SMTPTransport:
     def close(self) -> None:
         """Say QUIT if the connection is still up, then drop it.
 
-        A connection with a transaction begun ahead (see start()) is dropped without QUIT:
+        A connection with a transaction begun ahead (see finish()) is dropped without QUIT:
         the relay may be taking data by then, and discards a message that never ended.
         """
         if self._ahead is not None:
@@ -216,6 +216,11 @@ class SMTPTransport:
                 self._discard()
                 problem = f"{type(exc).__name__}: {exc}"
                 raise TransientSendError(None, problem, stage="mail") from exc
+            except Exception:
+                # Making the bytes failed (a DKIM key, say) with the commands out: the relay
+                # may be waiting for data, so this connection serves no other message.
+                self._discard()
+                raise
         raise AssertionError("unreachable")
 
     def _payload(

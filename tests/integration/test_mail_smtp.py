@@ -389,3 +389,19 @@ def test_a_refusal_of_a_transaction_begun_ahead_is_that_message_s_alone(server, 
         ["reader0@example.net"],
         ["reader2@example.net"],
     ]
+
+
+def test_a_message_whose_bytes_cannot_be_made_leaves_the_connection_to_no_other(
+    server, renderer, papers
+):
+    """The bytes are made while the relay answers the commands: when that fails (here a DKIM
+    key that is no key), the relay may be waiting for data, so the connection is dropped."""
+    messages = [digest_message(renderer, papers, n) for n in range(2)]
+    with SMTPTransport(server.url, signer=DkimSigner("mail", "x.org", b"not a key")) as transport:
+        with pytest.raises(Exception, match="(?i)key"):
+            transport.send(messages[0])
+        transport.signer = None
+        transport.send(messages[1])
+        assert transport.connections == 2
+    assert [e.rcpt_tos for e in server.envelopes] == [["reader1@example.net"]]
+    assert server.data_started == 1
