@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.generator import BytesGenerator
 from email.message import EmailMessage
+from email.policy import EmailPolicy
 from email.utils import format_datetime
 from io import BytesIO
 
@@ -193,7 +194,7 @@ class WireMessage:
     def data(self, *, eight_bit: bool = False) -> bytes:
         """The bytes of the message, CRLF line ends; the text part as 8bit with `eight_bit`."""
         policy = UTF8_POLICY if self.smtputf8 else POLICY
-        head = [policy.fold_binary(*POLICY.header_store_parse(n, v)) for n, v in self.headers]
+        head = [_header_bytes(policy, name, value) for name, value in self.headers]
         text = self.text.replace("\r\n", "\n") if "\r" in self.text else self.text
         if eight_bit:
             text_part = _EIGHT_BIT_TEXT + text.encode("utf-8").replace(b"\n", b"\r\n")
@@ -207,6 +208,22 @@ class WireMessage:
         else:
             html_part = _SEVEN_BIT_HTML + html.encode("ascii").replace(b"\n", b"\r\n")
         return b"".join((*head, _MULTIPART, text_part, _NEXT_PART, html_part, _LAST_PART))
+
+
+def _header_bytes(policy: EmailPolicy, name: str, value: str) -> bytes:
+    """A header line as policy.fold_binary() writes it, a plain short one without the policy."""
+    # Benchmark: tests/perf/bench_delivery.py, "MIME encoding".
+    if len(name) + 2 + len(value) <= SHORT_HEADER and value.isascii() and _one_plain_line(value):
+        return f"{name}: {value}\r\n".encode("ascii")
+    return policy.fold_binary(*POLICY.header_store_parse(name, value))
+
+
+SHORT_HEADER = 78  # the policies' max_line_length: a longer header is folded
+
+
+def _one_plain_line(value: str) -> bool:
+    # Not an RFC 2047 encoded word, no line break (what the policy's own plain path requires).
+    return "=?" not in value and "\n" not in value and "\r" not in value
 
 
 def _fits_8bit(text: str) -> bool:

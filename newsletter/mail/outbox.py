@@ -7,7 +7,7 @@ import re
 from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from newsletter.mail.errors import TransientSendError
 from newsletter.mail.message import WireMessage, envelope_of, serialize
@@ -58,8 +58,9 @@ class OutboxTransport:
         """Write the message (as send() does); finish() returns its path."""
         self._written = self.send(message)
 
-    def finish(self) -> str:
-        """The path of the message start() wrote."""
+    def finish(self, following: Any = None) -> str:
+        """The path of the message start() wrote. (`following`, the next message's envelope,
+        is for a relay: a file has no transaction to begin ahead.)"""
         written, self._written = self._written, None
         if written is None:
             raise RuntimeError("no message was started")

@@ -42,6 +42,9 @@ class _CachedRegistry(HeaderRegistry):
         return self._classes[key]
 
 
+_URI_LIST = re.compile(r"<[^\s<>,]+>(?:, <[^\s<>,]+>)*")
+
+
 def _plain(value: object) -> bool:
     # ASCII text that cannot be mistaken for an RFC 2047 encoded word needs no parsing.
     return isinstance(value, str) and value.isascii() and "=?" not in value
@@ -72,6 +75,11 @@ class _BulkPolicy(email_policy.EmailPolicy):
         # A private method of EmailPolicy: the public fold() goes through it for every header.
         if _plain(value) and len(name) + 2 + len(value) <= (self.max_line_length or 998):
             return f"{name}: {value}{self.linesep}"
+        if name.lower() == "list-unsubscribe" and _plain(value) and _URI_LIST.fullmatch(value):
+            # What _UriListHeader.fold writes, without parsing the header first (one per
+            # message). Benchmark: tests/perf/bench_delivery.py, "MIME encoding".
+            uris = value.split(", ")
+            return f"{name}: " + ("," + self.linesep + " ").join(uris) + self.linesep
         if name.lower() == "subject" and isinstance(value, str) and not value.isascii():
             return f"{name}: " + f"{self.linesep} ".join(_encoded_words(value)) + self.linesep
         return str(super()._fold(name, value, refold_binary))  # type: ignore[misc]

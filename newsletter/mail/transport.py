@@ -33,8 +33,11 @@ class Transport(Protocol):
         """Hand one message over without waiting for the verdict; raise as send() does."""
         ...
 
-    def finish(self) -> str | None:
-        """The verdict on the message start() handed over; raise as send() does."""
+    def finish(self, following: tuple[str, str, bool] | None = None) -> str | None:
+        """The verdict on the message start() handed over; raise as send() does.
+
+        `following`: the envelope of the message to start next, if the caller knows it.
+        """
         ...
 
 

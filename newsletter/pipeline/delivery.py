@@ -22,7 +22,9 @@ from newsletter.mail import (
     WireMessage,
     open_transport,
 )
+from newsletter.mail.message import envelope_of
 from newsletter.mail.outbox import OutboxTransport
+from newsletter.mail.smtp import Envelope
 from newsletter.models import HARD
 from newsletter.pipeline.claims import Claim, clock_from
 from newsletter.pipeline.digests import Digests, RenderError
@@ -110,6 +112,7 @@ def _send_batch(
         # next ~0.6 s could lose the mark, and the row would then be resent with the same
         # Message-ID after its lease, as after a crash between the server's accept and the mark.
         with open_transport(settings) as transport, db.quick_commits() as ledger:
+            marks = storage.SentMarks(ledger)
             while pending:
                 if stop is not None and stop.is_set():
                     break
@@ -129,7 +132,12 @@ def _send_batch(
                     message, problem = None, exc
                 if flight is not None:
                     landing, flight = flight, None
-                    held = _land(db, settings, transport, ledger, landing, report, claim)
+                    # The relay's replies to this row's MAIL, RCPT and DATA come while the mark
+                    # of the one before is written and this one's bytes are put together.
+                    following = envelope_of(message) if message is not None else None
+                    held = _land(
+                        db, settings, transport, ledger, marks, landing, report, claim, following
+                    )
                     if progress:
                         progress(1)
                     if not held:
@@ -157,7 +165,7 @@ def _send_batch(
                     progress(1)
             if flight is not None:
                 landing, flight = flight, None
-                _land(db, settings, transport, ledger, landing, report, claim)
+                _land(db, settings, transport, ledger, marks, landing, report, claim)
                 if progress:
                     progress(1)
     except TransientSendError as exc:
@@ -188,22 +196,25 @@ def _land(
     settings: Settings,
     transport: Transport,
     ledger: Any,
+    marks: storage.SentMarks,
     flight: _Flight,
     report: DeliverReport,
     claim: Claim,
+    following: Envelope | None = None,
 ) -> bool:
     """Read the relay's verdict on the message in flight and record it on its row.
 
     The sent mark is written only after the relay's 250, as with send(); a refusal or a lost
     connection is the row's failure alone. False when the row was no longer this claim's.
+    `following`: the envelope of the message to start next (see Transport.finish).
     """
     row = flight.row
     try:
-        result = transport.finish()
+        result = transport.finish(following)
     except Exception as exc:
         _record_failure(db, settings, row, exc, report)
         return True
-    held = storage.mark_sent(ledger, row.id, flight.message_id, storage.utcnow(), row.claim_token)
+    held = marks(row.id, flight.message_id, storage.utcnow(), row.claim_token)
     if not held:
         claim.lost(row)
     # Only a subscriber with failures on record needs the reset UPDATE.

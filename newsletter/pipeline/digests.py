@@ -21,7 +21,7 @@ from newsletter.paper import Paper
 from newsletter.pipeline.editions import EditionCaches
 from newsletter.planned import PlannedItem
 from newsletter.render import DigestItem, EditionRenderer, Email
-from newsletter.tokens import link, rate_link, view_link
+from newsletter.tokens import link, rate_links, view_link
 
 _Message = TypeVar("_Message", EmailMessage, WireMessage)
 
@@ -89,10 +89,7 @@ class Digests:
 
     def _rate_url(self, row: storage.ClaimedDelivery) -> Callable[[str], str]:
         """Paper id -> its rating page for this row's subscriber and edition."""
-        settings = self.settings
-        return lambda paper: rate_link(
-            settings, row.subscriber_id, row.link_key, row.edition, paper
-        )
+        return rate_links(self.settings, row.subscriber_id, row.link_key, row.edition)
 
     def _rendered(
         self, row: storage.ClaimedDelivery, papers: dict[str, Paper], trending: list[Paper]

@@ -24,6 +24,14 @@ pytestmark = pytest.mark.integration
 KEYWORDS = "agents, language models"  # many papers of the recorded day match
 
 
+@pytest.fixture(autouse=True, params=[False, True], ids=["one-by-one", "pipelining"])
+def relay_pipelining(faulty_smtp_server, request):
+    """Every fault with and without PIPELINING: with it, each message's end carries the next
+    one's MAIL, RCPT and DATA (SMTPTransport.start's `following`)."""
+    faulty_smtp_server.pipelining = request.param
+    return request.param
+
+
 @pytest.fixture
 def make_service(tmp_path, faulty_smtp_server):
     """A migrated database with the recorded day and `count` subscribers due now."""
@@ -188,3 +196,22 @@ def test_a_sender_killed_mid_batch_leaves_every_reader_exactly_one_digest(
     assert {r.state for r in ledger.values()} == {SENT}
     assert ledger[in_flight[0]].attempts == 2
     assert len(set(faulty_smtp_server.message_ids())) == count
+
+
+def test_a_row_that_cannot_be_rendered_sends_nothing_and_stops_no_other(
+    make_service, faulty_smtp_server
+):
+    db, settings, _ = make_service(5, batch_size=5)
+    with db.session() as session:
+        broken = session.scalar(
+            select(Delivery.id).join(Subscriber).where(Subscriber.email == "reader2@example.org")
+        )
+        session.execute(update(Delivery).where(Delivery.id == broken).values(items={"no": 1}))
+    report = pipeline.deliver(db, settings)
+    assert (report.sent, report.retry, report.failed) == (4, 1, 0)
+    # The relay got the four others once each, and no transaction at all for the broken row
+    # (none is begun ahead for a message that could not be made), over one connection.
+    assert received(faulty_smtp_server) == {f"reader{n}@example.org": 1 for n in (0, 1, 3, 4)}
+    assert faulty_smtp_server.data_started == 4
+    assert rows(db)["reader2@example.org"].state == RETRY
+    assert len(set(faulty_smtp_server.peers)) == 1

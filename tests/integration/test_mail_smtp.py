@@ -24,6 +24,7 @@ from newsletter.mail import (
     message_id_for,
     open_transport,
 )
+from newsletter.mail.message import envelope_of
 from newsletter.render import DigestItem, EditionRenderer
 
 pytestmark = pytest.mark.integration
@@ -328,3 +329,79 @@ def test_an_idn_domain_goes_as_xn_and_needs_no_smtputf8(ascii_server, renderer, 
     assert "SMTPUTF8" not in envelope.mail_options
     assert server.messages[0]["To"] == "user@xn--bcher-kva.example"
     assert server.raw[0].isascii()
+
+
+def test_the_next_transaction_begins_once_the_last_verdict_is_read(server, renderer, papers):
+    """finish(following): the next message's MAIL, RCPT and DATA go out right after the 250,
+    before its start(); a message that never starts gets nothing, not an empty message."""
+    begun: list[str] = []
+    handle_mail = server.handle_MAIL
+
+    async def mail(srv, session, envelope, address, options):
+        begun.append(address)
+        return await handle_mail(srv, session, envelope, address, options)
+
+    server.handle_MAIL = mail
+    messages = [digest_message(renderer, papers, n) for n in range(4)]
+    with SMTPTransport(server.url) as transport:
+        transport.start(messages[0])
+        transport.finish(envelope_of(messages[1]))
+        deadline = time.monotonic() + 5
+        while server.pipelining and len(begun) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # With PIPELINING the relay has the next transaction's commands before its start().
+        assert len(begun) == (2 if server.pipelining else 1)
+        transport.send(messages[1])
+        # Announced, then another message starts instead: the begun one is dropped with its
+        # connection (its data never came), and the other goes out on a new connection.
+        transport.start(messages[2])
+        transport.finish(envelope_of(messages[1]))
+        transport.send(messages[3])
+        assert transport.connections == (2 if server.pipelining else 1)
+        # Announced and nothing follows: closing does not wait on the relay.
+        transport.start(messages[0])
+        transport.finish(envelope_of(messages[1]))
+        closing = time.monotonic()
+    assert time.monotonic() - closing < 2
+    deadline = time.monotonic() + 5
+    while len(server.raw) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert [e.rcpt_tos for e in server.envelopes] == [
+        [f"reader{n}@example.net"] for n in (0, 1, 2, 3, 0)
+    ]
+    assert server.data_started == 5
+
+
+def test_a_refusal_of_a_transaction_begun_ahead_is_that_message_s_alone(server, renderer, papers):
+    server.reply_for["reader1@example.net"] = "550 5.1.1 No such mailbox"
+    messages = [digest_message(renderer, papers, n) for n in range(3)]
+    with SMTPTransport(server.url) as transport:
+        transport.start(messages[0])
+        transport.finish(envelope_of(messages[1]))
+        with pytest.raises(PermanentSendError) as refused:
+            transport.start(messages[1])
+        assert refused.value.stage == "rcpt" and refused.value.code == 550
+        transport.start(messages[2])
+        transport.finish()
+        assert transport.connections == 1
+    assert [e.rcpt_tos for e in server.envelopes] == [
+        ["reader0@example.net"],
+        ["reader2@example.net"],
+    ]
+
+
+def test_a_message_whose_bytes_cannot_be_made_leaves_the_connection_to_no_other(
+    server, renderer, papers
+):
+    """The bytes are made while the relay answers the commands: when that fails (here a DKIM
+    key that is no key), the relay may be waiting for data, so the connection is dropped."""
+    messages = [digest_message(renderer, papers, n) for n in range(2)]
+    with SMTPTransport(server.url, signer=DkimSigner("mail", "x.org", b"not a key")) as transport:
+        with pytest.raises(Exception, match="(?i)key"):
+            transport.send(messages[0])
+        transport.signer = None
+        transport.send(messages[1])
+        assert transport.connections == 2
+    assert [e.rcpt_tos for e in server.envelopes] == [["reader1@example.net"]]
+    assert server.data_started == 1

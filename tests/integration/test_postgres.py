@@ -209,16 +209,28 @@ SYNCHRONOUS_COMMIT = "SELECT setting, source FROM pg_settings WHERE name = 'sync
 
 def test_sent_marks_commit_at_once_without_leaking_their_setting(backend_db):
     """Marks go through their own autocommit connections; the ordinary ones stay durable."""
-    ids = add_planned(backend_db, 2)
+    ids = add_planned(backend_db, 3)
     with backend_db.session() as session:
         storage.claim_deliveries(session, ids, NOW, 60, "h" * 32)
     with backend_db.quick_commits() as ledger:
         assert storage.mark_sent(ledger, ids[0], "<m@x>", NOW, "h" * 32)
+        # The sender's marks, straight through the driver: the same row, read the same.
+        marks = storage.SentMarks(ledger)
+        later = NOW + timedelta(seconds=5, microseconds=123_456)
+        assert marks(ids[1], "<m1@x>", later, "h" * 32)
+        assert not marks(ids[1], "<m1@x>", later, "h" * 32)  # sent: no longer held
+        assert not marks(ids[2], "<m2@x>", later, "x" * 32)  # another holder's claim
         if backend_db.engine.dialect.name == "postgresql":
             assert ledger.exec_driver_sql(SYNCHRONOUS_COMMIT).one() == ("off", "client")
         # Committed already: another connection sees it before this one is closed.
         with backend_db.session() as session:
             assert session.get(Delivery, ids[0]).state == SENT
+            marked = session.get(Delivery, ids[1])
+            assert (marked.state, marked.message_id, marked.sent_at) == (SENT, "<m1@x>", later)
+            assert marked.lease_until is None and marked.error is None
+            assert session.get(Delivery, ids[2]).state == SENDING
+    with backend_db.session() as session, pytest.raises(ValueError, match="quick_commits"):
+        storage.SentMarks(session.connection())  # in a transaction: a mark would not commit
     if backend_db.engine.dialect.name == "postgresql":
         for _ in range(6):  # every pooled connection of the main engine: the server's setting
             with backend_db.session() as session:

@@ -2,14 +2,17 @@
 
 Needs Postfix's smtp-sink (`apt-get install -y postfix`). Figures of one run:
 
-  ours   deliver(), as a worker runs it: the ledger's claim and lease, the render, the MIME
-         message, SMTP with PIPELINING (the next digest rendered while the relay takes in the
-         last), and the sent mark after each 250; on a SQLite ledger (or --database-url) whose
-         rows the real planner wrote for synthetic subscribers
-  raw    smtplib on the same sink: the same messages prebuilt (dot-stuffed ahead), the same
-         batches over as many connections, pipelining as ours does (RFC 2920: MAIL, RCPT and
-         DATA in one write, and each message's end with the next one's commands); the best of
-         runs before and after ours
+  ours   deliver(), as one worker process (one of a Celery worker's two slots) runs it: the
+         ledger's claim and lease, the render, the MIME message, SMTP with PIPELINING (the
+         next digest rendered while the relay takes in the last, its MAIL, RCPT and DATA sent
+         on the last one's 250), and the sent mark after each 250; on a SQLite ledger (or
+         --database-url) whose rows the real planner wrote for synthetic subscribers
+  raw    the transport alone: smtplib in one process on the same sink, sending the very
+         messages and envelopes of ours' instrumented pass (cycled to as many), prebuilt and
+         dot-stuffed, the same batches over as many connections one after another, pipelined
+         (RFC 2920: MAIL, RCPT and DATA in one write; streamed also writes the next message's
+         commands with a message's end, which ours does not, see SMTPTransport.finish); the
+         best of four runs after ours
   naive  Jinja + premailer on every message (what per-recipient inlining would cost)
 
 Then the sender CPU per message by part (a second, instrumented pass over --breakdown rows put
@@ -259,14 +262,19 @@ def instrumented() -> list[tuple[Any, str, str]]:
         (smtp.SMTPTransport, "start", "SMTP"),
         (smtp.SMTPTransport, "finish", "SMTP"),
         (smtp.SMTPTransport, "send", "SMTP"),
-        (storage, "mark_sent", "sent mark"),
+        (storage, "mark_sent", "sent mark"),  # code of before SentMarks
+        (storage.SentMarks, "__call__", "sent mark"),
     ]
+
+
+Sample = tuple[str, str, bytes]  # MAIL FROM, RCPT TO, the message's bytes
 
 
 def bench_breakdown(
     db: Database, settings: Settings, caches: Any, count: int
-) -> tuple[Breakdown, float, list[bytes]]:
-    """Send the first `count` rows again, instrumented: CPU by part, total CPU, some messages."""
+) -> tuple[Breakdown, float, list[Sample]]:
+    """Send the first `count` rows again, instrumented: CPU by part, total CPU, and every
+    message of the pass with its envelope (what raw sends)."""
     with db.session() as session:
         ids = list(session.scalars(select(Delivery.id).where(Delivery.state == SENT).limit(count)))
         session.execute(
@@ -275,24 +283,32 @@ def bench_breakdown(
             .values(state=PLANNED, claim_token=None, lease_until=None, sent_at=None, attempts=0)
         )
     breakdown = Breakdown()
-    samples: list[bytes] = []
+    samples: list[Sample] = []
+    from newsletter.mail import smtp
+    from newsletter.pipeline import digests
 
     def keep(serialize: Any) -> Any:
-        def kept(*args: Any, **kwargs: Any) -> bytes:
-            data: bytes = serialize(*args, **kwargs)
-            if len(samples) < 200:
-                samples.append(data)
+        def kept(message: Any, *args: Any, **kwargs: Any) -> bytes:
+            data: bytes = serialize(message, *args, **kwargs)
+            sender, recipient, _ = smtp.envelope_of(message)
+            samples.append((sender, recipient, data))
             return data
 
         return kept
 
-    from newsletter.mail import smtp
+    def signed(rate_links: Any) -> Any:
+        # Each digest's rating links come from a closure made per digest: time its calls.
+        def timed_links(*args: Any) -> Any:
+            return breakdown.timing("signed links")(rate_links(*args))
+
+        return breakdown.timing("signed links")(timed_links)
 
     with contextlib_stack() as stack:
         for target, name, part in instrumented():
             if hasattr(target, name):  # an older version of the code may lack a part
                 stack.enter_context(patched(target, name, breakdown.timing(part)))
         stack.enter_context(patched(smtp, "serialize", keep))
+        stack.enter_context(patched(digests, "rate_links", signed))
         cpu = time.process_time()
         report = pipeline.deliver(db, settings, ids=ids, edition_caches=caches)
         cpu = time.process_time() - cpu
@@ -309,22 +325,25 @@ def contextlib_stack() -> Any:
 # Raw smtplib ----------------------------------------------------------------------------------
 
 
-def bench_raw(port: int, samples: list[bytes], count: int, batch: int, streamed: bool) -> float:
-    """smtplib sending prebuilt messages over `batch`-message connections, pipelined.
+def bench_raw(port: int, samples: list[Sample], count: int, batch: int, streamed: bool) -> float:
+    """smtplib sending ours' messages, prebuilt, over `batch`-message connections, pipelined.
 
-    Each message's MAIL, RCPT and DATA go in one write; `streamed` also sends the next
-    message's commands with a message's end, as RFC 2920 allows. Every reply is checked.
+    The messages and envelopes are the very ones of ours' instrumented pass (`count` sends
+    cycle through them). Each message's MAIL, RCPT and DATA go in one write; `streamed`
+    also sends the next message's commands with a message's end, as RFC 2920 allows. Every
+    reply is checked.
     """
-    ready = [_stuffed(data) for data in samples]
+    ready = [_stuffed(data) for _, _, data in samples]
     started = time.perf_counter()
     for start in range(0, count, batch):
         smtp = smtplib.SMTP("127.0.0.1", port)
         smtp.ehlo()
         assert "pipelining" in smtp.esmtp_features, "smtp-sink offers PIPELINING"
         numbers = range(start, min(start + batch, count))
+        envelopes = [samples[n % len(samples)][:2] for n in numbers]
         commands = [
-            f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<reader{n}@example.net>\r\nDATA\r\n".encode()
-            for n in numbers
+            f"MAIL FROM:<{sender}>{_EIGHT_BIT}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode()
+            for sender, recipient in envelopes
         ]
         if streamed:
             smtp.send(commands[0])
@@ -341,6 +360,10 @@ def bench_raw(port: int, samples: list[bytes], count: int, batch: int, streamed:
             assert code == 250, (code, reply)
         smtp.quit()
     return time.perf_counter() - started
+
+
+# Ours declares the 8bit text part smtp-sink takes (8BITMIME): raw sends the same bytes.
+_EIGHT_BIT = " BODY=8BITMIME"
 
 
 def _stuffed(data: bytes) -> bytes:
@@ -379,6 +402,7 @@ def naive_html(
             view=paper_view(i.paper),
             labels=Markup(f'<p class="labels">{labels}</p>'),
             snippet=Markup(i.snippet_html),
+            rate="",
         )
         for i in items
     )
@@ -469,8 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if planned.planned != count:
             sys.exit(f"the planner planned {planned.planned} of {count} digests")
         caches = pipeline.EditionCaches()
-        # Raw sends the messages of the instrumented pass (which also gives the breakdown), in
-        # runs of each kind before and after ... ours first: raw needs its messages.
+        # Raw sends the messages of the instrumented pass (which also gives the breakdown):
+        # ours first, then raw's runs of each kind, the best of them counted.
         html_sizes: list[tuple[int, int]] = []
         ours, cpu_ours, sent = bench_ours(db, settings, caches, html_sizes)
         parts, cpu_instrumented, samples = bench_breakdown(
@@ -486,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         naive = bench_naive(settings, naive_count) if naive_count else 0.0
 
     raw, raw_mode, cpu_raw = min(raws)
-    size = sum(map(len, samples)) / len(samples)
+    size = sum(len(data) for _, _, data in samples) / len(samples)
     papers = [n for _, n in html_sizes]
     ratio = raw / ours
     print(
