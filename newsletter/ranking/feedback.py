@@ -266,33 +266,31 @@ class Learned:
         """The profiles (positions in the call) that have feedback."""
         return np.flatnonzero(self.row_of >= 0).tolist()
 
-    def most_like(
-        self, profiles: Sequence[int], chosen: Sequence[Sequence[str]], scores: Sequence[float]
+    def liked_papers(
+        self, owners: np.ndarray, at: np.ndarray, scores: np.ndarray
     ) -> list[tuple[str, str] | None]:
-        """For the chosen papers of each of these profiles (ids; their scores flat, in the same
-        order): (id, title) of the liked paper each is most like where what the ratings teach
-        is at least LIKE_SHOWN of its score, else None; one flat list."""
-        lengths = np.fromiter(map(len, chosen), dtype=np.int64, count=len(chosen))
-        total = int(lengths.sum())
-        if not total or not self.liked.shape[1]:
-            return [None] * total
-        position = self.space.position
-        at = np.fromiter((position[pid] for c in chosen for pid in c), np.int64, total)
-        rows = np.repeat(self.row_of[np.asarray(profiles, dtype=np.int64)], lengths)
+        """For chosen papers (their profiles `owners`, window positions `at`, scores): (id,
+        title) of the liked paper each is most like where what the ratings teach is at least
+        LIKE_SHOWN of its score, else None; one per paper."""
+        out: list[tuple[str, str] | None] = [None] * len(owners)
+        mine = np.flatnonzero(self.row_of[owners] >= 0)
+        if not len(mine) or not self.liked.shape[1]:
+            return out
+        rows, at = self.row_of[owners[mine]], at[mine]
         liked = self.liked[rows]  # chosen papers x liked papers (padded)
         near = self.similarity[liked, at[:, None]]
-        best = liked[np.arange(total), np.argmax(near, axis=1)]
+        best = liked[np.arange(len(mine)), np.argmax(near, axis=1)]
         learned = near.max(axis=1)
         known = np.isfinite(learned)
         if self.disliked.shape[1]:
             against = self.similarity[self.disliked[rows], at[:, None]].max(axis=1)
             learned = learned - DISLIKE_SHARE * np.where(np.isfinite(against), against, 0.0)
         part = np.clip(learned / SIMILAR, -1.0, 1.0) * 100.0 * self.prior[at] * self.share[rows]
-        shown = known & (part > 0) & (part >= LIKE_SHOWN * np.asarray(scores))
+        shown = known & (part > 0) & (part >= LIKE_SHOWN * scores[mine])
         titles = self._titles
-        return [
-            titles[b] if ok else None for b, ok in zip(best.tolist(), shown.tolist(), strict=True)
-        ]
+        for i, b in zip(mine[shown].tolist(), best[shown].tolist(), strict=True):
+            out[i] = titles[b]
+        return out
 
     @cached_property
     def _titles(self) -> list[tuple[str, str]]:

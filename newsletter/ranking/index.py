@@ -24,7 +24,7 @@ from newsletter.analysis import (
 )
 from newsletter.paper import Paper
 from newsletter.profile import Entry, Profile, parse_profile
-from newsletter.ranking.explain import Match, _Explainer
+from newsletter.ranking.explain import Match, _Explainer, choose
 from newsletter.ranking.scoring import (
     AUTHORS,
     CATEGORIES,
@@ -275,23 +275,21 @@ class PaperIndex:
         slots, representatives = _deduplicate(profiles, learned.keys if learned else None)
         already = [self._positions(ids) for ids in excluded]
         needed = np.zeros(len(representatives), dtype=np.int64)
-        for slot, k, sent in zip(slots, ks, already, strict=True):
-            needed[slot] = max(needed[slot], max(k, 0) + len(sent))
+        asked = np.maximum(np.asarray(ks, dtype=np.int64), 0) + np.fromiter(
+            map(len, already), dtype=np.int64, count=len(already)
+        )
+        np.maximum.at(needed, np.asarray(slots, dtype=np.int64), asked)
         plan = _Plan(self, representatives)
         if learned is not None:
             owners = np.zeros(len(representatives), dtype=np.int64)  # a profile of each slot
             owners[np.asarray(slots, dtype=np.int64)] = np.arange(len(slots))
             plan.boost = lambda start, stop, scores: learned.fuse(owners[start:stop], scores)
-        candidates = plan.top(needed, min_score, max(block_size, 1))
-        explain = _Explainer(self, plan)
-        compiled = [
-            explain.compiled(profile, representatives[slot], slot)
-            for profile, slot in zip(profiles, slots, strict=True)
-        ]
-        return [
-            explain.matches(c, candidates[slot], k, sent)
-            for c, slot, k, sent in zip(compiled, slots, ks, already, strict=True)
-        ]
+        top = plan.top(needed, min_score, max(block_size, 1))
+        chosen = choose(top, slots, ks, already)
+        liked = None
+        if learned is not None:
+            liked = learned.liked_papers(chosen.owner, chosen.paper, chosen.score)
+        return _Explainer(self, plan).matches(profiles, chosen, liked)
 
     def _positions(self, ids: frozenset[str]) -> frozenset[int]:
         if not ids:

@@ -32,7 +32,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -60,7 +60,6 @@ COVERAGE_FLOOR = 0.2  # what any matched entry is worth, however weak: covering 
 CATEGORY_SHARE = 0.3  # of the score lost by papers outside the categories a profile lists
 RECENCY_WEIGHT = 0.02
 RECENCY_DAYS = 30.0
-CODE_ENTRIES = 10  # positive entries whose match pattern fits one 64-bit integer
 # Dense is faster, sparse smaller. Benchmark: tests/perf/bench_ranking.py, "rank_many", "peak RSS".
 DENSE_LIMIT = 50_000_000  # features x papers cells kept dense while ranking (200 MB)
 
@@ -198,7 +197,6 @@ class _Plan:
         self.features: list[_Feature] = []
         self._profile_matrices(profiles)
         self.values, self.present, self.mask_matrix = self._feature_matrices()
-        self.masks = [row.tobytes() for row in self.mask_matrix[:-1]]
 
     def _profile_matrices(self, profiles: Sequence[Profile]) -> None:
         """Weights, exclusions, category steering and positive columns of every profile.
@@ -233,16 +231,6 @@ class _Plan:
         self.categories = _csr(rows[steering], cols[steering], np.ones(int(steering.sum())), shape)
         excluded = ~positive
         self.exclusions = _csr(rows[excluded], cols[excluded], np.ones(int(excluded.sum())), shape)
-        # Positive columns in written order, padded (for the block-wise match patterns).
-        seen = np.cumsum(positive)  # positives so far, over all profiles
-        first = np.repeat(np.cumsum(lengths) - lengths, lengths)  # each pair's row start
-        rank = seen - 1 - np.where(first > 0, seen[np.maximum(first - 1, 0)], 0)
-        counts = np.bincount(rows, weights=positive, minlength=len(profiles)).astype(np.int64)
-        self.coded = counts <= CODE_ENTRIES
-        self.padded = np.full((len(profiles), CODE_ENTRIES), len(self.features), dtype=np.int64)
-        fits = positive & (rank < CODE_ENTRIES)
-        self.padded[rows[fits], rank[fits]] = cols[fits]
-        self.positive_counts = counts
 
     def column(self, entry: Entry) -> int:
         """The feature column of an entry (entries differing only in weight or sign share)."""
@@ -285,18 +273,6 @@ class _Plan:
         present = sp.csr_matrix((np.ones_like(values), columns, indptr), shape=shape)
         return sp.csr_matrix((values, columns, indptr), shape=shape), present, masks
 
-    def _patterns(self, start: int, stop: int, picked: np.ndarray) -> np.ndarray:
-        """For each chosen paper, the field bits of every positive entry of the profile, CODE_BITS
-        per entry in one integer (-1 for profiles with over CODE_ENTRIES entries): the key of
-        the explanation, computed here for the whole block at once."""
-        codes = np.zeros(picked.shape, dtype=np.int64)
-        longest = int(self.positive_counts[start:stop].max(initial=0))
-        for e in range(min(longest, CODE_ENTRIES)):
-            columns = self.padded[start:stop, e]
-            codes |= self.mask_matrix[columns[:, None], picked].astype(np.int64) << (CODE_BITS * e)
-        codes[~self.coded[start:stop]] = -1
-        return codes
-
     def scores(self, start: int, stop: int) -> np.ndarray:
         """Scores 0-100 of profiles start..stop (rows) for every paper (columns)."""
         scores = _dense(self.weights[start:stop] @ self.values)
@@ -314,34 +290,47 @@ class _Plan:
             scores[rows] = np.where(hit, 0.0, scores[rows])
         return scores
 
-    def top(self, needed: np.ndarray, min_score: float, block_size: int) -> list[_Candidates]:
+    def top(self, needed: np.ndarray, min_score: float, block_size: int) -> _Top:
         """For each profile, its best `needed` papers scoring at least `min_score`, best first,
-        with their scores and match patterns (see `_patterns`).
+        with their scores (rounded to 2 places), one flat array for all.
 
         Ties go to the paper earlier in the index (more recent, more upvoted), whatever the
         block or `needed`, so ranking one profile or many gives the same answer.
         """
-        out: list[_Candidates] = []
+        papers: list[np.ndarray] = []
+        scores: list[np.ndarray] = []
+        counts: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]
         n_papers = len(self.index.papers)
         floor = max(min_score, 1e-6)
         for start in range(0, len(needed), block_size):
             stop = min(start + block_size, len(needed))
             k = int(min(needed[start:stop].max(initial=0), n_papers))
             if k <= 0:
-                out.extend(([], [], []) for _ in range(start, stop))
+                counts.append(np.zeros(stop - start, dtype=np.int64))
                 continue
-            scores = self.scores(start, stop)
-            picked = _top_columns(scores, k)
-            values = np.take_along_axis(scores, picked, axis=1)
+            block = self.scores(start, stop)
+            picked = _top_columns(block, k)
+            values = np.take_along_axis(block, picked, axis=1)
             limits = np.minimum(needed[start:stop], k)
-            counts = np.minimum(np.count_nonzero(values >= floor, axis=1), limits).tolist()
-            rounded = np.round(values.astype(np.float64), 2).tolist()
-            patterns = self._patterns(start, stop, picked).tolist()
-            for papers, found, codes, count in zip(
-                picked.tolist(), rounded, patterns, counts, strict=True
-            ):
-                out.append((papers[:count], found[:count], codes[:count]))
-        return out
+            count = np.minimum(np.count_nonzero(values >= floor, axis=1), limits)
+            kept = np.arange(k) < count[:, None]  # a prefix of each row: values are sorted
+            papers.append(picked[kept])
+            scores.append(np.round(values[kept].astype(np.float64), 2))
+            counts.append(count.astype(np.int64))
+        return _Top(
+            np.concatenate(papers) if papers else np.zeros(0, dtype=np.int64),
+            np.concatenate(scores) if scores else np.zeros(0),
+            np.cumsum(np.concatenate(counts)),
+        )
+
+
+class _Top(NamedTuple):
+    """The candidates of every profile of a plan, flat: those of profile i are
+    indptr[i]:indptr[i + 1], best first."""
+
+    paper: np.ndarray
+    score: np.ndarray
+    indptr: np.ndarray
 
 
 def _top_columns(scores: np.ndarray, k: int) -> np.ndarray:
@@ -369,9 +358,6 @@ def _top_columns(scores: np.ndarray, k: int) -> np.ndarray:
             candidates = np.flatnonzero(row >= kth[r])
             picked[r] = candidates[np.lexsort((candidates, -row[candidates]))][:k]
     return picked
-
-
-_Candidates = tuple[list[int], list[float], list[int]]  # papers, scores, patterns
 
 
 def _dense(matrix: Any) -> np.ndarray:
