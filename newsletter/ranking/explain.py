@@ -6,9 +6,8 @@ import html
 import re
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
-from functools import partial
-from operator import attrgetter
 from itertools import chain, repeat
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -118,7 +117,7 @@ class Match(NamedTuple):
 
 
 # A Match from one tuple of its fields, in C. Benchmark: tests/perf/bench_ranking.py, "rank_many".
-_MAKE = partial(tuple.__new__, Match)
+_NEW = tuple.__new__
 
 
 class _LazySnippet:
@@ -265,7 +264,7 @@ class _Explainer:
             apart[why].tolist(),
             repeat(None) if liked is None else liked,
         )
-        flat = list(map(_MAKE, fields))
+        flat = list(map(_NEW, repeat(Match), fields))
         bounds = np.cumsum(chosen.counts).tolist()
         return [flat[a:b] for a, b in zip([0, *bounds[:-1]], bounds, strict=True)]
 
@@ -308,8 +307,8 @@ class _Explainer:
             rows = np.flatnonzero(counts == size)
             if not len(rows):
                 continue
-            hits = list(zip(*[labels[entry[rows, j]].tolist() for j in range(size)]))
-            fields = list(zip(*[_NAMES[bits[rows, j]].tolist() for j in range(size)]))
+            hits = list(zip(*[labels[entry[rows, j]].tolist() for j in range(size)], strict=True))
+            fields = list(zip(*[_NAMES[bits[rows, j]].tolist() for j in range(size)], strict=True))
             if not size:
                 hits, fields = [()] * len(rows), [()] * len(rows)
             matched[rows] = np.fromiter(hits, dtype=object, count=len(rows))
