@@ -24,6 +24,8 @@ from newsletter.ranking.scoring import (
     FIELD_BITS,
     KEYWORDS,
     TITLE,
+    _within,
+    distinct_entries,
 )
 
 if TYPE_CHECKING:
@@ -270,17 +272,8 @@ class _Explainer:
 
     def _entries(self, profiles: Sequence[Profile]) -> np.ndarray:
         """Per profile, its positive entries' ids in written order, padded with 0."""
-        positives = list(map(_POSITIVES, profiles))
-        lengths = np.fromiter(map(len, positives), dtype=np.int64, count=len(positives))
-        flat = list(chain.from_iterable(positives))
-        # The parser shares Entry objects: each distinct object is looked at once.
-        objects = np.fromiter(map(id, flat), dtype=np.int64, count=len(flat))
-        _, firsts, which = np.unique(objects, return_index=True, return_inverse=True)
-        ids = np.fromiter(
-            map(self._entry_id, [flat[i] for i in firsts.tolist()]),
-            dtype=np.int32,
-            count=len(firsts),
-        )
+        distinct, lengths, which = distinct_entries(list(map(_POSITIVES, profiles)))
+        ids = np.fromiter(map(self._entry_id, distinct), dtype=np.int32, count=len(distinct))
         table = np.zeros((len(profiles), int(lengths.max(initial=0))), dtype=np.int32)
         table[np.repeat(np.arange(len(profiles)), lengths), _within(lengths)] = ids[which]
         return table
@@ -333,11 +326,6 @@ class _Explainer:
         firsts, ids = _unique_rows(marked)
         sets = [tuple([c for c in row if c < outside]) for row in marked[firsts].tolist()]
         return ids, sets
-
-
-def _within(lengths: np.ndarray) -> np.ndarray:
-    """0, 1, ... within each run of these lengths, for all runs one after another."""
-    return np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
 
 
 _POSITIVES = attrgetter("positives")

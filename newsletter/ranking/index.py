@@ -7,7 +7,7 @@ import math
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from itertools import repeat
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -32,10 +32,13 @@ from newsletter.ranking.scoring import (
     FIELD_BIT,
     FIELD_WEIGHT,
     FIELDS,
+    Strengths,
     _constant_feature,
     _Feature,
     _Plan,
     _prior,
+    _within,
+    phrase_strengths,
     text_feature,
 )
 
@@ -125,43 +128,57 @@ class _Positions:
         self.term_bits = np.add.reduceat(bits, pairs).astype(np.uint8) if len(pairs) else _NO_BITS
         self.term_bounds = np.searchsorted(tid[pairs], np.arange(n_terms + 1)).tolist()
 
-    def counts(self, tids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(units, occurrences) of a phrase given as term ids (-1: a term never seen)."""
-        if min(tids) < 0:
-            return _NO_PAPERS, _NO_PAPERS
-        where = slice(self.bounds[tids[0]], self.bounds[tids[0] + 1])
-        unit, first, last = self.unit[where], self.first[where], self.last[where]
-        for tid in tids[1:]:
-            if not len(unit):
-                break
-            unit, first, last = self._follow(unit, last, first, tid)
-        if not len(unit):
-            return _NO_PAPERS, _NO_PAPERS
-        starts = _run_starts(unit)  # unit is sorted
-        ends = np.append(starts[1:], len(unit))
-        return unit[starts], (ends - starts).astype(np.float64)
-
-    def _follow(
-        self, unit: np.ndarray, last: np.ndarray, first: np.ndarray, tid: int
+    def counts_many(
+        self, phrases: Sequence[Sequence[int]]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Extend partial matches by the tokens of `tid` that start right after them."""
-        where = slice(self.bounds[tid], self.bounds[tid + 1])
-        wanted = unit * self.span + last + 1
-        found = self.unit[where] * self.span + self.first[where]  # sorted: unit, then first
-        lo = np.searchsorted(found, wanted, "left")
-        n = np.searchsorted(found, wanted, "right") - lo
-        if not n.any():
-            return _NO_PAPERS, _NO_PAPERS, _NO_PAPERS
-        source = np.repeat(np.arange(len(wanted)), n)
-        offsets = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-        target = where.start + np.repeat(lo, n) + offsets
-        unit, first, last = unit[source], first[source], self.last[target]
-        # Two routes to the same span (a word, or a compound covering it) count once.
-        key = np.sort((unit * self.span + first) * self.span + last)
-        key = key[_run_starts(key)]
-        last = key % self.span
-        first = (key // self.span) % self.span
-        return key // (self.span * self.span), first, last
+        """(phrase, unit, occurrences) of phrases given as term ids (-1: a term never seen),
+        sorted by phrase and unit: all of them joined at once, a term at a time.
+
+        Every row is one integer (term, unit, first position), sorted as the rows are: the
+        tokens that start right after a partial match are one searchsorted away.
+        """
+        # Benchmark: tests/perf/bench_ranking.py, "rank_many" (thousands of phrases a ranking).
+        units = int(self.unit.max(initial=0)) + 1
+        span = self.span
+        found = (self.tid * units + self.unit) * span + self.first
+        lengths = np.fromiter(map(len, phrases), dtype=np.int64, count=len(phrases))
+        terms = np.full((len(phrases), int(lengths.max(initial=1))), -1, dtype=np.int64)
+        terms[np.repeat(np.arange(len(phrases)), lengths), _within(lengths)] = np.fromiter(
+            chain.from_iterable(phrases), dtype=np.int64, count=int(lengths.sum())
+        )
+        seen = (terms >= 0) | (np.arange(terms.shape[1]) >= lengths[:, None])
+        alive = np.flatnonzero(seen.all(axis=1) & (lengths > 0))
+        bounds = np.asarray(self.bounds, dtype=np.int64)
+        first_terms = terms[alive, 0]
+        starts = bounds[first_terms]
+        sizes = bounds[first_terms + 1] - starts
+        which = np.repeat(alive, sizes)
+        rows = np.repeat(starts, sizes) + _within(sizes)
+        unit, first, last = self.unit[rows], self.first[rows], self.last[rows]
+        done: list[tuple[np.ndarray, np.ndarray]] = []
+        for j in range(1, terms.shape[1] + 1):
+            ending = lengths[which] == j
+            done.append((which[ending], unit[ending]))
+            going = ~ending
+            which, unit, first, last = which[going], unit[going], first[going], last[going]
+            if not len(which):
+                break
+            # Extend partial matches by the tokens of the next term that start right after.
+            wanted = (terms[which, j] * units + unit) * span + last + 1
+            lo = np.searchsorted(found, wanted, "left")
+            n = np.searchsorted(found, wanted, "right") - lo
+            source = np.repeat(np.arange(len(wanted)), n)
+            target = np.repeat(lo, n) + _within(n)
+            which, unit, first, last = which[source], unit[source], first[source], self.last[target]
+            # Two routes to the same span (a word, or a compound covering it) count once.
+            key = np.unique(((which * units + unit) * span + first) * span + last)
+            last = key % span
+            first = (key // span) % span
+            unit = (key // (span * span)) % units
+            which = key // (span * span * units)
+        cells = np.concatenate([w * units + u for w, u in done]) if done else _NO_PAPERS
+        cells, counts = np.unique(cells, return_counts=True)
+        return cells // units, cells % units, counts.astype(np.float64)
 
 
 _NO_NORM = np.zeros(0)
@@ -308,6 +325,25 @@ class PaperIndex:
             found = self._features[key] = self._compute(key)
         return found
 
+    def features(self, entries: Sequence[Entry]) -> list[_Feature]:
+        """What each of these entries matches (cached), those not cached worked out together:
+        the strengths of all their phrases and words at once (`phrase_strengths`)."""
+        keys = [self._feature_key(e) for e in entries]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._features))
+        if missing:
+            phrases = [
+                phrase
+                for k in missing
+                if k[0] in ("phrase", "loose")
+                for phrase in (k[1], *[(w,) for w in k[2]], *([] if k[3] is None else [(k[3],)]))
+            ]
+            known = phrase_strengths(self, phrases)
+            if len(self._features) + len(missing) > FEATURE_CACHE:
+                self._features.clear()
+            for k in missing:
+                self._features[k] = self._compute(k, known)
+        return [self._features[k] for k in keys]
+
     def _feature_key(self, entry: Entry) -> tuple[Any, ...]:
         if entry.kind != "text":
             return (entry.kind, entry.terms)
@@ -318,13 +354,13 @@ class PaperIndex:
         own = entry.exact and len(phrase) == 1 and not phrase[0].startswith(CONCEPT)
         return ("phrase", phrase, (), entry.exact if own else None)
 
-    def _compute(self, key: tuple[Any, ...]) -> _Feature:
+    def _compute(self, key: tuple[Any, ...], known: Strengths | None = None) -> _Feature:
         kind = key[0]
         if kind == "author":
             return self._author_feature(key[1])
         if kind == "cat":
             return self._category_feature(key[1][0])
-        return text_feature(self, kind, key[1], key[2], key[3])
+        return text_feature(self, kind, key[1], key[2], key[3], known)
 
     def idf(self, term: str) -> float:
         """BM25's inverse document frequency of a term in this index."""

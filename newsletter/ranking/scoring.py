@@ -32,6 +32,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from itertools import chain
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -79,22 +81,27 @@ class _Feature:
     words: tuple[str, ...] = ()  # for loose entries: the words that may match apart
 
 
+Strengths = dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]]  # phrase -> strength, bits
+
+
 def text_feature(
     index: PaperIndex,
     kind: str,
     phrase: tuple[str, ...],
     words: tuple[str, ...],
     exact: str | None,
+    known: Strengths | None = None,
 ) -> _Feature:
-    """What a text entry matches in an index: its worth in each paper, and where it matched."""
-    strength, masks = _phrase_strength(index, phrase)
+    """What a text entry matches in an index: its worth in each paper, and where it matched.
+    `known`: strengths of phrases worked out beforehand (`phrase_strengths`)."""
+    strength, masks = _phrase_strength(index, phrase, known)
     if exact is not None:
         # A word's own inflections count a little more than its derivations.
-        own, _ = _phrase_strength(index, (exact,))
+        own, _ = _phrase_strength(index, (exact,), known)
         strength = (1.0 - EXACT_SHARE) * strength + EXACT_SHARE * own
     floor = np.where(strength > 0, COVERAGE_FLOOR, 0.0)
     if kind == "loose" and words:
-        loose, loose_masks = _words_strength(index, words)
+        loose, loose_masks = _words_strength(index, words, known)
         # Only a phrase of two terms or more can be missing while its words are there.
         apart = APART if len(phrase) > 1 else 0
         masks = np.where(masks > 0, masks, np.where(loose > 0, loose_masks | apart, loose_masks))
@@ -112,35 +119,64 @@ def text_feature(
     )
 
 
-def _phrase_strength(index: PaperIndex, phrase: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _phrase_strength(
+    index: PaperIndex, phrase: tuple[str, ...], known: Strengths | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """BM25F saturation of a phrase (or single term) in every paper, and its field bits."""
-    n = len(index.papers)
-    table = index.positions
-    if len(phrase) == 1:
-        tid = index.term_ids.get(phrase[0], -1)
-        single, masks = np.zeros(n), np.zeros(n, dtype=np.uint8)
-        if tid >= 0:
-            where = slice(table.term_bounds[tid], table.term_bounds[tid + 1])
-            single[table.term_paper[where]] = table.term_tf[where]
-            masks[table.term_paper[where]] = table.term_bits[where]
-        return single / (single + K1), masks
-    units, counts = table.counts([index.term_ids.get(term, -1) for term in phrase])
-    papers = units // table.n_fields
-    tf = np.bincount(papers, weights=table.norm[units] * counts, minlength=n)
+    if known is not None and phrase in known:
+        return known[phrase]
+    return phrase_strengths(index, [phrase])[phrase]
+
+
+def phrase_strengths(index: PaperIndex, phrases: Sequence[tuple[str, ...]]) -> Strengths:
+    """BM25F saturation of each phrase (or single term) in every paper, and its field bits:
+    all at once, one scatter for the single terms and one join for the phrases."""
+    # Benchmark: tests/perf/bench_ranking.py, "rank_many" (a fresh index works out thousands).
+    n, table = len(index.papers), index.positions
+    singles = list(dict.fromkeys(p for p in phrases if len(p) == 1))
+    longer = list(dict.fromkeys(p for p in phrases if len(p) > 1))
+    tids = np.asarray([index.term_ids.get(p[0], -1) for p in singles], dtype=np.int64)
+    bounds = np.asarray(table.term_bounds, dtype=np.int64)
+    starts = np.where(tids >= 0, bounds[tids], 0)
+    sizes = np.where(tids >= 0, bounds[tids + 1] - starts, 0)
+    rows = np.repeat(np.arange(len(singles)), sizes)
+    at = np.repeat(starts, sizes) + _within(sizes)
+    single = np.zeros((len(singles), n))
+    bits = np.zeros((len(singles), n), dtype=np.uint8)
+    single[rows, table.term_paper[at]] = table.term_tf[at]
+    bits[rows, table.term_paper[at]] = table.term_bits[at]
+    strength = single / (single + K1)
+    out: Strengths = {p: (strength[r], bits[r]) for r, p in enumerate(singles)}
+    which, units, counts = table.counts_many(
+        [[index.term_ids.get(term, -1) for term in p] for p in longer]
+    )
+    cells = which * n + units // table.n_fields
+    size = len(longer) * n
+    tf = np.bincount(cells, weights=table.norm[units] * counts, minlength=size).reshape(-1, n)
     # Each unit (paper, field) comes once and each field has a bit of its own: the sum of the
     # bits is their union (bincount is many times faster than np.bitwise_or.at).
-    bits = np.bincount(papers, weights=table.bits[units % table.n_fields], minlength=n)
-    return tf / (tf + K1), bits.astype(np.uint8)
+    fields = np.bincount(cells, weights=table.bits[units % table.n_fields], minlength=size)
+    fields = fields.reshape(-1, n).astype(np.uint8)
+    strength = tf / (tf + K1)
+    out.update({p: (strength[r], fields[r]) for r, p in enumerate(longer)})
+    return out
 
 
-def _words_strength(index: PaperIndex, words: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _within(lengths: np.ndarray) -> np.ndarray:
+    """0, 1, ... within each run of these lengths, for all runs one after another."""
+    return np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+
+
+def _words_strength(
+    index: PaperIndex, words: tuple[str, ...], known: Strengths | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """IDF-weighted mean saturation of words found anywhere, where all of them occur."""
     total = np.zeros(len(index.papers))
     every = np.ones(len(index.papers), dtype=bool)
     masks = np.zeros(len(index.papers), dtype=np.uint8)
     weights = 0.0
     for word in words:
-        strength, word_masks = _phrase_strength(index, (word,))
+        strength, word_masks = _phrase_strength(index, (word,), known)
         idf = index.idf(word)
         total += idf * strength
         weights += idf
@@ -204,19 +240,14 @@ class _Plan:
         Profiles share Entry objects (the parser caches them), so each entry is looked at once
         and the rest is array arithmetic over (profile, entry) pairs.
         """
-        ids: dict[Entry, int] = {}
-        flat: list[int] = []
-        lengths: list[int] = []
-        for profile in profiles:
-            entries = profile.entries
-            lengths.append(len(entries))
-            flat.extend([ids.setdefault(e, len(ids)) for e in entries])
-        distinct = list(ids)
-        column = np.array([self.column(e) for e in distinct], dtype=np.int64)
+        distinct, lengths, at = distinct_entries(list(map(_ENTRIES, profiles)))
+        features = self.index.features(distinct)
+        column = np.array(
+            [self.column(e, f) for e, f in zip(distinct, features, strict=True)], dtype=np.int64
+        )
         exclude = np.array([e.exclude for e in distinct], dtype=bool)
         category = np.array([e.kind == "cat" for e in distinct], dtype=bool)
         weight = np.array([e.weight for e in distinct], dtype=np.float64)
-        at = np.asarray(flat, dtype=np.int64)
         rows = np.repeat(np.arange(len(profiles)), lengths)
         positive = ~exclude[at]
         keyword = positive & ~category[at]
@@ -232,15 +263,16 @@ class _Plan:
         excluded = ~positive
         self.exclusions = _csr(rows[excluded], cols[excluded], np.ones(int(excluded.sum())), shape)
 
-    def column(self, entry: Entry) -> int:
-        """The feature column of an entry (entries differing only in weight or sign share)."""
+    def column(self, entry: Entry, feature: _Feature | None = None) -> int:
+        """The feature column of an entry (entries differing only in weight or sign share);
+        `feature`: what it matches, when known."""
         found = self.columns.get(entry)
         if found is None:
             key = entry.match_key
             found = self._by_key.get(key)
             if found is None:
                 found = self._by_key[key] = len(self.features)
-                self.features.append(self.index.feature(entry))
+                self.features.append(feature or self.index.feature(entry))
             self.columns[entry] = found
         return found
 
@@ -331,6 +363,30 @@ class _Top(NamedTuple):
     paper: np.ndarray
     score: np.ndarray
     indptr: np.ndarray
+
+
+def distinct_entries(
+    groups: Sequence[tuple[Entry, ...]],
+) -> tuple[list[Entry], np.ndarray, np.ndarray]:
+    """The distinct Entry objects of these groups (profiles' entries), the length of each
+    group, and each entry's position among the distinct ones, flat.
+
+    The parser shares Entry objects: telling them apart by identity is one sort of integers,
+    not a hash and comparison of every entry of every profile (equal entries that are other
+    objects count apart, and are worked out alike). The distinct ones come in the order first
+    met, so feature columns, and the sums over them, are in the same order whatever the ids.
+    """
+    lengths = np.fromiter(map(len, groups), dtype=np.int64, count=len(groups))
+    flat = list(chain.from_iterable(groups))
+    objects = np.fromiter(map(id, flat), dtype=np.int64, count=len(flat))
+    _, firsts, at = np.unique(objects, return_index=True, return_inverse=True)
+    order = np.argsort(firsts)
+    renumber = np.empty_like(order)
+    renumber[order] = np.arange(len(order))
+    return [flat[i] for i in firsts[order].tolist()], lengths, renumber[at.reshape(-1)]
+
+
+_ENTRIES = attrgetter("entries")
 
 
 def _top_columns(scores: np.ndarray, k: int) -> np.ndarray:
