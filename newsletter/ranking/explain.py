@@ -68,11 +68,12 @@ class Match(NamedTuple):
     # entry -> fields among "title", "abstract", "keywords", "authors", "categories".
     # Shared between matches explained alike: read it, do not modify it.
     where: dict[str, tuple[str, ...]] = _NOWHERE
-    # The excerpt (read `snippet_html`): a string, or a lazy one shared by the matches of one
-    # paper and matched entries, built with every other of its ranking call on first read.
-    excerpt: str | _LazySnippet = ""
-    # Its plain-text form (read `snippet_text`); None: derived from the HTML, as stored.
-    excerpt_text: str | None = None
+    # The excerpt (read `snippet_html`): a string, or the excerpts of the ranking call, one per
+    # paper and matched entries, built together on first read.
+    excerpt: str | _Excerpts = ""
+    # With a string excerpt, its plain-text form (read `snippet_text`; None: derived from the
+    # HTML, as stored); with the call's excerpts, the position of this one among them.
+    excerpt_text: str | int | None = None
     # The unquoted multi-word entries of `matched` whose words matched but never side by side
     # (shared like `where`): a digest labels them "diffusion + models", not as the phrase.
     apart: tuple[str, ...] = ()
@@ -83,13 +84,15 @@ class Match(NamedTuple):
     def snippet_html(self) -> str:
         """The abstract excerpt, HTML-escaped, with the matched words <mark>ed."""
         value = self.excerpt
-        return value if type(value) is str else value.html()  # type: ignore[union-attr]
+        if type(value) is str:
+            return value
+        return value.html(self.excerpt_text)  # type: ignore[union-attr, arg-type]
 
     @property
     def snippet_text(self) -> str:
         """The same excerpt as plain text, matches as *word*."""
         text = self.excerpt_text
-        return snippet_text(self.snippet_html) if text is None else text
+        return text if type(text) is str else snippet_text(self.snippet_html)
 
     def fields(self) -> tuple[Any, ...]:
         """Every field as read, the excerpts built: what equality, hashing and pickling see."""
@@ -122,27 +125,12 @@ class Match(NamedTuple):
 _NEW = tuple.__new__
 
 
-class _LazySnippet:
-    """The HTML excerpt of one paper for one set of matched entries, built on first read,
-    together with every other excerpt of its ranking call (a planner reads them all)."""
-
-    # One per (paper, matched entries). Benchmark: tests/perf/bench_ranking.py, "peak RSS".
-    __slots__ = ("_excerpts", "value")
-
-    def __init__(self, excerpts: _Excerpts) -> None:
-        self._excerpts: _Excerpts | None = excerpts
-        self.value = ""
-
-    def html(self) -> str:
-        excerpts = self._excerpts
-        if excerpts is not None:
-            excerpts.build()
-        return self.value
-
-
 class _Excerpts:
-    """The distinct excerpts of one ranking call: (paper, highlighted feature columns) each."""
+    """The distinct excerpts of one ranking call, (paper, highlighted feature columns) each,
+    built together on first read (a planner reads them all): a Match holds this object and
+    the position of its excerpt, no object of its own."""
 
+    # Benchmark: tests/perf/bench_ranking.py, "rank_many" (makes none), "excerpts" (builds all).
     def __init__(
         self,
         index: PaperIndex,
@@ -154,22 +142,38 @@ class _Excerpts:
         self._index: PaperIndex | None = index
         self._features = features
         self._papers, self._columns = papers, columns
-        self.lazies = [_LazySnippet(self) for _ in papers]
+        self._built: list[str] = []
 
-    def build(self) -> None:
-        """Build every excerpt (once): marks, window and string of each."""
-        index = self._index
-        if index is None:
-            return
+    def html(self, at: int) -> str:
+        """The HTML of excerpt `at`, every excerpt built on the first read."""
+        if self._index is not None:
+            self._build(self._index)
+        return self._built[at]
+
+    def _build(self, index: PaperIndex) -> None:
         maker = _Marker(index, self._features)
-        for lazy, paper, columns in zip(self.lazies, self._papers, self._columns, strict=True):
-            lazy.value = maker.snippet(paper, columns)
-            lazy._excerpts = None
+        self._built = list(map(maker.snippet, self._papers, self._columns))
         self._index = None
-        self._features, self._papers, self._columns, self.lazies = (), [], [], []
+        self._features, self._papers, self._columns = (), [], []
 
 
 # Explanations --------------------------------------------------------------------------------
+
+
+class _Sent(NamedTuple):
+    """The papers of an index profiles were already sent: (profile, index position) pairs."""
+
+    owner: np.ndarray
+    paper: np.ndarray
+
+
+def sent_positions(position: Mapping[str, int], excluded: Sequence[frozenset[str]]) -> _Sent:
+    """The excluded papers that an index (`position`: paper id -> index position) holds."""
+    sizes = np.fromiter(map(len, excluded), dtype=np.int64, count=len(excluded))
+    ids = chain.from_iterable(excluded)
+    found = np.fromiter(map(position.get, ids, repeat(-1)), dtype=np.int64, count=int(sizes.sum()))
+    owner = np.repeat(np.arange(len(excluded)), sizes)
+    return _Sent(owner[found >= 0], found[found >= 0])
 
 
 class _Chosen(NamedTuple):
@@ -182,7 +186,7 @@ class _Chosen(NamedTuple):
 
 
 def choose(
-    top: _Top, slots: Sequence[int], ks: Sequence[int], sent: Sequence[frozenset[int]]
+    top: _Top, slots: Sequence[int], ks: Sequence[int], sent: _Sent, n_papers: int
 ) -> _Chosen:
     """Each profile's first `k` candidates of its slot that it was not already sent."""
     n = len(slots)
@@ -193,12 +197,9 @@ def choose(
     firsts = np.cumsum(lengths) - lengths
     picked = np.repeat(starts, lengths) + _within(lengths)
     paper = top.paper[picked]
-    n_papers = int(top.paper.max(initial=0)) + 1
-    sizes = np.fromiter(map(len, sent), dtype=np.int64, count=n)
     keep = np.ones(len(owner), dtype=bool)
-    if sizes.any():
-        flat = np.fromiter(chain.from_iterable(sent), dtype=np.int64, count=int(sizes.sum()))
-        refused = np.sort(np.repeat(np.arange(n), sizes) * n_papers + flat)
+    if len(sent.paper):
+        refused = np.sort(sent.owner * n_papers + sent.paper)
         asked = owner * n_papers + paper
         at = np.minimum(np.searchsorted(refused, asked), len(refused) - 1)
         keep = refused[at] != asked
@@ -240,7 +241,7 @@ class _Explainer:
         hit = masks > 0
         rows, at = np.nonzero(hit)
         codes = np.zeros(entries.shape, dtype=np.int32)
-        codes[rows, (np.cumsum(hit, axis=1) - 1)[rows, at]] = (
+        codes[rows, (np.cumsum(hit, axis=1, dtype=np.int16) - 1)[rows, at]] = (
             entries[rows, at] << CODE_BITS
         ) | masks[rows, at]
         firsts, why = _unique_rows(codes)
@@ -255,14 +256,13 @@ class _Explainer:
             (places % n_papers).tolist(),
             [marked[h] for h in (places // n_papers).tolist()],
         )
-        lazies = np.fromiter(excerpts.lazies, dtype=object, count=len(excerpts.lazies))
         fields = zip(
             self.ids[paper].tolist(),
             chosen.score.tolist(),
             matched[why].tolist(),
             where[why].tolist(),
-            lazies[snippet].tolist(),
-            repeat(None),
+            repeat(excerpts),
+            snippet.tolist(),
             apart[why].tolist(),
             repeat(None) if liked is None else liked,
         )

@@ -24,7 +24,7 @@ from newsletter.analysis import (
 )
 from newsletter.paper import Paper
 from newsletter.profile import Entry, Profile, parse_profile
-from newsletter.ranking.explain import Match, _Explainer, choose
+from newsletter.ranking.explain import Match, _Explainer, choose, sent_positions
 from newsletter.ranking.scoring import (
     AUTHORS,
     CATEGORIES,
@@ -290,11 +290,10 @@ class PaperIndex:
         learned: Learned | None = None,
     ) -> list[list[Match]]:
         slots, representatives = _deduplicate(profiles, learned.keys if learned else None)
-        already = [self._positions(ids) for ids in excluded]
+        sent = sent_positions(self.position, excluded)
         needed = np.zeros(len(representatives), dtype=np.int64)
-        asked = np.maximum(np.asarray(ks, dtype=np.int64), 0) + np.fromiter(
-            map(len, already), dtype=np.int64, count=len(already)
-        )
+        asked = np.maximum(np.asarray(ks, dtype=np.int64), 0)
+        asked += np.bincount(sent.owner, minlength=len(profiles))
         np.maximum.at(needed, np.asarray(slots, dtype=np.int64), asked)
         plan = _Plan(self, representatives)
         if learned is not None:
@@ -302,16 +301,11 @@ class PaperIndex:
             owners[np.asarray(slots, dtype=np.int64)] = np.arange(len(slots))
             plan.boost = lambda start, stop, scores: learned.fuse(owners[start:stop], scores)
         top = plan.top(needed, min_score, max(block_size, 1))
-        chosen = choose(top, slots, ks, already)
+        chosen = choose(top, slots, ks, sent, len(self.papers))
         liked = None
         if learned is not None:
             liked = learned.liked_papers(chosen.owner, chosen.paper, chosen.score)
         return _Explainer(self, plan).matches(profiles, chosen, liked)
-
-    def _positions(self, ids: frozenset[str]) -> frozenset[int]:
-        if not ids:
-            return frozenset()
-        return frozenset([self.position[i] for i in ids & self.ids])
 
     # Features --------------------------------------------------------------------------------
     def feature(self, entry: Entry) -> _Feature:
