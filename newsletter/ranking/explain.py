@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import re
-from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from itertools import chain, repeat
 from operator import attrgetter
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from newsletter.analysis import CONCEPT, Token, phrase_spans
+from newsletter.analysis import CONCEPT, Token
 from newsletter.paper import Paper
 from newsletter.profile import Entry, Profile
 from newsletter.ranking.scoring import (
@@ -151,8 +150,7 @@ class _Excerpts:
         return self._built[at]
 
     def _build(self, index: PaperIndex) -> None:
-        maker = _Marker(index, self._features)
-        self._built = list(map(maker.snippet, self._papers, self._columns))
+        self._built = build_excerpts(index, self._features, self._papers, self._columns)
         self._index = None
         self._features, self._papers, self._columns = (), [], []
 
@@ -356,47 +354,214 @@ def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return firsts, ids.reshape(-1)
 
 
-class _Marker:
-    """Marks where features matched in abstracts and cuts the excerpts around the marks."""
+def build_excerpts(
+    index: PaperIndex,
+    features: Sequence[_Feature],
+    papers: Sequence[int],
+    columns: Sequence[tuple[int, ...]],
+) -> list[str]:
+    """The HTML abstract excerpt of each paper marking where its features (columns) matched:
+    the marks, their merging and the windows of all excerpts worked out in numpy at once,
+    then each string cut from its abstract's escaped text in a few slices."""
+    # Benchmark: tests/perf/bench_ranking.py, "excerpts" (295,164 for 100,000 subscribers).
+    words = _Words(index, sorted(set(papers)))
+    paper = np.asarray(papers, dtype=np.int64)
+    sizes = np.fromiter(map(len, columns), dtype=np.int64, count=len(columns))
+    owner = np.repeat(np.arange(len(columns)), sizes)
+    flat = np.fromiter(chain.from_iterable(columns), dtype=np.int64, count=int(sizes.sum()))
+    # Word ranges where each (column, paper) matched, then those of each excerpt's columns.
+    pairs, first, last = _feature_spans(index, features, flat * len(index) + paper[owner])
+    first, last = words.index(pairs % len(index), first), words.index(pairs % len(index), last)
+    wanted = flat * len(index) + paper[owner]
+    lo = np.searchsorted(pairs, wanted, "left")
+    n = np.searchsorted(pairs, wanted, "right") - lo
+    at = np.repeat(lo, n) + _within(n)
+    excerpt = np.repeat(owner, n)
+    marks = _merged(words, paper, excerpt, first[at], last[at])
+    return words.cut(paper, *marks, len(columns))
 
-    def __init__(self, index: PaperIndex, features: Sequence[_Feature]) -> None:
-        self.index, self.features = index, features
-        self._highlights: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        self._abstracts: dict[int, _Pieces] = {}
 
-    def snippet(self, paper: int, columns: tuple[int, ...]) -> str:
-        """The HTML abstract excerpt of a paper marking where these features matched."""
-        pieces = self._pieces(paper)
-        if len(columns) == 1:
-            marks = self._marks(columns[0], paper, pieces)
-        else:
-            spans = [m for c in columns for m in self._marks(c, paper, pieces)]
-            marks = _merge_spans(spans, pieces.positions)
-        return pieces.snippet(marks)
+class _Words:
+    """The abstracts' words of some papers, flat: token position, and where each word's piece
+    starts and its word ends in the escaped text (`_Pieces`), by paper."""
 
-    def _pieces(self, paper: int) -> _Pieces:
-        found = self._abstracts.get(paper)
-        if found is None:
-            abstract = self.index.papers[paper].abstract
-            tokens = self.index.fields["abstract"].tokens[paper]
-            found = self._abstracts[paper] = _Pieces(abstract, tokens)
-        return found
+    def __init__(self, index: PaperIndex, papers: Sequence[int]) -> None:
+        tokens = index.fields["abstract"].tokens
+        pieces = [_Pieces(index.papers[p].abstract, tokens[p]) for p in papers]
+        self.html = [""] * len(index)
+        lengths = np.zeros(len(index), dtype=np.int64)
+        for p, piece in zip(papers, pieces, strict=True):
+            self.html[p] = piece.html
+            lengths[p] = len(piece.ends)
+        self.lengths = lengths
+        self.offset = np.cumsum(lengths) - lengths  # each paper's first word, flat
+        count = int(lengths.sum())
+        self.position = np.fromiter(
+            chain.from_iterable(p.positions for p in pieces), np.int64, count
+        )
+        self.starts = np.fromiter(
+            chain.from_iterable(p.starts[:-1] for p in pieces), np.int64, count
+        )
+        self.ends = np.fromiter(chain.from_iterable(p.ends for p in pieces), np.int64, count)
+        self.size = np.zeros(len(index), dtype=np.int64)  # each paper's escaped text's length
+        self.size[list(papers)] = [len(p.html) for p in pieces]
+        self.span = int(self.position.max(initial=0)) + 2 if count else 2
+        self._keys = np.repeat(np.arange(len(index)), lengths) * self.span + self.position
 
-    def _marks(self, column: int, paper: int, pieces: _Pieces) -> list[tuple[int, int]]:
-        """Word ranges of the abstract (merged, in order) where a feature matched."""
-        key = (column, paper)
-        found = self._highlights.get(key)
-        if found is None:
-            feature = self.features[column]
-            tokens = self.index.fields["abstract"].tokens[paper]
-            spans = phrase_spans(tokens, feature.phrase) if feature.phrase else []
-            if not spans and feature.words:
-                spans = [(t.first, t.last) for w in feature.words for t in tokens.get(w, ())]
-            found = _merge_spans(
-                [(pieces.index(f), pieces.index(last)) for f, last in spans], pieces.positions
-            )
-            self._highlights[key] = found
-        return found
+    def index(self, paper: np.ndarray, position: np.ndarray) -> np.ndarray:
+        """The word index in its abstract of each token position (the word at or after it,
+        or the last word)."""
+        found = np.searchsorted(self._keys, paper * self.span + position) - self.offset[paper]
+        return np.minimum(found, np.maximum(self.lengths[paper] - 1, 0))
+
+    def cut(
+        self,
+        paper: np.ndarray,
+        excerpt: np.ndarray,
+        first: np.ndarray,
+        last: np.ndarray,
+        n: int,
+    ) -> list[str]:
+        """Each excerpt's string: about SNIPPET_WORDS words around most of its marks (merged
+        word ranges, sorted by excerpt and first word), marked; "&hellip;" where it cuts."""
+        begin, end = self._windows(paper, excerpt, first, n)
+        shown = (last >= begin[excerpt]) & (first < end[excerpt])
+        excerpt, first, last = excerpt[shown], first[shown], last[shown]
+        base = self.offset[paper[excerpt]]
+        first = np.maximum(first, begin[excerpt])
+        last = np.minimum(last, end[excerpt] - 1)
+        # Slice bounds of each excerpt: its window's start, each mark's start and end, the
+        # window's end (the start of the word after it, or the end of the text).
+        opening = self._start(paper, begin)
+        closing = self._start(paper, end)
+        counts = np.bincount(excerpt, minlength=n)
+        bounds = np.empty(2 * len(excerpt) + 2 * n, dtype=np.int64)
+        place = 2 * (np.arange(len(excerpt)) + excerpt) + 1
+        heads = np.cumsum(2 * counts + 2) - (2 * counts + 2)
+        bounds[heads] = opening
+        bounds[heads + 2 * counts + 1] = closing
+        bounds[place] = self.starts[base + first]
+        bounds[place + 1] = self.ends[base + last]
+        flat = bounds.tolist()
+        starts = heads.tolist()
+        out = []
+        for text, head, count, b, e, length in zip(
+            [self.html[p] for p in paper.tolist()],
+            starts,
+            counts.tolist(),
+            begin.tolist(),
+            end.tolist(),
+            self.lengths[paper].tolist(),
+            strict=True,
+        ):
+            cuts = flat[head : head + 2 * count + 2]
+            parts = ["&hellip;", text[cuts[0] : cuts[1]]] if b else [text[cuts[0] : cuts[1]]]
+            for i in range(1, 2 * count, 2):
+                parts += [
+                    "<mark>",
+                    text[cuts[i] : cuts[i + 1]],
+                    "</mark>",
+                    text[cuts[i + 1] : cuts[i + 2]],
+                ]
+            if e < length:
+                parts.append("&hellip;")
+            out.append("".join(parts).rstrip())
+        return out
+
+    def _start(self, paper: np.ndarray, word: np.ndarray) -> np.ndarray:
+        """Where word `word` of each paper's abstract starts in its text (past the last word:
+        the text's end)."""
+        inside = word < self.lengths[paper]
+        at = np.minimum(self.offset[paper] + word, max(len(self.starts) - 1, 0))
+        return np.where(inside, self.starts[at] if len(self.starts) else 0, self.size[paper])
+
+    def _windows(
+        self, paper: np.ndarray, excerpt: np.ndarray, first: np.ndarray, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Word range [begin, end) of each excerpt: the whole abstract when it is short,
+        else SNIPPET_WORDS words from a fifth of that before the mark that begins the most
+        marks within them (the first such), kept inside the abstract."""
+        size, lead = SNIPPET_WORDS, SNIPPET_WORDS // 5
+        length = self.lengths[paper]
+        opening = np.maximum(first - lead, 0)
+        keys = excerpt * (self.span + 2 * size) + first
+        reach = np.searchsorted(keys, excerpt * (self.span + 2 * size) + opening + size, "left")
+        count = reach - np.arange(len(first))
+        best = np.zeros(n, dtype=np.int64)
+        np.maximum.at(best, excerpt, count)
+        top = np.flatnonzero(count == best[excerpt])
+        chosen, at = np.unique(excerpt[top], return_index=True)
+        begin = np.zeros(n, dtype=np.int64)
+        begin[chosen] = opening[top[at]]
+        begin = np.minimum(begin, length - size)
+        short = length <= size + lead
+        begin = np.where(short, 0, begin)
+        return begin, np.where(short, length, begin + size)
+
+
+def _feature_spans(
+    index: PaperIndex, features: Sequence[_Feature], wanted: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(column x papers + paper, first, last): token positions in the abstract where each
+    wanted (column, paper) matched, sorted by the pair: its phrase, or where the phrase is
+    not there, its words anywhere."""
+    table, n = index.positions, len(index)
+    field = list(index.fields).index("abstract")
+    wanted = np.unique(wanted)
+    used = np.unique(wanted // n)
+    ids = index.term_ids
+    found = [
+        ([[ids.get(t, -1) for t in features[c].phrase] for c in used.tolist()], used),
+    ]
+    loose = [(c, w) for c in used.tolist() for w in features[c].words]
+    owners = np.asarray([c for c, _ in loose], dtype=np.int64)
+    found.append(([[ids.get(w, -1)] for _, w in loose], owners))
+    pairs, first, last = _NONE, _NONE, _NONE
+    for phrases, owner in found:
+        which, unit, f, la = table.spans_many(phrases)
+        inside = unit % table.n_fields == field
+        key = owner[which[inside]] * n + unit[inside] // table.n_fields
+        keep = _member(key, wanted) & ~_member(key, np.unique(pairs))
+        pairs = np.concatenate((pairs, key[keep]))
+        first = np.concatenate((first, f[inside][keep]))
+        last = np.concatenate((last, la[inside][keep]))
+    order = np.argsort(pairs, kind="stable")
+    return pairs[order], first[order], last[order]
+
+
+def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Whether each value is in a sorted array of distinct values."""
+    if not len(sorted_set):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[at] == values
+
+
+def _merged(
+    words: _Words, paper: np.ndarray, excerpt: np.ndarray, first: np.ndarray, last: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Word ranges of each excerpt, sorted, overlapping ones merged, and touching ones when no
+    punctuation separates them ("semi-supervised" reads as one mark, "models (LLMs)" as two):
+    (excerpt, first, last) of each mark."""
+    order = np.lexsort((last, first, excerpt))
+    excerpt, first, last = excerpt[order], first[order], last[order]
+    if not len(excerpt):
+        return excerpt, first, last
+    big = int(max(first.max(), last.max())) + 2
+    running = np.maximum.accumulate(last + excerpt * big) - excerpt * big
+    before = np.concatenate(([-1], running[:-1]))  # the furthest end before, in the excerpt
+    opens = np.concatenate(([True], excerpt[1:] != excerpt[:-1]))
+    base = words.offset[paper[excerpt]]
+    top = max(len(words.position) - 1, 0)
+    position = words.position if len(words.position) else np.zeros(1, dtype=np.int64)
+    after = position[np.minimum(base + first, top)]
+    ending = position[np.clip(base + before, 0, top)]
+    touching = (first == before + 1) & (after == ending + 1)
+    heads = np.flatnonzero(opens | ~((first <= before) | touching))
+    return excerpt[heads], first[heads], np.maximum.reduceat(last, heads)
+
+
+_NONE = np.zeros(0, dtype=np.int64)
 
 
 # Excerpts ------------------------------------------------------------------------------------
@@ -437,31 +602,6 @@ class _Pieces:
         self.starts.append(at)
         self.html = "".join([w + a for w, a in zip(words, afters, strict=True)])
 
-    def index(self, position: int) -> int:
-        """The word index of a token position."""
-        return min(bisect_left(self.positions, position), max(len(self.positions) - 1, 0))
-
-    def snippet(self, marks: Sequence[tuple[int, int]]) -> str:
-        """About SNIPPET_WORDS words around most marks (word ranges), HTML, marked."""
-        begin, end = _window(marks, len(self.ends), SNIPPET_WORDS)
-        html, starts, ends = self.html, self.starts, self.ends
-        # ASCII ellipses: one non-ASCII character would double a stored excerpt's memory.
-        # Benchmark: tests/perf/bench_ranking.py, "peak RSS" (with every snippet built).
-        parts = ["&hellip;"] if begin else []
-        cursor = starts[begin]
-        for first, last in marks:  # sorted by first word
-            if last < begin:
-                continue
-            if first >= end:
-                break
-            at, stop = starts[max(first, begin)], ends[min(last, end - 1)]
-            parts += [html[cursor:at], "<mark>", html[at:stop], "</mark>"]
-            cursor = stop
-        parts.append(html[cursor : starts[end]])
-        if end < len(ends):
-            parts.append("&hellip;")
-        return "".join(parts).rstrip()
-
 
 def snippet_text(snippet_html: str) -> str:
     """The plain-text form of an excerpt from its HTML form (matches as *word*).
@@ -486,39 +626,6 @@ def _squeeze(text: str) -> str:
         return text
     squeezed = " ".join(text.split())
     return (" " if text[0].isspace() else "") + squeezed + (" " if text[-1].isspace() else "")
-
-
-def _merge_spans(
-    spans: Sequence[tuple[int, int]], positions: Sequence[int]
-) -> list[tuple[int, int]]:
-    """Sorted word ranges, overlapping ones merged, and touching ones when no punctuation
-    separates them ("semi-supervised" reads as one mark, "models (LLMs)" as two)."""
-    merged: list[tuple[int, int]] = []
-    for s, e in sorted(spans):
-        if merged:
-            last = merged[-1][1]
-            touching = s == last + 1 and positions[s] == positions[last] + 1
-            if s <= last or touching:
-                merged[-1] = (merged[-1][0], max(e, last))
-                continue
-        merged.append((s, e))
-    return merged
-
-
-def _window(marks: Sequence[tuple[int, int]], length: int, size: int) -> tuple[int, int]:
-    """Word range [begin, end) of about `size` words holding the most marks."""
-    if length <= size + size // 5:
-        return 0, length
-    best_begin, best_count = 0, 0
-    starts = [first for first, _ in marks]
-    lead = size // 5  # words of context before the first mark
-    for i, first in enumerate(starts):
-        begin = max(0, first - lead)
-        count = bisect_left(starts, begin + size, i) - i
-        if count > best_count:
-            best_begin, best_count = begin, count
-    begin = min(best_begin, length - size)
-    return begin, begin + size
 
 
 def marked_parts(snippet_html: str) -> list[tuple[str, bool]]:

@@ -132,7 +132,17 @@ class _Positions:
         self, phrases: Sequence[Sequence[int]]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(phrase, unit, occurrences) of phrases given as term ids (-1: a term never seen),
-        sorted by phrase and unit: all of them joined at once, a term at a time.
+        sorted by phrase and unit."""
+        which, unit, _, _ = self.spans_many(phrases)
+        units = int(self.unit.max(initial=0)) + 1
+        cells, counts = np.unique(which * units + unit, return_counts=True)
+        return cells // units, cells % units, counts.astype(np.float64)
+
+    def spans_many(
+        self, phrases: Sequence[Sequence[int]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(phrase, unit, first, last) of every occurrence of phrases given as term ids (-1: a
+        term never seen; an empty phrase occurs nowhere): all joined at once, a term at a time.
 
         Every row is one integer (term, unit, first position), sorted as the rows are: the
         tokens that start right after a partial match are one searchsorted away.
@@ -155,10 +165,10 @@ class _Positions:
         which = np.repeat(alive, sizes)
         rows = np.repeat(starts, sizes) + _within(sizes)
         unit, first, last = self.unit[rows], self.first[rows], self.last[rows]
-        done: list[tuple[np.ndarray, np.ndarray]] = []
+        done: list[tuple[np.ndarray, ...]] = []
         for j in range(1, terms.shape[1] + 1):
             ending = lengths[which] == j
-            done.append((which[ending], unit[ending]))
+            done.append((which[ending], unit[ending], first[ending], last[ending]))
             going = ~ending
             which, unit, first, last = which[going], unit[going], first[going], last[going]
             if not len(which):
@@ -176,9 +186,10 @@ class _Positions:
             first = (key // span) % span
             unit = (key // (span * span)) % units
             which = key // (span * span * units)
-        cells = np.concatenate([w * units + u for w, u in done]) if done else _NO_PAPERS
-        cells, counts = np.unique(cells, return_counts=True)
-        return cells // units, cells % units, counts.astype(np.float64)
+        if not done:
+            return _NO_PAPERS, _NO_PAPERS, _NO_PAPERS, _NO_PAPERS
+        which, unit, first, last = (np.concatenate(column) for column in zip(*done, strict=True))
+        return which, unit, first, last
 
 
 _NO_NORM = np.zeros(0)
