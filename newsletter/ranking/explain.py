@@ -85,7 +85,9 @@ class Match(NamedTuple):
         value = self.excerpt
         if type(value) is str:
             return value
-        return value.html(self.excerpt_text)  # type: ignore[union-attr, arg-type]
+        # Read once per match by the planner. Benchmark: tests/perf/bench_ranking.py, "excerpts".
+        built = value._built  # type: ignore[union-attr]
+        return built[self.excerpt_text] if built else value.html(self.excerpt_text)  # type: ignore[union-attr, arg-type, index]
 
     @property
     def snippet_text(self) -> str:
@@ -579,12 +581,14 @@ class _Pieces:
     __slots__ = ("positions", "html", "starts", "ends")
 
     def __init__(self, abstract: str, tokens: Mapping[str, list[Token]]) -> None:
-        spans: dict[int, tuple[int, int]] = {}
-        for occurrences in tokens.values():
-            for t in occurrences:
-                if t.first == t.last and t.term[0] != CONCEPT:
-                    spans.setdefault(t.first, (t.start, t.end))
-        ordered = sorted(spans.items())
+        # The first token of each single word, in the order the tokens come (reversed: a dict
+        # keeps the last value given for a key).
+        singles = [
+            (t.first, (t.start, t.end))
+            for t in chain.from_iterable(tokens.values())
+            if t.first == t.last and t.term[0] != CONCEPT
+        ]
+        ordered = sorted(dict(reversed(singles)).items())
         self.positions = [position for position, _ in ordered]
         starts = [start for _, (start, _) in ordered] + [len(abstract)]
         words = _escape_all([abstract[start:end] for _, (start, end) in ordered])
