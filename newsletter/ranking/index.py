@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from itertools import chain, repeat
+from itertools import chain, count, repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -449,16 +449,15 @@ def _document_frequencies(table: _Positions, n_terms: int) -> np.ndarray:
 def _deduplicate(
     profiles: Sequence[Profile], keys: Sequence[Hashable] | None = None
 ) -> tuple[list[int], list[Profile]]:
-    """Slot of each profile, and one representative per distinct profile (and key)."""
-    slot_of: dict[Hashable, int] = {}
-    slots = []
-    representatives: list[Profile] = []
-    for i, profile in enumerate(profiles):
-        slot = slot_of.setdefault(profile if keys is None else (profile, keys[i]), len(slot_of))
-        if slot == len(representatives):
-            representatives.append(profile)
-        slots.append(slot)
-    return slots, representatives
+    """Slot of each profile, and one representative per distinct profile (and key), slots
+    numbered in the order first met."""
+    # Each profile's call number where it was first met, renumbered 0, 1, 2... by np.unique.
+    first: dict[Hashable, int] = {}
+    items: Iterable[Hashable] = profiles if keys is None else zip(profiles, keys, strict=True)
+    met = map(first.setdefault, items, count())
+    calls = np.fromiter(met, dtype=np.int64, count=len(profiles))
+    firsts, slots = np.unique(calls, return_inverse=True)
+    return slots.reshape(-1).tolist(), [profiles[i] for i in firsts.tolist()]
 
 
 def rank_papers(papers: Sequence[Paper], profile: Profile | str, **kw: Any) -> list[Match]:
