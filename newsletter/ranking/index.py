@@ -32,14 +32,15 @@ from newsletter.ranking.scoring import (
     FIELD_BIT,
     FIELD_WEIGHT,
     FIELDS,
-    Strengths,
     _constant_feature,
     _Feature,
     _Plan,
     _prior,
     _within,
+    key_phrases,
     phrase_strengths,
     text_feature,
+    text_features,
 )
 
 if TYPE_CHECKING:
@@ -336,17 +337,15 @@ class PaperIndex:
         keys = [self._feature_key(e) for e in entries]
         missing = list(dict.fromkeys(k for k in keys if k not in self._features))
         if missing:
-            phrases = [
-                phrase
-                for k in missing
-                if k[0] in ("phrase", "loose")
-                for phrase in (k[1], *[(w,) for w in k[2]], *([] if k[3] is None else [(k[3],)]))
-            ]
+            text = [k for k in missing if k[0] in ("phrase", "loose")]
+            phrases = key_phrases(text)
             known = phrase_strengths(self, phrases)
             if len(self._features) + len(missing) > FEATURE_CACHE:
                 self._features.clear()
+            self._features.update(zip(text, text_features(self, text, known), strict=True))
             for k in missing:
-                self._features[k] = self._compute(k, known)
+                if k[0] not in ("phrase", "loose"):
+                    self._features[k] = self._compute(k)
         return [self._features[k] for k in keys]
 
     def _feature_key(self, entry: Entry) -> tuple[Any, ...]:
@@ -359,13 +358,13 @@ class PaperIndex:
         own = entry.exact and len(phrase) == 1 and not phrase[0].startswith(CONCEPT)
         return ("phrase", phrase, (), entry.exact if own else None)
 
-    def _compute(self, key: tuple[Any, ...], known: Strengths | None = None) -> _Feature:
+    def _compute(self, key: tuple[Any, ...]) -> _Feature:
         kind = key[0]
         if kind == "author":
             return self._author_feature(key[1])
         if kind == "cat":
             return self._category_feature(key[1][0])
-        return text_feature(self, kind, key[1], key[2], key[3], known)
+        return text_feature(self, kind, key[1], key[2], key[3])
 
     def idf(self, term: str) -> float:
         """BM25's inverse document frequency of a term in this index."""

@@ -90,42 +90,70 @@ def text_feature(
     phrase: tuple[str, ...],
     words: tuple[str, ...],
     exact: str | None,
-    known: Strengths | None = None,
 ) -> _Feature:
-    """What a text entry matches in an index: its worth in each paper, and where it matched.
-    `known`: strengths of phrases worked out beforehand (`phrase_strengths`)."""
-    strength, masks = _phrase_strength(index, phrase, known)
-    if exact is not None:
-        # A word's own inflections count a little more than its derivations.
-        own, _ = _phrase_strength(index, (exact,), known)
-        strength = (1.0 - EXACT_SHARE) * strength + EXACT_SHARE * own
-    floor = np.where(strength > 0, COVERAGE_FLOOR, 0.0)
-    if kind == "loose" and words:
-        loose, loose_masks = _words_strength(index, words, known)
-        # Only a phrase of two terms or more can be missing while its words are there.
-        apart = APART if len(phrase) > 1 else 0
-        masks = np.where(masks > 0, masks, np.where(loose > 0, loose_masks | apart, loose_masks))
-        strength = (1.0 - LOOSE_SHARE) * strength + LOOSE_SHARE * loose
-        # Words found only apart earn a share of the coverage floor, not all of it.
-        floor = np.where(floor > 0, floor, np.where(loose > 0, LOOSE_SHARE * COVERAGE_FLOOR, 0))
-    worth = floor + (1.0 - COVERAGE_FLOOR) * strength
-    papers = np.flatnonzero(strength > 0).astype(np.int32)
-    return _Feature(
-        papers,
-        worth[papers].astype(np.float32),
-        masks[papers].astype(np.uint8),
-        phrase,
-        words if kind == "loose" else (),
-    )
+    """What a text entry matches in an index: its worth in each paper, and where it matched."""
+    key = (kind, phrase, words, exact)
+    return text_features(index, [key], phrase_strengths(index, key_phrases([key])))[0]
 
 
-def _phrase_strength(
-    index: PaperIndex, phrase: tuple[str, ...], known: Strengths | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """BM25F saturation of a phrase (or single term) in every paper, and its field bits."""
-    if known is not None and phrase in known:
-        return known[phrase]
-    return phrase_strengths(index, [phrase])[phrase]
+def key_phrases(keys: Sequence[tuple[Any, ...]]) -> list[tuple[str, ...]]:
+    """The phrases and single terms whose strengths these text feature keys need."""
+    return [
+        phrase
+        for kind, main, words, exact in keys
+        for phrase in (main, *[(w,) for w in words], *([] if exact is None else [(exact,)]))
+    ]
+
+
+def text_features(
+    index: PaperIndex, keys: Sequence[tuple[Any, ...]], known: Strengths
+) -> list[_Feature]:
+    """What each text entry matches, given as (kind, phrase, words, exact) keys, with the
+    strengths of their phrases and words (`phrase_strengths`); keys of one
+    shape (kind, phrase of one term or more, own form or not, number of words) are worked out
+    together, as rows of one array."""
+    # Benchmark: tests/perf/bench_ranking.py, "rank_many" (a fresh index works out thousands).
+    shapes: dict[tuple[Any, ...], list[int]] = {}
+    for i, (kind, phrase, words, exact) in enumerate(keys):
+        loose = kind == "loose" and bool(words)
+        shape = (loose, len(phrase) > 1, exact is not None, len(words) if loose else 0)
+        shapes.setdefault(shape, []).append(i)
+    out: list[_Feature] = [None] * len(keys)  # type: ignore[list-item]
+    for (loose, multi, own, n_words), members in shapes.items():
+        group = [keys[i] for i in members]
+        strength = np.stack([known[k[1]][0] for k in group])
+        masks = np.stack([known[k[1]][1] for k in group])
+        if own:
+            exact = np.stack([known[(k[3],)][0] for k in group])
+            strength = (1.0 - EXACT_SHARE) * strength + EXACT_SHARE * exact
+        floor = np.where(strength > 0, COVERAGE_FLOOR, 0.0)
+        if loose:
+            total = np.zeros(strength.shape)
+            every = np.ones(strength.shape, dtype=bool)
+            word_masks = np.zeros(strength.shape, dtype=np.uint8)
+            weights = np.zeros(len(group))
+            for j in range(n_words):
+                each = np.stack([known[(k[2][j],)][0] for k in group])
+                idf = np.array([index.idf(k[2][j]) for k in group])
+                total += idf[:, None] * each
+                weights += idf
+                every &= each > 0
+                word_masks |= np.stack([known[(k[2][j],)][1] for k in group])
+            mean = np.where(every, total / np.maximum(weights, 1e-9)[:, None], 0.0)
+            apart = APART if multi else 0
+            masks = np.where(masks > 0, masks, np.where(mean > 0, word_masks | apart, word_masks))
+            strength = (1.0 - LOOSE_SHARE) * strength + LOOSE_SHARE * mean
+            floor = np.where(floor > 0, floor, np.where(mean > 0, LOOSE_SHARE * COVERAGE_FLOOR, 0))
+        worth = floor + (1.0 - COVERAGE_FLOOR) * strength
+        rows, papers = np.nonzero(strength > 0)
+        cuts = np.cumsum(np.bincount(rows, minlength=len(group)))[:-1]
+        worths = np.split(worth[rows, papers].astype(np.float32), cuts)
+        bits = np.split(masks[rows, papers].astype(np.uint8), cuts)
+        for i, k, p, w, b in zip(
+            members, group, np.split(papers.astype(np.int32), cuts), worths, bits, strict=True
+        ):
+            out[i] = _Feature(p, w, b, k[1], k[2] if k[0] == "loose" else ())
+    return out
 
 
 def phrase_strengths(index: PaperIndex, phrases: Sequence[tuple[str, ...]]) -> Strengths:
@@ -165,24 +193,6 @@ def phrase_strengths(index: PaperIndex, phrases: Sequence[tuple[str, ...]]) -> S
 def _within(lengths: np.ndarray) -> np.ndarray:
     """0, 1, ... within each run of these lengths, for all runs one after another."""
     return np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-
-
-def _words_strength(
-    index: PaperIndex, words: tuple[str, ...], known: Strengths | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """IDF-weighted mean saturation of words found anywhere, where all of them occur."""
-    total = np.zeros(len(index.papers))
-    every = np.ones(len(index.papers), dtype=bool)
-    masks = np.zeros(len(index.papers), dtype=np.uint8)
-    weights = 0.0
-    for word in words:
-        strength, word_masks = _phrase_strength(index, (word,), known)
-        idf = index.idf(word)
-        total += idf * strength
-        weights += idf
-        every &= strength > 0
-        masks |= word_masks
-    return np.where(every, total / max(weights, 1e-9), 0.0), masks
 
 
 def _constant_feature(papers: Sequence[int], bit: int) -> _Feature:
