@@ -114,6 +114,11 @@ class Match(NamedTuple):
     def __ne__(self, other: object) -> bool:
         return not self == other
 
+    def __repr__(self) -> str:
+        names = ("paper_id", "score", "matched", "where", "snippet_html", "snippet_text")
+        shown = zip((*names, "apart", "liked"), self.fields(), strict=True)
+        return f"Match({', '.join(f'{name}={value!r}' for name, value in shown)})"
+
     def __hash__(self) -> int:  # `where` is a dict: hash the rest
         return hash((self.paper_id, self.score, self.matched, self.snippet_html))
 
