@@ -32,7 +32,6 @@ from newsletter.db import Database
 from newsletter.paper import Paper
 from newsletter.profile import Profile, ProfileError, parse_profile
 from newsletter.ranking import Match, PaperIndex
-from newsletter.ranking.explain import set_liked
 from newsletter.ranking.feedback import Feedback, Learned, TextSpace, feedback_of
 from newsletter.ranking.index import _paused_gc as paused_gc
 
@@ -134,16 +133,13 @@ class PaperWindow:
                 keywords = [bool(p.positives) for p in profiles]
                 words = [p.words for p in profiles]
                 learned = Learned(self._space[0], self.index.prior, feedback, keywords, words)
-            results = self.index.rank_many(
+            return self.index.rank_many(
                 profiles,
                 top_k=top_k,
                 min_score=self.policy.min_score,
                 exclude_ids=exclude_ids,
                 learned=learned,
             )
-            if learned is not None:
-                _say_liked(learned, results)
-            return results
 
     def known(self, ids: Iterable[str]) -> dict[str, Paper]:
         """Of these paper ids, those whose text this window has (its papers, rated ones)."""
@@ -477,14 +473,3 @@ def rank_profile(
         feedback = [feedback_of(profile.likes, rated, texts)]
     excluded = exclude_ids | _never_again((), profile, rated)
     return window.rank([profile], top_k=[k], exclude_ids=[excluded], feedback=feedback)[0]
-
-
-def _say_liked(learned: Learned, results: Sequence[list[Match]]) -> None:
-    """Fill in `Match.liked` where what a reader liked chose the paper."""
-    chosen = [results[p] for p in learned.profiles()]
-    ids = [[m.paper_id for m in matches] for matches in chosen]
-    scores = [m.score for matches in chosen for m in matches]
-    flat = [m for matches in chosen for m in matches]
-    for match, like in zip(flat, learned.most_like(learned.profiles(), ids, scores), strict=True):
-        if like is not None:
-            set_liked(match, like)

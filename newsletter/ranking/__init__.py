@@ -7,7 +7,9 @@
 
 Ranking many profiles (`PaperIndex.rank_many`): equal profiles are scored once; scores of a
 block of profiles are one sparse (profiles x entries) by dense (entries x papers) product;
-explanations are built for the chosen papers only, and excerpts when first read.
+explanations are worked out in numpy for all the chosen papers at once (one per distinct
+pattern of matched entries and fields), and excerpts, all of a call's together, when the
+first of them is read.
 
 Everything here is a function of its arguments (papers, profiles, `now`): no I/O, no state
 beyond the index being built, so the web preview, the CLI and the workers rank identically.
@@ -26,7 +28,6 @@ from newsletter.ranking.scoring import (
     AUTHORS,
     CATEGORIES,
     CATEGORY_SHARE,
-    CODE_ENTRIES,
     COVERAGE_FLOOR,
     DENSE_LIMIT,
     EXACT_SHARE,
@@ -47,7 +48,6 @@ __all__ = [
     "AUTHORS",
     "CATEGORIES",
     "CATEGORY_SHARE",
-    "CODE_ENTRIES",
     "COVERAGE_FLOOR",
     "DENSE_LIMIT",
     "EXACT_SHARE",

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import html
 import re
-import sys
-from bisect import bisect_left
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, overload
+from itertools import chain, repeat
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from newsletter.analysis import CONCEPT, Token, phrase_spans
+import numpy as np
+
+from newsletter.analysis import CONCEPT, Token
 from newsletter.paper import Paper
-from newsletter.profile import Profile
+from newsletter.profile import Entry, Profile
 from newsletter.ranking.scoring import (
     ABSTRACT,
     APART,
@@ -22,11 +23,13 @@ from newsletter.ranking.scoring import (
     FIELD_BITS,
     KEYWORDS,
     TITLE,
+    _within,
+    distinct_entries,
 )
 
 if TYPE_CHECKING:
     from newsletter.ranking.index import PaperIndex
-    from newsletter.ranking.scoring import _Candidates, _Plan
+    from newsletter.ranking.scoring import _Feature, _Plan, _Top
 
 SNIPPET_WORDS = 45  # about 300 characters of abstract
 
@@ -47,378 +50,566 @@ _FIELD_NAMES = {
 }
 
 
-class _Snippet:
-    """A snippet field: holds a string, or a shared lazy excerpt built on first read.
+_NOWHERE: dict[str, tuple[str, ...]] = {}
 
-    Ranking 100,000 subscribers chooses a million papers; their excerpts are built only when
-    someone reads them, once per (paper, matched entries), and then kept.
+
+class Match(NamedTuple):
+    """One paper chosen for a profile, with why: the entries that matched and where.
+
+    A tuple: ranking 100,000 subscribers makes a million, each in one C call (tuple.__new__
+    over zipped columns, see _Explainer.matches), and a field reads as fast as a slot.
+    Benchmark: tests/perf/bench_ranking.py, "rank_many".
     """
-
-    # Benchmark: tests/perf/bench_ranking.py, "rank_many" (builds none) and "read all snippets".
-
-    def __init__(self, part: int) -> None:
-        self.part = part  # 0: HTML, 1: text
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.slot = getattr(owner, f"_{name}")  # the member descriptor of the private slot
-
-    @overload
-    def __get__(self, obj: None, owner: type | None = None) -> str: ...
-    @overload
-    def __get__(self, obj: object, owner: type | None = None) -> str: ...
-    def __get__(self, obj: object | None, owner: type | None = None) -> str:
-        if obj is None:
-            return ""  # the field's default, as dataclasses read it from the class
-        value = self.slot.__get__(obj, owner)
-        return value if type(value) is str else value.get(self.part)
-
-    def __set__(self, obj: object, value: str | _LazySnippet) -> None:
-        self.slot.__set__(obj, value)
-
-
-class _Optional:
-    """An optional field in a private slot: its default when read from the class (as
-    dataclasses read defaults) or from a Match built without it (the learned part's)."""
-
-    def __init__(self, default: Any) -> None:
-        self.default = default
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.slot = getattr(owner, f"_{name}")
-
-    def __get__(self, obj: object | None, owner: type | None = None) -> Any:
-        if obj is None:
-            return self.default
-        try:
-            return self.slot.__get__(obj, owner)
-        except AttributeError:
-            return self.default
-
-    def __set__(self, obj: object, value: Any) -> None:
-        self.slot.__set__(obj, value)
-
-
-_MATCH_SLOTS = (
-    "paper_id",
-    "score",
-    "matched",
-    "where",
-    "_snippet_html",
-    "_snippet_text",
-    "_apart",
-    "_liked",
-)
-
-
-@dataclass(frozen=True)
-class Match:
-    """One paper chosen for a profile, with why: the entries that matched and where."""
-
-    # Slots keep a million matches small; the snippets live in private slots behind _Snippet.
-    # Benchmark: tests/perf/bench_ranking.py, "peak RSS" after rank_many (target <= 1024 MiB).
-    __slots__ = _MATCH_SLOTS
 
     paper_id: str
     score: float  # 0-100
-    matched: tuple[str, ...]  # the profile's entries that matched, as the subscriber wrote them
+    matched: tuple[str, ...] = ()  # the profile's entries that matched, as written
     # entry -> fields among "title", "abstract", "keywords", "authors", "categories".
-    # Shared between the matches of one subscriber: read it, do not modify it.
-    where: dict[str, tuple[str, ...]]
-    snippet_html: str = _Snippet(0)  # type: ignore[assignment]  # HTML-escaped, <mark>ed
-    snippet_text: str = _Snippet(1)  # type: ignore[assignment]  # the same, matches as *word*
+    # Shared between matches explained alike: read it, do not modify it.
+    where: dict[str, tuple[str, ...]] = _NOWHERE
+    # The excerpt (read `snippet_html`): a string, or the excerpts of the ranking call, one per
+    # paper and matched entries, built together on first read.
+    excerpt: str | _Excerpts = ""
+    # With a string excerpt, its plain-text form (read `snippet_text`; None: derived from the
+    # HTML, as stored); with the call's excerpts, the position of this one among them.
+    excerpt_text: str | int | None = None
     # The unquoted multi-word entries of `matched` whose words matched but never side by side
     # (shared like `where`): a digest labels them "diffusion + models", not as the phrase.
-    apart: tuple[str, ...] = _Optional(())  # type: ignore[assignment]
+    apart: tuple[str, ...] = ()
     # (id, title) of the liked paper this one is most like, when the reader's ratings chose it.
-    liked: tuple[str, str] | None = _Optional(None)  # type: ignore[assignment]
+    liked: tuple[str, str] | None = None
+
+    @property
+    def snippet_html(self) -> str:
+        """The abstract excerpt, HTML-escaped, with the matched words <mark>ed."""
+        value = self.excerpt
+        if type(value) is str:
+            return value
+        # Read once per match by the planner. Benchmark: tests/perf/bench_ranking.py, "excerpts".
+        built = value._built  # type: ignore[union-attr]
+        return built[self.excerpt_text] if built else value.html(self.excerpt_text)  # type: ignore[union-attr, arg-type, index]
+
+    @property
+    def snippet_text(self) -> str:
+        """The same excerpt as plain text, matches as *word*."""
+        text = self.excerpt_text
+        return text if type(text) is str else snippet_text(self.snippet_html)
+
+    def fields(self) -> tuple[Any, ...]:
+        """Every field as read, the excerpts built: what equality, hashing and pickling see."""
+        return (
+            self.paper_id,
+            self.score,
+            self.matched,
+            self.where,
+            self.snippet_html,
+            self.snippet_text,
+            self.apart,
+            self.liked,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Match) and self.fields() == other.fields()
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __repr__(self) -> str:
+        names = ("paper_id", "score", "matched", "where", "snippet_html", "snippet_text")
+        shown = zip((*names, "apart", "liked"), self.fields(), strict=True)
+        return f"Match({', '.join(f'{name}={value!r}' for name, value in shown)})"
 
     def __hash__(self) -> int:  # `where` is a dict: hash the rest
         return hash((self.paper_id, self.score, self.matched, self.snippet_html))
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle (for queues, caches) with the excerpts built."""
-        return (Match, tuple(getattr(self, f) for f in _MATCH_FIELDS))
+        return (Match, self.fields())
 
 
-_MATCH_FIELDS = (
-    "paper_id",
-    "score",
-    "matched",
-    "where",
-    "snippet_html",
-    "snippet_text",
-    "apart",
-    "liked",
-)
-# A Match built by hand (_Explainer.matches). Benchmark: tests/perf/bench_ranking.py, "rank_many".
-_NEW = object.__new__
-_SET_SLOTS = tuple(getattr(Match, name).__set__ for name in _MATCH_SLOTS)
+# A Match from one tuple of its fields, in C. Benchmark: tests/perf/bench_ranking.py, "rank_many".
+_NEW = tuple.__new__
 
 
-_SET_LIKED = Match._liked.__set__  # type: ignore[attr-defined]
+class _Excerpts:
+    """The distinct excerpts of one ranking call, (paper, highlighted feature columns) each,
+    built together on first read (a planner reads them all): a Match holds this object and
+    the position of its excerpt, no object of its own."""
 
+    # Benchmark: tests/perf/bench_ranking.py, "rank_many" (makes none), "excerpts" (builds all).
+    def __init__(
+        self,
+        index: PaperIndex,
+        features: Sequence[_Feature],
+        papers: list[int],
+        columns: list[tuple[int, ...]],
+    ) -> None:
+        # What building needs, not the plan: its matrices may go once ranking is done.
+        self._index: PaperIndex | None = index
+        self._features = features
+        self._papers, self._columns = papers, columns
+        self._built: list[str] = []
 
-def set_liked(match: Match, liked: tuple[str, str] | None) -> None:
-    """Say which liked paper a Match is like (Matches are frozen; the ranker fills this in
-    after choosing, for the profiles that have ratings)."""
-    _SET_LIKED(match, liked)
+    def html(self, at: int) -> str:
+        """The HTML of excerpt `at`, every excerpt built on the first read."""
+        if self._index is not None:
+            self._build(self._index)
+        return self._built[at]
 
-
-class _LazySnippet:
-    """The (html, text) excerpt of one paper for one set of matched entries, built once."""
-
-    # One per (paper, matched entries). Benchmark: tests/perf/bench_ranking.py, "peak RSS".
-    __slots__ = ("_explainer", "_paper", "_columns", "_value")
-
-    def __init__(self, explainer: _Explainer, paper: int, columns: tuple[int, ...]) -> None:
-        self._explainer: _Explainer | None = explainer
-        self._paper, self._columns = paper, columns
-        self._value: tuple[str, str] | None = None
-
-    def get(self, part: int) -> str:
-        value = self._value
-        if value is None:
-            assert self._explainer is not None
-            value = self._value = self._explainer.snippet(self._paper, self._columns)
-            self._explainer = None  # the index and plan may go once every excerpt is built
-        return value[part]
+    def _build(self, index: PaperIndex) -> None:
+        self._built = build_excerpts(index, self._features, self._papers, self._columns)
+        self._index = None
+        self._features, self._papers, self._columns = (), [], []
 
 
 # Explanations --------------------------------------------------------------------------------
 
 
-class _Why(NamedTuple):
-    """What a pattern of field bits means for one written profile."""
+class _Sent(NamedTuple):
+    """The papers of an index profiles were already sent: (profile, index position) pairs."""
 
-    matched: tuple[str, ...]
-    where: dict[str, tuple[str, ...]]
-    highlight: int  # id of the set of feature columns matched in the abstract
-    apart: tuple[str, ...]  # the entries of `matched` whose words matched only apart
+    owner: np.ndarray
+    paper: np.ndarray
 
 
-class _Compiled:
-    """A profile as its subscriber wrote it: labels and feature columns of positive entries."""
+def sent_positions(position: Mapping[str, int], excluded: Sequence[frozenset[str]]) -> _Sent:
+    """The excluded papers that an index (`position`: paper id -> index position) holds."""
+    sizes = np.fromiter(map(len, excluded), dtype=np.int64, count=len(excluded))
+    ids = chain.from_iterable(excluded)
+    found = np.fromiter(map(position.get, ids, repeat(-1)), dtype=np.int64, count=int(sizes.sum()))
+    owner = np.repeat(np.arange(len(excluded)), sizes)
+    return _Sent(owner[found >= 0], found[found >= 0])
 
-    # Slots: one per distinct written profile. Benchmark: tests/perf/bench_ranking.py, "peak RSS".
-    __slots__ = ("labels", "columns", "masks", "coded", "why", "made", "shared")
 
-    def __init__(
-        self, labels: tuple[str, ...], columns: tuple[int, ...], masks: list[bytes], coded: bool
-    ) -> None:
-        self.labels, self.columns, self.masks = labels, columns, masks
-        self.coded = coded  # its entries are in the order the plan's pattern codes use
-        self.why: dict[int | bytes, _Why] = {}
-        self.made: dict[int, Match] = {}  # paper -> its Match, kept when `shared`
-        self.shared = False
+class _Chosen(NamedTuple):
+    """The matches of one ranking call, flat, profile by profile and best first."""
+
+    owner: np.ndarray  # the profile (position in the call) of each match
+    paper: np.ndarray  # index position
+    score: np.ndarray  # 0-100, rounded to 2 places
+    counts: np.ndarray  # matches of each profile
+
+
+def choose(
+    top: _Top, slots: Sequence[int], ks: Sequence[int], sent: _Sent, n_papers: int
+) -> _Chosen:
+    """Each profile's first `k` candidates of its slot that it was not already sent."""
+    n = len(slots)
+    slot = np.asarray(slots, dtype=np.int64)
+    starts = top.indptr[slot]
+    lengths = top.indptr[slot + 1] - starts
+    owner = np.repeat(np.arange(n), lengths)
+    firsts = np.cumsum(lengths) - lengths
+    picked = np.repeat(starts, lengths) + _within(lengths)
+    paper = top.paper[picked]
+    keep = np.ones(len(owner), dtype=bool)
+    if len(sent.paper):
+        refused = np.sort(sent.owner * n_papers + sent.paper)
+        asked = owner * n_papers + paper
+        at = np.minimum(np.searchsorted(refused, asked), len(refused) - 1)
+        keep = refused[at] != asked
+    # The kept candidates before each one, in its profile: the first k stay.
+    before = np.concatenate((_ZERO, np.cumsum(keep)))
+    rank = before[:-1] - np.repeat(before[firsts], lengths)
+    keep &= rank < np.asarray(ks, dtype=np.int64)[owner]
+    owner = owner[keep]
+    return _Chosen(owner, paper[keep], top.score[picked[keep]], np.bincount(owner, minlength=n))
+
+
+_ZERO = np.zeros(1, dtype=np.int64)
 
 
 class _Explainer:
-    """Builds the Match of a chosen paper: which entries matched where, and the snippet."""
+    """Explains the chosen papers of one ranking call: which entries matched where (in numpy:
+    the field bits of every positive entry of every match, gathered at once), and excerpts.
+
+    Matches explained alike share one explanation: the same entries (as written) matched in
+    the same fields, whoever wrote them, build `matched`, `where` and `apart` once.
+    """
 
     def __init__(self, index: PaperIndex, plan: _Plan) -> None:
         self.index, self.plan = index, plan
-        self._compiled: dict[tuple[int, str], _Compiled] = {}
-        self._highlight_ids: dict[tuple[int, ...], int] = {}
-        self._highlight_sets: list[tuple[int, ...]] = []
-        self._highlights: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        self._abstracts: dict[int, _Pieces] = {}
-        self._lazy: dict[int, _LazySnippet] = {}  # highlight id * papers + paper -> excerpt
-        self.ids = [p.id for p in index.papers]
-
-    def compiled(self, profile: Profile, representative: Profile, slot: int) -> _Compiled:
-        """The explanation context of a subscriber's profile (shared by equal texts)."""
-        # By slot: one profile ranked with other ratings is another slot, another ranking.
-        key = (slot, profile.source or str(id(profile)))
-        found = self._compiled.get(key)
-        if found is not None:
-            found.shared = True  # subscribers who wrote the same text share their matches
-            return found
-        coded = profile is representative or profile.source == representative.source
-        positives = profile.positives
-        columns = tuple([self.plan.column(e) for e in positives])
-        found = self._compiled[key] = _Compiled(
-            tuple([e.label or e.text for e in positives]),
-            columns,
-            [self.plan.masks[c] for c in columns],
-            coded and bool(self.plan.coded[slot]),
-        )
-        return found
+        pad = len(plan.features)  # the all-zero row of plan.mask_matrix
+        self._entry_ids: dict[tuple[str, int], int] = {("", pad): 0}  # (label, column) -> id
+        self._labels, self._columns = [""], [pad]
+        self.ids = np.fromiter((p.id for p in index.papers), dtype=object, count=len(index))
 
     def matches(
-        self, compiled: _Compiled, candidates: _Candidates, k: int, sent: frozenset[int]
-    ) -> list[Match]:
-        """The first `k` candidates not already sent, as Matches (the hot loop of ranking)."""
-        chosen: list[Match] = []
-        whys, lazies, ids, n = compiled.why, self._lazy, self.ids, len(self.ids)
-        coded, masks = compiled.coded, compiled.masks
-        new, (set_id, set_score, set_matched, set_where, set_html, set_text, set_apart) = (
-            _NEW,
-            _SET_SLOTS[:7],  # `liked` is set afterwards, for the profiles with ratings
+        self, profiles: Sequence[Profile], chosen: _Chosen, liked: Sequence[Any] | None = None
+    ) -> list[list[Match]]:
+        """The chosen papers of each profile as Matches (`liked`: one per match, or None)."""
+        entries = self._entries(profiles)[chosen.owner]  # matches x positives (0: none)
+        columns = np.asarray(self._columns, dtype=np.int64)
+        masks = self.plan.mask_matrix[columns[entries], chosen.paper[:, None]]
+        # Each match's matched entries with their field bits, in written order, one integer
+        # each (entry id, bits); the entries that did not match leave zeros at the end.
+        hit = masks > 0
+        rows, at = np.nonzero(hit)
+        codes = np.zeros(entries.shape, dtype=np.int32)
+        codes[rows, (np.cumsum(hit, axis=1, dtype=np.int16) - 1)[rows, at]] = (
+            entries[rows, at] << CODE_BITS
+        ) | masks[rows, at]
+        firsts, why = _unique_rows(codes)
+        distinct = codes[firsts]
+        matched, where, apart = self._whys(distinct)
+        highlight, marked = self._highlights(distinct, columns)
+        paper, n_papers = chosen.paper, len(self.index)
+        places, snippet = np.unique(highlight[why] * n_papers + paper, return_inverse=True)
+        excerpts = _Excerpts(
+            self.index,
+            self.plan.features,
+            (places % n_papers).tolist(),
+            [marked[h] for h in (places // n_papers).tolist()],
         )
-        made = compiled.made if compiled.shared else None
-        for paper, score, code in zip(*candidates, strict=True):
-            if len(chosen) >= k:
-                break
-            if sent and paper in sent:
-                continue
-            if made is not None and paper in made:
-                chosen.append(made[paper])
-                continue
-            key = code if coded else bytes([row[paper] for row in masks])
-            why = whys.get(key)
-            if why is None:
-                why = whys[key] = self._why(compiled, bytes([row[paper] for row in masks]))
-            matched, where, highlight, apart = why
-            place = highlight * n + paper
-            lazy = lazies.get(place)
-            if lazy is None:
-                lazy = lazies[place] = _LazySnippet(self, paper, self._highlight_sets[highlight])
-            # Match(...) by hand: a million per 100,000 subscribers; __init__ costs 3x more.
-            # Benchmark: tests/perf/bench_ranking.py, "rank_many".
-            match = new(Match)
-            set_id(match, ids[paper])
-            set_score(match, score)
-            set_matched(match, matched)
-            set_where(match, where)
-            set_html(match, lazy)
-            set_text(match, lazy)
-            set_apart(match, apart)
-            chosen.append(match)
-            if made is not None:
-                made[paper] = match
-        return chosen
-
-    def _why(self, compiled: _Compiled, pattern: bytes) -> _Why:
-        """What a pattern of field bits (one byte per positive entry) says."""
-        labels, names = compiled.labels, _FIELD_NAMES
-        hits = [i for i, mask in enumerate(pattern) if mask]
-        columns = tuple(sorted([compiled.columns[i] for i in hits if pattern[i] & ABSTRACT]))
-        hid = self._highlight_ids.get(columns)
-        if hid is None:
-            hid = self._highlight_ids[columns] = len(self._highlight_sets)
-            self._highlight_sets.append(columns)
-        return _Why(
-            tuple([labels[i] for i in hits]),
-            {labels[i]: names[pattern[i] & FIELD_BITS] for i in hits},
-            hid,
-            tuple([labels[i] for i in hits if pattern[i] & APART]),
+        fields = zip(
+            self.ids[paper].tolist(),
+            chosen.score.tolist(),
+            matched[why].tolist(),
+            where[why].tolist(),
+            repeat(excerpts),
+            snippet.tolist(),
+            apart[why].tolist(),
+            repeat(None) if liked is None else liked,
         )
+        flat = list(map(_NEW, repeat(Match), fields))
+        bounds = np.cumsum(chosen.counts).tolist()
+        return [flat[a:b] for a, b in zip([0, *bounds[:-1]], bounds, strict=True)]
 
-    def snippet(self, paper: int, columns: tuple[int, ...]) -> tuple[str, str]:
-        """(html, text) abstract excerpt of a paper marking where these features matched."""
-        pieces = self._pieces(paper)
-        if len(columns) == 1:
-            marks = self._marks(columns[0], paper, pieces)
-        else:
-            spans = [m for c in columns for m in self._marks(c, paper, pieces)]
-            marks = _merge_spans(spans, pieces.positions)
-        return pieces.snippet(marks)
+    def _entries(self, profiles: Sequence[Profile]) -> np.ndarray:
+        """Per profile, its positive entries' ids in written order, padded with 0."""
+        distinct, lengths, which = distinct_entries(list(map(_POSITIVES, profiles)))
+        ids = np.fromiter(map(self._entry_id, distinct), dtype=np.int32, count=len(distinct))
+        table = np.zeros((len(profiles), int(lengths.max(initial=0))), dtype=np.int32)
+        table[np.repeat(np.arange(len(profiles)), lengths), _within(lengths)] = ids[which]
+        return table
 
-    def _pieces(self, paper: int) -> _Pieces:
-        found = self._abstracts.get(paper)
+    def _entry_id(self, entry: Entry) -> int:
+        """The id of an entry as written: its label and feature column (ids from 1)."""
+        key = (entry.label or entry.text, self.plan.column(entry))
+        found = self._entry_ids.get(key)
         if found is None:
-            abstract = self.index.papers[paper].abstract
-            tokens = self.index.fields["abstract"].tokens[paper]
-            found = self._abstracts[paper] = _Pieces(abstract, tokens)
+            found = self._entry_ids[key] = len(self._labels)
+            self._labels.append(key[0])
+            self._columns.append(key[1])
         return found
 
-    def _marks(self, column: int, paper: int, pieces: _Pieces) -> list[tuple[int, int]]:
-        """Word ranges of the abstract (merged, in order) where a feature matched."""
-        key = (column, paper)
-        found = self._highlights.get(key)
-        if found is None:
-            feature = self.plan.features[column]
-            tokens = self.index.fields["abstract"].tokens[paper]
-            spans = phrase_spans(tokens, feature.phrase) if feature.phrase else []
-            if not spans and feature.words:
-                spans = [(t.first, t.last) for w in feature.words for t in tokens.get(w, ())]
-            found = _merge_spans(
-                [(pieces.index(f), pieces.index(last)) for f, last in spans], pieces.positions
+    def _whys(self, distinct: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`matched`, `where` and `apart` of each distinct explanation (rows of codes), as
+        object arrays: built by number of matched entries, column by column, in C."""
+        n, width = distinct.shape
+        labels = np.fromiter(self._labels, dtype=object, count=len(self._labels))
+        entry, bits = distinct >> CODE_BITS, distinct & FIELD_BITS
+        counts = np.count_nonzero(distinct, axis=1)
+        matched, where = np.empty(n, dtype=object), np.empty(n, dtype=object)
+        for size in range(width + 1):
+            rows = np.flatnonzero(counts == size)
+            if not len(rows):
+                continue
+            hits = list(zip(*[labels[entry[rows, j]].tolist() for j in range(size)], strict=True))
+            fields = list(zip(*[_NAMES[bits[rows, j]].tolist() for j in range(size)], strict=True))
+            if not size:
+                hits, fields = [()] * len(rows), [()] * len(rows)
+            matched[rows] = np.fromiter(hits, dtype=object, count=len(rows))
+            where[rows] = np.fromiter(
+                map(dict, map(zip, hits, fields)), dtype=object, count=len(rows)
             )
-            self._highlights[key] = found
-        return found
+        apart = np.empty(n, dtype=object)
+        apart.fill(())
+        for row in np.flatnonzero((distinct & APART).any(axis=1)).tolist():
+            codes = distinct[row].tolist()
+            apart[row] = tuple([self._labels[c >> CODE_BITS] for c in codes if c & APART])
+        return matched, where, apart
+
+    def _highlights(
+        self, distinct: np.ndarray, columns: np.ndarray
+    ) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+        """Per distinct explanation, the id of its set of feature columns matched in the
+        abstract (what its excerpt marks), and those sets."""
+        outside = len(self.plan.features) + 1
+        marked = np.where(distinct & ABSTRACT, columns[distinct >> CODE_BITS], outside)
+        marked.sort(axis=1)
+        firsts, ids = _unique_rows(marked)
+        sets = [tuple([c for c in row if c < outside]) for row in marked[firsts].tolist()]
+        return ids, sets
+
+
+_POSITIVES = attrgetter("positives")
+_NAMES = np.fromiter(_FIELD_NAMES.values(), dtype=object, count=len(_FIELD_NAMES))
+
+
+_MIX = np.array([0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB], dtype=np.uint64)
+
+
+def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(firsts, ids) of a 2-d integer array's distinct rows: the first row of each, and each
+    row's distinct id (numbered by first appearance is not promised).
+
+    Rows are hashed to one integer and the hashes made unique (one sort of n numbers instead
+    of a lexicographic sort of n rows); any collision is caught and the exact way taken.
+    """
+    n, width = rows.shape
+    if n == 0 or width == 0:
+        return np.zeros(min(n, 1), dtype=np.int64), np.zeros(n, dtype=np.int64)
+    with np.errstate(over="ignore"):
+        hashed = np.full(n, _MIX[0], dtype=np.uint64)
+        for j in range(width):
+            hashed ^= rows[:, j].astype(np.uint64)
+            hashed *= _MIX[1]
+    _, firsts, ids = np.unique(hashed, return_index=True, return_inverse=True)
+    if not np.array_equal(rows[firsts][ids], rows):  # a collision: two rows, one hash
+        _, firsts, ids = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    return firsts, ids.reshape(-1)
+
+
+def build_excerpts(
+    index: PaperIndex,
+    features: Sequence[_Feature],
+    papers: Sequence[int],
+    columns: Sequence[tuple[int, ...]],
+) -> list[str]:
+    """The HTML abstract excerpt of each paper marking where its features (columns) matched:
+    the marks, their merging and the windows of all excerpts worked out in numpy at once,
+    then each string cut from its abstract's escaped text in a few slices."""
+    # Benchmark: tests/perf/bench_ranking.py, "excerpts" (295,164 for 100,000 subscribers).
+    words = _Words(index, sorted(set(papers)))
+    paper = np.asarray(papers, dtype=np.int64)
+    sizes = np.fromiter(map(len, columns), dtype=np.int64, count=len(columns))
+    owner = np.repeat(np.arange(len(columns)), sizes)
+    flat = np.fromiter(chain.from_iterable(columns), dtype=np.int64, count=int(sizes.sum()))
+    # Word ranges where each (column, paper) matched, then those of each excerpt's columns.
+    pairs, first, last = _feature_spans(index, features, flat * len(index) + paper[owner])
+    first, last = words.index(pairs % len(index), first), words.index(pairs % len(index), last)
+    wanted = flat * len(index) + paper[owner]
+    lo = np.searchsorted(pairs, wanted, "left")
+    n = np.searchsorted(pairs, wanted, "right") - lo
+    at = np.repeat(lo, n) + _within(n)
+    excerpt = np.repeat(owner, n)
+    marks = _merged(words, paper, excerpt, first[at], last[at])
+    return words.cut(paper, *marks, len(columns))
+
+
+class _Words:
+    """The abstracts' words of some papers, flat: token position, and where each word's piece
+    starts and its word ends in the escaped text (`_Pieces`), by paper."""
+
+    def __init__(self, index: PaperIndex, papers: Sequence[int]) -> None:
+        tokens = index.fields["abstract"].tokens
+        pieces = [_Pieces(index.papers[p].abstract, tokens[p]) for p in papers]
+        self.html = [""] * len(index)
+        lengths = np.zeros(len(index), dtype=np.int64)
+        for p, piece in zip(papers, pieces, strict=True):
+            self.html[p] = piece.html
+            lengths[p] = len(piece.ends)
+        self.lengths = lengths
+        self.offset = np.cumsum(lengths) - lengths  # each paper's first word, flat
+        count = int(lengths.sum())
+        self.position = np.fromiter(
+            chain.from_iterable(p.positions for p in pieces), np.int64, count
+        )
+        self.starts = np.fromiter(
+            chain.from_iterable(p.starts[:-1] for p in pieces), np.int64, count
+        )
+        self.ends = np.fromiter(chain.from_iterable(p.ends for p in pieces), np.int64, count)
+        self.size = np.zeros(len(index), dtype=np.int64)  # each paper's escaped text's length
+        self.size[list(papers)] = [len(p.html) for p in pieces]
+        self.span = int(self.position.max(initial=0)) + 2 if count else 2
+        self._keys = np.repeat(np.arange(len(index)), lengths) * self.span + self.position
+
+    def index(self, paper: np.ndarray, position: np.ndarray) -> np.ndarray:
+        """The word index in its abstract of each token position (the word at or after it,
+        or the last word)."""
+        found = np.searchsorted(self._keys, paper * self.span + position) - self.offset[paper]
+        return np.minimum(found, np.maximum(self.lengths[paper] - 1, 0))
+
+    def cut(
+        self,
+        paper: np.ndarray,
+        excerpt: np.ndarray,
+        first: np.ndarray,
+        last: np.ndarray,
+        n: int,
+    ) -> list[str]:
+        """Each excerpt's string: about SNIPPET_WORDS words around most of its marks (merged
+        word ranges, sorted by excerpt and first word), marked; "&hellip;" where it cuts."""
+        begin, end = self._windows(paper, excerpt, first, n)
+        shown = (last >= begin[excerpt]) & (first < end[excerpt])
+        excerpt, first, last = excerpt[shown], first[shown], last[shown]
+        base = self.offset[paper[excerpt]]
+        first = np.maximum(first, begin[excerpt])
+        last = np.minimum(last, end[excerpt] - 1)
+        # Slice bounds of each excerpt: its window's start, each mark's start and end, the
+        # window's end (the start of the word after it, or the end of the text).
+        opening = self._start(paper, begin)
+        closing = self._start(paper, end)
+        counts = np.bincount(excerpt, minlength=n)
+        bounds = np.empty(2 * len(excerpt) + 2 * n, dtype=np.int64)
+        place = 2 * (np.arange(len(excerpt)) + excerpt) + 1
+        heads = np.cumsum(2 * counts + 2) - (2 * counts + 2)
+        bounds[heads] = opening
+        bounds[heads + 2 * counts + 1] = closing
+        bounds[place] = self.starts[base + first]
+        bounds[place + 1] = self.ends[base + last]
+        flat = bounds.tolist()
+        starts = heads.tolist()
+        out = []
+        for text, head, count, b, e, length in zip(
+            [self.html[p] for p in paper.tolist()],
+            starts,
+            counts.tolist(),
+            begin.tolist(),
+            end.tolist(),
+            self.lengths[paper].tolist(),
+            strict=True,
+        ):
+            cuts = flat[head : head + 2 * count + 2]
+            parts = ["&hellip;", text[cuts[0] : cuts[1]]] if b else [text[cuts[0] : cuts[1]]]
+            for i in range(1, 2 * count, 2):
+                parts += [
+                    "<mark>",
+                    text[cuts[i] : cuts[i + 1]],
+                    "</mark>",
+                    text[cuts[i + 1] : cuts[i + 2]],
+                ]
+            if e < length:
+                parts.append("&hellip;")
+            out.append("".join(parts).rstrip())
+        return out
+
+    def _start(self, paper: np.ndarray, word: np.ndarray) -> np.ndarray:
+        """Where word `word` of each paper's abstract starts in its text (past the last word:
+        the text's end)."""
+        inside = word < self.lengths[paper]
+        at = np.minimum(self.offset[paper] + word, max(len(self.starts) - 1, 0))
+        return np.where(inside, self.starts[at] if len(self.starts) else 0, self.size[paper])
+
+    def _windows(
+        self, paper: np.ndarray, excerpt: np.ndarray, first: np.ndarray, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Word range [begin, end) of each excerpt: the whole abstract when it is short,
+        else SNIPPET_WORDS words from a fifth of that before the mark that begins the most
+        marks within them (the first such), kept inside the abstract."""
+        size, lead = SNIPPET_WORDS, SNIPPET_WORDS // 5
+        length = self.lengths[paper]
+        opening = np.maximum(first - lead, 0)
+        keys = excerpt * (self.span + 2 * size) + first
+        reach = np.searchsorted(keys, excerpt * (self.span + 2 * size) + opening + size, "left")
+        count = reach - np.arange(len(first))
+        best = np.zeros(n, dtype=np.int64)
+        np.maximum.at(best, excerpt, count)
+        top = np.flatnonzero(count == best[excerpt])
+        chosen, at = np.unique(excerpt[top], return_index=True)
+        begin = np.zeros(n, dtype=np.int64)
+        begin[chosen] = opening[top[at]]
+        begin = np.minimum(begin, length - size)
+        short = length <= size + lead
+        begin = np.where(short, 0, begin)
+        return begin, np.where(short, length, begin + size)
+
+
+def _feature_spans(
+    index: PaperIndex, features: Sequence[_Feature], wanted: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(column x papers + paper, first, last): token positions in the abstract where each
+    wanted (column, paper) matched, sorted by the pair: its phrase, or where the phrase is
+    not there, its words anywhere."""
+    table, n = index.positions, len(index)
+    field = list(index.fields).index("abstract")
+    wanted = np.unique(wanted)
+    used = np.unique(wanted // n)
+    ids = index.term_ids
+    found = [
+        ([[ids.get(t, -1) for t in features[c].phrase] for c in used.tolist()], used),
+    ]
+    loose = [(c, w) for c in used.tolist() for w in features[c].words]
+    owners = np.asarray([c for c, _ in loose], dtype=np.int64)
+    found.append(([[ids.get(w, -1)] for _, w in loose], owners))
+    pairs, first, last = _NONE, _NONE, _NONE
+    for phrases, owner in found:
+        which, unit, f, la = table.spans_many(phrases)
+        inside = unit % table.n_fields == field
+        key = owner[which[inside]] * n + unit[inside] // table.n_fields
+        keep = _member(key, wanted) & ~_member(key, np.unique(pairs))
+        pairs = np.concatenate((pairs, key[keep]))
+        first = np.concatenate((first, f[inside][keep]))
+        last = np.concatenate((last, la[inside][keep]))
+    order = np.argsort(pairs, kind="stable")
+    return pairs[order], first[order], last[order]
+
+
+def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Whether each value is in a sorted array of distinct values."""
+    if not len(sorted_set):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[at] == values
+
+
+def _merged(
+    words: _Words, paper: np.ndarray, excerpt: np.ndarray, first: np.ndarray, last: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Word ranges of each excerpt, sorted, overlapping ones merged, and touching ones when no
+    punctuation separates them ("semi-supervised" reads as one mark, "models (LLMs)" as two):
+    (excerpt, first, last) of each mark."""
+    order = np.lexsort((last, first, excerpt))
+    excerpt, first, last = excerpt[order], first[order], last[order]
+    if not len(excerpt):
+        return excerpt, first, last
+    big = int(max(first.max(), last.max())) + 2
+    running = np.maximum.accumulate(last + excerpt * big) - excerpt * big
+    before = np.concatenate(([-1], running[:-1]))  # the furthest end before, in the excerpt
+    opens = np.concatenate(([True], excerpt[1:] != excerpt[:-1]))
+    base = words.offset[paper[excerpt]]
+    top = max(len(words.position) - 1, 0)
+    position = words.position if len(words.position) else np.zeros(1, dtype=np.int64)
+    after = position[np.minimum(base + first, top)]
+    ending = position[np.clip(base + before, 0, top)]
+    touching = (first == before + 1) & (after == ending + 1)
+    heads = np.flatnonzero(opens | ~((first <= before) | touching))
+    return excerpt[heads], first[heads], np.maximum.reduceat(last, heads)
+
+
+_NONE = np.zeros(0, dtype=np.int64)
 
 
 # Excerpts ------------------------------------------------------------------------------------
 
 
 class _Pieces:
-    """An abstract cut at its words, HTML-escaped once, to assemble snippets by word index.
+    """An abstract cut at its words, HTML-escaped once, to assemble excerpts by word index.
 
-    Piece i is word i plus the separator after it (whitespace squeezed); the word's length in
-    each form lets a marked range close right after its last word. Pieces are interned: the
-    same "of the " recurs across a thousand abstracts.
+    Piece i is word i plus the separator after it (whitespace squeezed), all in one escaped
+    string: piece i begins at `starts[i]` and its word ends at `ends[i]`, so a run of words is
+    one slice, and a marked run closes right after its last word.
     """
 
-    # Slots, interned pieces. Benchmark: tests/perf/bench_ranking.py, "peak RSS" (all snippets).
-    __slots__ = ("positions", "text", "html", "text_cut", "html_cut")
+    # Slots, one string. Benchmark: tests/perf/bench_ranking.py, "excerpts", "peak RSS".
+    __slots__ = ("positions", "html", "starts", "ends")
 
     def __init__(self, abstract: str, tokens: Mapping[str, list[Token]]) -> None:
-        spans: dict[int, tuple[int, int]] = {}
-        for occurrences in tokens.values():
-            for t in occurrences:
-                if t.first == t.last and t.term[0] != CONCEPT:
-                    spans.setdefault(t.first, (t.start, t.end))
-        ordered = sorted(spans.items())
+        # The first token of each single word, in the order the tokens come (reversed: a dict
+        # keeps the last value given for a key).
+        singles = [
+            (t.first, (t.start, t.end))
+            for t in chain.from_iterable(tokens.values())
+            if t.first == t.last and t.term[0] != CONCEPT
+        ]
+        ordered = sorted(dict(reversed(singles)).items())
         self.positions = [position for position, _ in ordered]
         starts = [start for _, (start, _) in ordered] + [len(abstract)]
-        words = [abstract[start:end] for _, (start, end) in ordered]
-        afters = [
-            _squeeze(abstract[end : starts[i + 1]]) for i, (_, (_, end)) in enumerate(ordered)
-        ]
-        self.text = [sys.intern(w + a) for w, a in zip(words, afters, strict=True)]
-        self.text_cut = [len(w) for w in words]
-        html_words, html_afters = _escape_all(words), _escape_all(afters)
-        self.html = [sys.intern(w + a) for w, a in zip(html_words, html_afters, strict=True)]
-        self.html_cut = [len(w) for w in html_words]
-
-    def index(self, position: int) -> int:
-        """The word index of a token position."""
-        return min(bisect_left(self.positions, position), max(len(self.positions) - 1, 0))
-
-    def snippet(self, marks: Sequence[tuple[int, int]]) -> tuple[str, str]:
-        """(html, text): about SNIPPET_WORDS words around most marks (word ranges), marked."""
-        begin, end = _window(marks, len(self.text), SNIPPET_WORDS)
-        # ASCII ellipses: one non-ASCII character would double a stored excerpt's memory.
-        # Benchmark: tests/perf/bench_ranking.py, "peak RSS" (with every snippet built).
-        html_parts = ["&hellip;"] if begin else []
-        text_parts = ["..."] if begin else []
-        cursor = begin
-        text, escaped = self.text, self.html
-        for first, last in marks:  # sorted by first word
-            if last < begin:
-                continue
-            if first >= end:
-                break
-            if first < begin:
-                first = begin
-            if last >= end:
-                last = end - 1
-            h, t = escaped[last], text[last]
-            h_cut, t_cut = self.html_cut[last], self.text_cut[last]
-            html_parts += [
-                "".join(escaped[cursor:first]),
-                "<mark>",
-                "".join(escaped[first:last]),
-                h[:h_cut],
-                "</mark>",
-                h[h_cut:],
-            ]
-            text_parts += [
-                "".join(text[cursor:first]),
-                "*",
-                "".join(text[first:last]),
-                t[:t_cut],
-                "*",
-                t[t_cut:],
-            ]
-            cursor = last + 1
-        html_parts.append("".join(escaped[cursor:end]))
-        text_parts.append("".join(text[cursor:end]))
-        if end < len(text):
-            html_parts.append("&hellip;")
-            text_parts.append("...")
-        return "".join(html_parts).rstrip(), "".join(text_parts).rstrip()
+        words = _escape_all([abstract[start:end] for _, (start, end) in ordered])
+        afters = _escape_all(
+            [_squeeze(abstract[end : starts[i + 1]]) for i, (_, (_, end)) in enumerate(ordered)]
+        )
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        at = 0
+        for word, after in zip(words, afters, strict=True):
+            self.starts.append(at)
+            at += len(word)
+            self.ends.append(at)
+            at += len(after)
+        self.starts.append(at)
+        self.html = "".join([w + a for w, a in zip(words, afters, strict=True)])
 
 
 def snippet_text(snippet_html: str) -> str:
@@ -444,39 +635,6 @@ def _squeeze(text: str) -> str:
         return text
     squeezed = " ".join(text.split())
     return (" " if text[0].isspace() else "") + squeezed + (" " if text[-1].isspace() else "")
-
-
-def _merge_spans(
-    spans: Sequence[tuple[int, int]], positions: Sequence[int]
-) -> list[tuple[int, int]]:
-    """Sorted word ranges, overlapping ones merged, and touching ones when no punctuation
-    separates them ("semi-supervised" reads as one mark, "models (LLMs)" as two)."""
-    merged: list[tuple[int, int]] = []
-    for s, e in sorted(spans):
-        if merged:
-            last = merged[-1][1]
-            touching = s == last + 1 and positions[s] == positions[last] + 1
-            if s <= last or touching:
-                merged[-1] = (merged[-1][0], max(e, last))
-                continue
-        merged.append((s, e))
-    return merged
-
-
-def _window(marks: Sequence[tuple[int, int]], length: int, size: int) -> tuple[int, int]:
-    """Word range [begin, end) of about `size` words holding the most marks."""
-    if length <= size + size // 5:
-        return 0, length
-    best_begin, best_count = 0, 0
-    starts = [first for first, _ in marks]
-    lead = size // 5  # words of context before the first mark
-    for i, first in enumerate(starts):
-        begin = max(0, first - lead)
-        count = bisect_left(starts, begin + size, i) - i
-        if count > best_count:
-            best_begin, best_count = begin, count
-    begin = min(best_begin, length - size)
-    return begin, begin + size
 
 
 def marked_parts(snippet_html: str) -> list[tuple[str, bool]]:

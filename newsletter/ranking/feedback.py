@@ -253,6 +253,8 @@ class Learned:
         # Rated papers x window papers, and a last row below any similarity for the padding.
         similarity = np.asarray((vectors @ space.matrix.T).toarray(), dtype=np.float32)
         self.similarity = np.vstack([similarity, np.full((1, len(prior)), -np.inf, np.float32)])
+        self.summed = self.similarity.copy()  # the same, padding 0: what the means add up
+        self.summed[-1] = 0.0
 
     def _rated_vectors(self, rated: Sequence[Paper]) -> sp.csr_matrix:
         """Rated papers as vectors; those in the window reuse its rows."""
@@ -285,11 +287,10 @@ class Learned:
         """Per row of rated papers (padded), their vote for each window paper: NEAREST_SHARE
         of the best similarity, the rest the mean similarity (0 for a row of padding)."""
         best = self.similarity[rated[:, 0]]
-        total = np.where(np.isfinite(best), best, 0.0)
+        total = self.summed[rated[:, 0]]
         for j in range(1, rated.shape[1]):
-            column = self.similarity[rated[:, j]]
-            np.maximum(best, column, out=best)
-            total += np.where(np.isfinite(column), column, 0.0)
+            np.maximum(best, self.similarity[rated[:, j]], out=best)
+            total += self.summed[rated[:, j]]
         pad = self.similarity.shape[0] - 1
         count = np.maximum(np.count_nonzero(rated != pad, axis=1), 1)[:, None]
         nearest = np.where(np.isfinite(best), best, 0.0)
@@ -311,33 +312,31 @@ class Learned:
         """The profiles (positions in the call) that have feedback."""
         return np.flatnonzero(self.row_of >= 0).tolist()
 
-    def most_like(
-        self, profiles: Sequence[int], chosen: Sequence[Sequence[str]], scores: Sequence[float]
+    def liked_papers(
+        self, owners: np.ndarray, at: np.ndarray, scores: np.ndarray
     ) -> list[tuple[str, str] | None]:
-        """For the chosen papers of each of these profiles (ids; their scores flat, in the same
-        order): (id, title) of the liked paper each is most like where what the ratings teach
-        is at least LIKE_SHOWN of its score, else None; one flat list."""
-        lengths = np.fromiter(map(len, chosen), dtype=np.int64, count=len(chosen))
-        total = int(lengths.sum())
-        if not total or not self.liked.shape[1]:
-            return [None] * total
-        position = self.space.position
-        at = np.fromiter((position[pid] for c in chosen for pid in c), np.int64, total)
-        rows = np.repeat(self.row_of[np.asarray(profiles, dtype=np.int64)], lengths)
+        """For chosen papers (their profiles `owners`, window positions `at`, scores): (id,
+        title) of the liked paper each is most like where what the ratings teach is at least
+        LIKE_SHOWN of its score, else None; one per paper."""
+        out: list[tuple[str, str] | None] = [None] * len(owners)
+        mine = np.flatnonzero(self.row_of[owners] >= 0)
+        if not len(mine) or not self.liked.shape[1]:
+            return out
+        rows, at = self.row_of[owners[mine]], at[mine]
         liked = self.liked[rows]  # chosen papers x liked papers (padded)
         near = self.similarity[liked, at[:, None]]
-        best = liked[np.arange(total), np.argmax(near, axis=1)]
+        best = liked[np.arange(len(mine)), np.argmax(near, axis=1)]
         known = np.isfinite(near.max(axis=1))
         learned = _pair_vote(near)
         if self.disliked.shape[1]:
             learned -= DISLIKE_SHARE * _pair_vote(self.similarity[self.disliked[rows], at[:, None]])
         # What the liked papers chose: the learned part without the profile's own words.
         part = np.clip(learned / SIMILAR, -1.0, 1.0) * 100.0 * self.prior[at] * self.share[rows]
-        shown = known & (part > 0) & (part >= LIKE_SHOWN * np.asarray(scores))
+        shown = known & (part > 0) & (part >= LIKE_SHOWN * scores[mine])
         titles = self._titles
-        return [
-            titles[b] if ok else None for b, ok in zip(best.tolist(), shown.tolist(), strict=True)
-        ]
+        for i, b in zip(mine[shown].tolist(), best[shown].tolist(), strict=True):
+            out[i] = titles[b]
+        return out
 
     @cached_property
     def _titles(self) -> list[tuple[str, str]]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from itertools import repeat
+from itertools import chain, count, repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ from newsletter.analysis import (
 )
 from newsletter.paper import Paper
 from newsletter.profile import Entry, Profile, parse_profile
-from newsletter.ranking.explain import Match, _Explainer
+from newsletter.ranking.explain import Match, _Explainer, choose, sent_positions
 from newsletter.ranking.scoring import (
     AUTHORS,
     CATEGORIES,
@@ -36,7 +36,11 @@ from newsletter.ranking.scoring import (
     _Feature,
     _Plan,
     _prior,
+    _within,
+    key_phrases,
+    phrase_strengths,
     text_feature,
+    text_features,
 )
 
 if TYPE_CHECKING:
@@ -125,43 +129,68 @@ class _Positions:
         self.term_bits = np.add.reduceat(bits, pairs).astype(np.uint8) if len(pairs) else _NO_BITS
         self.term_bounds = np.searchsorted(tid[pairs], np.arange(n_terms + 1)).tolist()
 
-    def counts(self, tids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(units, occurrences) of a phrase given as term ids (-1: a term never seen)."""
-        if min(tids) < 0:
-            return _NO_PAPERS, _NO_PAPERS
-        where = slice(self.bounds[tids[0]], self.bounds[tids[0] + 1])
-        unit, first, last = self.unit[where], self.first[where], self.last[where]
-        for tid in tids[1:]:
-            if not len(unit):
-                break
-            unit, first, last = self._follow(unit, last, first, tid)
-        if not len(unit):
-            return _NO_PAPERS, _NO_PAPERS
-        starts = _run_starts(unit)  # unit is sorted
-        ends = np.append(starts[1:], len(unit))
-        return unit[starts], (ends - starts).astype(np.float64)
-
-    def _follow(
-        self, unit: np.ndarray, last: np.ndarray, first: np.ndarray, tid: int
+    def counts_many(
+        self, phrases: Sequence[Sequence[int]]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Extend partial matches by the tokens of `tid` that start right after them."""
-        where = slice(self.bounds[tid], self.bounds[tid + 1])
-        wanted = unit * self.span + last + 1
-        found = self.unit[where] * self.span + self.first[where]  # sorted: unit, then first
-        lo = np.searchsorted(found, wanted, "left")
-        n = np.searchsorted(found, wanted, "right") - lo
-        if not n.any():
-            return _NO_PAPERS, _NO_PAPERS, _NO_PAPERS
-        source = np.repeat(np.arange(len(wanted)), n)
-        offsets = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-        target = where.start + np.repeat(lo, n) + offsets
-        unit, first, last = unit[source], first[source], self.last[target]
-        # Two routes to the same span (a word, or a compound covering it) count once.
-        key = np.sort((unit * self.span + first) * self.span + last)
-        key = key[_run_starts(key)]
-        last = key % self.span
-        first = (key // self.span) % self.span
-        return key // (self.span * self.span), first, last
+        """(phrase, unit, occurrences) of phrases given as term ids (-1: a term never seen),
+        sorted by phrase and unit."""
+        which, unit, _, _ = self.spans_many(phrases)
+        units = int(self.unit.max(initial=0)) + 1
+        cells, counts = np.unique(which * units + unit, return_counts=True)
+        return cells // units, cells % units, counts.astype(np.float64)
+
+    def spans_many(
+        self, phrases: Sequence[Sequence[int]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(phrase, unit, first, last) of every occurrence of phrases given as term ids (-1: a
+        term never seen; an empty phrase occurs nowhere): all joined at once, a term at a time.
+
+        Every row is one integer (term, unit, first position), sorted as the rows are: the
+        tokens that start right after a partial match are one searchsorted away.
+        """
+        # Benchmark: tests/perf/bench_ranking.py, "rank_many" (thousands of phrases a ranking).
+        units = int(self.unit.max(initial=0)) + 1
+        span = self.span
+        found = (self.tid * units + self.unit) * span + self.first
+        lengths = np.fromiter(map(len, phrases), dtype=np.int64, count=len(phrases))
+        terms = np.full((len(phrases), int(lengths.max(initial=1))), -1, dtype=np.int64)
+        terms[np.repeat(np.arange(len(phrases)), lengths), _within(lengths)] = np.fromiter(
+            chain.from_iterable(phrases), dtype=np.int64, count=int(lengths.sum())
+        )
+        seen = (terms >= 0) | (np.arange(terms.shape[1]) >= lengths[:, None])
+        alive = np.flatnonzero(seen.all(axis=1) & (lengths > 0))
+        bounds = np.asarray(self.bounds, dtype=np.int64)
+        first_terms = terms[alive, 0]
+        starts = bounds[first_terms]
+        sizes = bounds[first_terms + 1] - starts
+        which = np.repeat(alive, sizes)
+        rows = np.repeat(starts, sizes) + _within(sizes)
+        unit, first, last = self.unit[rows], self.first[rows], self.last[rows]
+        done: list[tuple[np.ndarray, ...]] = []
+        for j in range(1, terms.shape[1] + 1):
+            ending = lengths[which] == j
+            done.append((which[ending], unit[ending], first[ending], last[ending]))
+            going = ~ending
+            which, unit, first, last = which[going], unit[going], first[going], last[going]
+            if not len(which):
+                break
+            # Extend partial matches by the tokens of the next term that start right after.
+            wanted = (terms[which, j] * units + unit) * span + last + 1
+            lo = np.searchsorted(found, wanted, "left")
+            n = np.searchsorted(found, wanted, "right") - lo
+            source = np.repeat(np.arange(len(wanted)), n)
+            target = np.repeat(lo, n) + _within(n)
+            which, unit, first, last = which[source], unit[source], first[source], self.last[target]
+            # Two routes to the same span (a word, or a compound covering it) count once.
+            key = np.unique(((which * units + unit) * span + first) * span + last)
+            last = key % span
+            first = (key // span) % span
+            unit = (key // (span * span)) % units
+            which = key // (span * span * units)
+        if not done:
+            return _NO_PAPERS, _NO_PAPERS, _NO_PAPERS, _NO_PAPERS
+        which, unit, first, last = (np.concatenate(column) for column in zip(*done, strict=True))
+        return which, unit, first, last
 
 
 _NO_NORM = np.zeros(0)
@@ -273,30 +302,22 @@ class PaperIndex:
         learned: Learned | None = None,
     ) -> list[list[Match]]:
         slots, representatives = _deduplicate(profiles, learned.keys if learned else None)
-        already = [self._positions(ids) for ids in excluded]
+        sent = sent_positions(self.position, excluded)
         needed = np.zeros(len(representatives), dtype=np.int64)
-        for slot, k, sent in zip(slots, ks, already, strict=True):
-            needed[slot] = max(needed[slot], max(k, 0) + len(sent))
+        asked = np.maximum(np.asarray(ks, dtype=np.int64), 0)
+        asked += np.bincount(sent.owner, minlength=len(profiles))
+        np.maximum.at(needed, np.asarray(slots, dtype=np.int64), asked)
         plan = _Plan(self, representatives)
         if learned is not None:
             owners = np.zeros(len(representatives), dtype=np.int64)  # a profile of each slot
             owners[np.asarray(slots, dtype=np.int64)] = np.arange(len(slots))
             plan.boost = lambda start, stop, scores: learned.fuse(owners[start:stop], scores)
-        candidates = plan.top(needed, min_score, max(block_size, 1))
-        explain = _Explainer(self, plan)
-        compiled = [
-            explain.compiled(profile, representatives[slot], slot)
-            for profile, slot in zip(profiles, slots, strict=True)
-        ]
-        return [
-            explain.matches(c, candidates[slot], k, sent)
-            for c, slot, k, sent in zip(compiled, slots, ks, already, strict=True)
-        ]
-
-    def _positions(self, ids: frozenset[str]) -> frozenset[int]:
-        if not ids:
-            return frozenset()
-        return frozenset([self.position[i] for i in ids & self.ids])
+        top = plan.top(needed, min_score, max(block_size, 1))
+        chosen = choose(top, slots, ks, sent, len(self.papers))
+        liked = None
+        if learned is not None:
+            liked = learned.liked_papers(chosen.owner, chosen.paper, chosen.score)
+        return _Explainer(self, plan).matches(profiles, chosen, liked)
 
     # Features --------------------------------------------------------------------------------
     def feature(self, entry: Entry) -> _Feature:
@@ -309,6 +330,23 @@ class PaperIndex:
                 self._features.clear()
             found = self._features[key] = self._compute(key)
         return found
+
+    def features(self, entries: Sequence[Entry]) -> list[_Feature]:
+        """What each of these entries matches (cached), those not cached worked out together:
+        the strengths of all their phrases and words at once (`phrase_strengths`)."""
+        keys = [self._feature_key(e) for e in entries]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._features))
+        if missing:
+            text = [k for k in missing if k[0] in ("phrase", "loose")]
+            phrases = key_phrases(text)
+            known = phrase_strengths(self, phrases)
+            if len(self._features) + len(missing) > FEATURE_CACHE:
+                self._features.clear()
+            self._features.update(zip(text, text_features(self, text, known), strict=True))
+            for k in missing:
+                if k[0] not in ("phrase", "loose"):
+                    self._features[k] = self._compute(k)
+        return [self._features[k] for k in keys]
 
     def _feature_key(self, entry: Entry) -> tuple[Any, ...]:
         if entry.kind != "text":
@@ -410,16 +448,15 @@ def _document_frequencies(table: _Positions, n_terms: int) -> np.ndarray:
 def _deduplicate(
     profiles: Sequence[Profile], keys: Sequence[Hashable] | None = None
 ) -> tuple[list[int], list[Profile]]:
-    """Slot of each profile, and one representative per distinct profile (and key)."""
-    slot_of: dict[Hashable, int] = {}
-    slots = []
-    representatives: list[Profile] = []
-    for i, profile in enumerate(profiles):
-        slot = slot_of.setdefault(profile if keys is None else (profile, keys[i]), len(slot_of))
-        if slot == len(representatives):
-            representatives.append(profile)
-        slots.append(slot)
-    return slots, representatives
+    """Slot of each profile, and one representative per distinct profile (and key), slots
+    numbered in the order first met."""
+    # Each profile's call number where it was first met, renumbered 0, 1, 2... by np.unique.
+    first: dict[Hashable, int] = {}
+    items: Iterable[Hashable] = profiles if keys is None else zip(profiles, keys, strict=True)
+    met = map(first.setdefault, items, count())
+    calls = np.fromiter(met, dtype=np.int64, count=len(profiles))
+    firsts, slots = np.unique(calls, return_inverse=True)
+    return slots.reshape(-1).tolist(), [profiles[i] for i in firsts.tolist()]
 
 
 def rank_papers(papers: Sequence[Paper], profile: Profile | str, **kw: Any) -> list[Match]:

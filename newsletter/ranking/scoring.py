@@ -32,7 +32,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from itertools import chain
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -60,7 +62,6 @@ COVERAGE_FLOOR = 0.2  # what any matched entry is worth, however weak: covering 
 CATEGORY_SHARE = 0.3  # of the score lost by papers outside the categories a profile lists
 RECENCY_WEIGHT = 0.02
 RECENCY_DAYS = 30.0
-CODE_ENTRIES = 10  # positive entries whose match pattern fits one 64-bit integer
 # Dense is faster, sparse smaller. Benchmark: tests/perf/bench_ranking.py, "rank_many", "peak RSS".
 DENSE_LIMIT = 50_000_000  # features x papers cells kept dense while ranking (200 MB)
 
@@ -80,6 +81,9 @@ class _Feature:
     words: tuple[str, ...] = ()  # for loose entries: the words that may match apart
 
 
+Strengths = dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]]  # phrase -> strength, bits
+
+
 def text_feature(
     index: PaperIndex,
     kind: str,
@@ -88,66 +92,107 @@ def text_feature(
     exact: str | None,
 ) -> _Feature:
     """What a text entry matches in an index: its worth in each paper, and where it matched."""
-    strength, masks = _phrase_strength(index, phrase)
-    if exact is not None:
-        # A word's own inflections count a little more than its derivations.
-        own, _ = _phrase_strength(index, (exact,))
-        strength = (1.0 - EXACT_SHARE) * strength + EXACT_SHARE * own
-    floor = np.where(strength > 0, COVERAGE_FLOOR, 0.0)
-    if kind == "loose" and words:
-        loose, loose_masks = _words_strength(index, words)
-        # Only a phrase of two terms or more can be missing while its words are there.
-        apart = APART if len(phrase) > 1 else 0
-        masks = np.where(masks > 0, masks, np.where(loose > 0, loose_masks | apart, loose_masks))
-        strength = (1.0 - LOOSE_SHARE) * strength + LOOSE_SHARE * loose
-        # Words found only apart earn a share of the coverage floor, not all of it.
-        floor = np.where(floor > 0, floor, np.where(loose > 0, LOOSE_SHARE * COVERAGE_FLOOR, 0))
-    worth = floor + (1.0 - COVERAGE_FLOOR) * strength
-    papers = np.flatnonzero(strength > 0).astype(np.int32)
-    return _Feature(
-        papers,
-        worth[papers].astype(np.float32),
-        masks[papers].astype(np.uint8),
-        phrase,
-        words if kind == "loose" else (),
+    key = (kind, phrase, words, exact)
+    return text_features(index, [key], phrase_strengths(index, key_phrases([key])))[0]
+
+
+def key_phrases(keys: Sequence[tuple[Any, ...]]) -> list[tuple[str, ...]]:
+    """The phrases and single terms whose strengths these text feature keys need."""
+    return [
+        phrase
+        for kind, main, words, exact in keys
+        for phrase in (main, *[(w,) for w in words], *([] if exact is None else [(exact,)]))
+    ]
+
+
+def text_features(
+    index: PaperIndex, keys: Sequence[tuple[Any, ...]], known: Strengths
+) -> list[_Feature]:
+    """What each text entry matches, given as (kind, phrase, words, exact) keys, with the
+    strengths of their phrases and words (`phrase_strengths`); keys of one
+    shape (kind, phrase of one term or more, own form or not, number of words) are worked out
+    together, as rows of one array."""
+    # Benchmark: tests/perf/bench_ranking.py, "rank_many" (a fresh index works out thousands).
+    shapes: dict[tuple[Any, ...], list[int]] = {}
+    for i, (kind, phrase, words, exact) in enumerate(keys):
+        loose = kind == "loose" and bool(words)
+        shape = (loose, len(phrase) > 1, exact is not None, len(words) if loose else 0)
+        shapes.setdefault(shape, []).append(i)
+    out: list[_Feature] = [None] * len(keys)  # type: ignore[list-item]
+    for (loose, multi, own, n_words), members in shapes.items():
+        group = [keys[i] for i in members]
+        strength = np.stack([known[k[1]][0] for k in group])
+        masks = np.stack([known[k[1]][1] for k in group])
+        if own:
+            exact = np.stack([known[(k[3],)][0] for k in group])
+            strength = (1.0 - EXACT_SHARE) * strength + EXACT_SHARE * exact
+        floor = np.where(strength > 0, COVERAGE_FLOOR, 0.0)
+        if loose:
+            total = np.zeros(strength.shape)
+            every = np.ones(strength.shape, dtype=bool)
+            word_masks = np.zeros(strength.shape, dtype=np.uint8)
+            weights = np.zeros(len(group))
+            for j in range(n_words):
+                each = np.stack([known[(k[2][j],)][0] for k in group])
+                idf = np.array([index.idf(k[2][j]) for k in group])
+                total += idf[:, None] * each
+                weights += idf
+                every &= each > 0
+                word_masks |= np.stack([known[(k[2][j],)][1] for k in group])
+            mean = np.where(every, total / np.maximum(weights, 1e-9)[:, None], 0.0)
+            apart = APART if multi else 0
+            masks = np.where(masks > 0, masks, np.where(mean > 0, word_masks | apart, word_masks))
+            strength = (1.0 - LOOSE_SHARE) * strength + LOOSE_SHARE * mean
+            floor = np.where(floor > 0, floor, np.where(mean > 0, LOOSE_SHARE * COVERAGE_FLOOR, 0))
+        worth = floor + (1.0 - COVERAGE_FLOOR) * strength
+        rows, papers = np.nonzero(strength > 0)
+        cuts = np.cumsum(np.bincount(rows, minlength=len(group)))[:-1]
+        worths = np.split(worth[rows, papers].astype(np.float32), cuts)
+        bits = np.split(masks[rows, papers].astype(np.uint8), cuts)
+        for i, k, p, w, b in zip(
+            members, group, np.split(papers.astype(np.int32), cuts), worths, bits, strict=True
+        ):
+            out[i] = _Feature(p, w, b, k[1], k[2] if k[0] == "loose" else ())
+    return out
+
+
+def phrase_strengths(index: PaperIndex, phrases: Sequence[tuple[str, ...]]) -> Strengths:
+    """BM25F saturation of each phrase (or single term) in every paper, and its field bits:
+    all at once, one scatter for the single terms and one join for the phrases."""
+    # Benchmark: tests/perf/bench_ranking.py, "rank_many" (a fresh index works out thousands).
+    n, table = len(index.papers), index.positions
+    singles = list(dict.fromkeys(p for p in phrases if len(p) == 1))
+    longer = list(dict.fromkeys(p for p in phrases if len(p) > 1))
+    tids = np.asarray([index.term_ids.get(p[0], -1) for p in singles], dtype=np.int64)
+    bounds = np.asarray(table.term_bounds, dtype=np.int64)
+    starts = np.where(tids >= 0, bounds[tids], 0)
+    sizes = np.where(tids >= 0, bounds[tids + 1] - starts, 0)
+    rows = np.repeat(np.arange(len(singles)), sizes)
+    at = np.repeat(starts, sizes) + _within(sizes)
+    single = np.zeros((len(singles), n))
+    bits = np.zeros((len(singles), n), dtype=np.uint8)
+    single[rows, table.term_paper[at]] = table.term_tf[at]
+    bits[rows, table.term_paper[at]] = table.term_bits[at]
+    strength = single / (single + K1)
+    out: Strengths = {p: (strength[r], bits[r]) for r, p in enumerate(singles)}
+    which, units, counts = table.counts_many(
+        [[index.term_ids.get(term, -1) for term in p] for p in longer]
     )
-
-
-def _phrase_strength(index: PaperIndex, phrase: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """BM25F saturation of a phrase (or single term) in every paper, and its field bits."""
-    n = len(index.papers)
-    table = index.positions
-    if len(phrase) == 1:
-        tid = index.term_ids.get(phrase[0], -1)
-        single, masks = np.zeros(n), np.zeros(n, dtype=np.uint8)
-        if tid >= 0:
-            where = slice(table.term_bounds[tid], table.term_bounds[tid + 1])
-            single[table.term_paper[where]] = table.term_tf[where]
-            masks[table.term_paper[where]] = table.term_bits[where]
-        return single / (single + K1), masks
-    units, counts = table.counts([index.term_ids.get(term, -1) for term in phrase])
-    papers = units // table.n_fields
-    tf = np.bincount(papers, weights=table.norm[units] * counts, minlength=n)
+    cells = which * n + units // table.n_fields
+    size = len(longer) * n
+    tf = np.bincount(cells, weights=table.norm[units] * counts, minlength=size).reshape(-1, n)
     # Each unit (paper, field) comes once and each field has a bit of its own: the sum of the
     # bits is their union (bincount is many times faster than np.bitwise_or.at).
-    bits = np.bincount(papers, weights=table.bits[units % table.n_fields], minlength=n)
-    return tf / (tf + K1), bits.astype(np.uint8)
+    fields = np.bincount(cells, weights=table.bits[units % table.n_fields], minlength=size)
+    fields = fields.reshape(-1, n).astype(np.uint8)
+    strength = tf / (tf + K1)
+    out.update({p: (strength[r], fields[r]) for r, p in enumerate(longer)})
+    return out
 
 
-def _words_strength(index: PaperIndex, words: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """IDF-weighted mean saturation of words found anywhere, where all of them occur."""
-    total = np.zeros(len(index.papers))
-    every = np.ones(len(index.papers), dtype=bool)
-    masks = np.zeros(len(index.papers), dtype=np.uint8)
-    weights = 0.0
-    for word in words:
-        strength, word_masks = _phrase_strength(index, (word,))
-        idf = index.idf(word)
-        total += idf * strength
-        weights += idf
-        every &= strength > 0
-        masks |= word_masks
-    return np.where(every, total / max(weights, 1e-9), 0.0), masks
+def _within(lengths: np.ndarray) -> np.ndarray:
+    """0, 1, ... within each run of these lengths, for all runs one after another."""
+    return np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
 
 
 def _constant_feature(papers: Sequence[int], bit: int) -> _Feature:
@@ -198,7 +243,6 @@ class _Plan:
         self.features: list[_Feature] = []
         self._profile_matrices(profiles)
         self.values, self.present, self.mask_matrix = self._feature_matrices()
-        self.masks = [row.tobytes() for row in self.mask_matrix[:-1]]
 
     def _profile_matrices(self, profiles: Sequence[Profile]) -> None:
         """Weights, exclusions, category steering and positive columns of every profile.
@@ -206,19 +250,14 @@ class _Plan:
         Profiles share Entry objects (the parser caches them), so each entry is looked at once
         and the rest is array arithmetic over (profile, entry) pairs.
         """
-        ids: dict[Entry, int] = {}
-        flat: list[int] = []
-        lengths: list[int] = []
-        for profile in profiles:
-            entries = profile.entries
-            lengths.append(len(entries))
-            flat.extend([ids.setdefault(e, len(ids)) for e in entries])
-        distinct = list(ids)
-        column = np.array([self.column(e) for e in distinct], dtype=np.int64)
+        distinct, lengths, at = distinct_entries(list(map(_ENTRIES, profiles)))
+        features = self.index.features(distinct)
+        column = np.array(
+            [self.column(e, f) for e, f in zip(distinct, features, strict=True)], dtype=np.int64
+        )
         exclude = np.array([e.exclude for e in distinct], dtype=bool)
         category = np.array([e.kind == "cat" for e in distinct], dtype=bool)
         weight = np.array([e.weight for e in distinct], dtype=np.float64)
-        at = np.asarray(flat, dtype=np.int64)
         rows = np.repeat(np.arange(len(profiles)), lengths)
         positive = ~exclude[at]
         keyword = positive & ~category[at]
@@ -233,26 +272,17 @@ class _Plan:
         self.categories = _csr(rows[steering], cols[steering], np.ones(int(steering.sum())), shape)
         excluded = ~positive
         self.exclusions = _csr(rows[excluded], cols[excluded], np.ones(int(excluded.sum())), shape)
-        # Positive columns in written order, padded (for the block-wise match patterns).
-        seen = np.cumsum(positive)  # positives so far, over all profiles
-        first = np.repeat(np.cumsum(lengths) - lengths, lengths)  # each pair's row start
-        rank = seen - 1 - np.where(first > 0, seen[np.maximum(first - 1, 0)], 0)
-        counts = np.bincount(rows, weights=positive, minlength=len(profiles)).astype(np.int64)
-        self.coded = counts <= CODE_ENTRIES
-        self.padded = np.full((len(profiles), CODE_ENTRIES), len(self.features), dtype=np.int64)
-        fits = positive & (rank < CODE_ENTRIES)
-        self.padded[rows[fits], rank[fits]] = cols[fits]
-        self.positive_counts = counts
 
-    def column(self, entry: Entry) -> int:
-        """The feature column of an entry (entries differing only in weight or sign share)."""
+    def column(self, entry: Entry, feature: _Feature | None = None) -> int:
+        """The feature column of an entry (entries differing only in weight or sign share);
+        `feature`: what it matches, when known."""
         found = self.columns.get(entry)
         if found is None:
             key = entry.match_key
             found = self._by_key.get(key)
             if found is None:
                 found = self._by_key[key] = len(self.features)
-                self.features.append(self.index.feature(entry))
+                self.features.append(feature or self.index.feature(entry))
             self.columns[entry] = found
         return found
 
@@ -285,18 +315,6 @@ class _Plan:
         present = sp.csr_matrix((np.ones_like(values), columns, indptr), shape=shape)
         return sp.csr_matrix((values, columns, indptr), shape=shape), present, masks
 
-    def _patterns(self, start: int, stop: int, picked: np.ndarray) -> np.ndarray:
-        """For each chosen paper, the field bits of every positive entry of the profile, CODE_BITS
-        per entry in one integer (-1 for profiles with over CODE_ENTRIES entries): the key of
-        the explanation, computed here for the whole block at once."""
-        codes = np.zeros(picked.shape, dtype=np.int64)
-        longest = int(self.positive_counts[start:stop].max(initial=0))
-        for e in range(min(longest, CODE_ENTRIES)):
-            columns = self.padded[start:stop, e]
-            codes |= self.mask_matrix[columns[:, None], picked].astype(np.int64) << (CODE_BITS * e)
-        codes[~self.coded[start:stop]] = -1
-        return codes
-
     def scores(self, start: int, stop: int) -> np.ndarray:
         """Scores 0-100 of profiles start..stop (rows) for every paper (columns)."""
         scores = _dense(self.weights[start:stop] @ self.values)
@@ -314,34 +332,71 @@ class _Plan:
             scores[rows] = np.where(hit, 0.0, scores[rows])
         return scores
 
-    def top(self, needed: np.ndarray, min_score: float, block_size: int) -> list[_Candidates]:
+    def top(self, needed: np.ndarray, min_score: float, block_size: int) -> _Top:
         """For each profile, its best `needed` papers scoring at least `min_score`, best first,
-        with their scores and match patterns (see `_patterns`).
+        with their scores (rounded to 2 places), one flat array for all.
 
         Ties go to the paper earlier in the index (more recent, more upvoted), whatever the
         block or `needed`, so ranking one profile or many gives the same answer.
         """
-        out: list[_Candidates] = []
+        papers: list[np.ndarray] = []
+        scores: list[np.ndarray] = []
+        counts: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]
         n_papers = len(self.index.papers)
         floor = max(min_score, 1e-6)
         for start in range(0, len(needed), block_size):
             stop = min(start + block_size, len(needed))
             k = int(min(needed[start:stop].max(initial=0), n_papers))
             if k <= 0:
-                out.extend(([], [], []) for _ in range(start, stop))
+                counts.append(np.zeros(stop - start, dtype=np.int64))
                 continue
-            scores = self.scores(start, stop)
-            picked = _top_columns(scores, k)
-            values = np.take_along_axis(scores, picked, axis=1)
+            block = self.scores(start, stop)
+            picked = _top_columns(block, k)
+            values = np.take_along_axis(block, picked, axis=1)
             limits = np.minimum(needed[start:stop], k)
-            counts = np.minimum(np.count_nonzero(values >= floor, axis=1), limits).tolist()
-            rounded = np.round(values.astype(np.float64), 2).tolist()
-            patterns = self._patterns(start, stop, picked).tolist()
-            for papers, found, codes, count in zip(
-                picked.tolist(), rounded, patterns, counts, strict=True
-            ):
-                out.append((papers[:count], found[:count], codes[:count]))
-        return out
+            count = np.minimum(np.count_nonzero(values >= floor, axis=1), limits)
+            kept = np.arange(k) < count[:, None]  # a prefix of each row: values are sorted
+            papers.append(picked[kept])
+            scores.append(np.round(values[kept].astype(np.float64), 2))
+            counts.append(count.astype(np.int64))
+        return _Top(
+            np.concatenate(papers) if papers else np.zeros(0, dtype=np.int64),
+            np.concatenate(scores) if scores else np.zeros(0),
+            np.cumsum(np.concatenate(counts)),
+        )
+
+
+class _Top(NamedTuple):
+    """The candidates of every profile of a plan, flat: those of profile i are
+    indptr[i]:indptr[i + 1], best first."""
+
+    paper: np.ndarray
+    score: np.ndarray
+    indptr: np.ndarray
+
+
+def distinct_entries(
+    groups: Sequence[tuple[Entry, ...]],
+) -> tuple[list[Entry], np.ndarray, np.ndarray]:
+    """The distinct Entry objects of these groups (profiles' entries), the length of each
+    group, and each entry's position among the distinct ones, flat.
+
+    The parser shares Entry objects: telling them apart by identity is one sort of integers,
+    not a hash and comparison of every entry of every profile (equal entries that are other
+    objects count apart, and are worked out alike). The distinct ones come in the order first
+    met, so feature columns, and the sums over them, are in the same order whatever the ids.
+    """
+    lengths = np.fromiter(map(len, groups), dtype=np.int64, count=len(groups))
+    flat = list(chain.from_iterable(groups))
+    objects = np.fromiter(map(id, flat), dtype=np.int64, count=len(flat))
+    _, firsts, at = np.unique(objects, return_index=True, return_inverse=True)
+    order = np.argsort(firsts)
+    renumber = np.empty_like(order)
+    renumber[order] = np.arange(len(order))
+    return [flat[i] for i in firsts[order].tolist()], lengths, renumber[at.reshape(-1)]
+
+
+_ENTRIES = attrgetter("entries")
 
 
 def _top_columns(scores: np.ndarray, k: int) -> np.ndarray:
@@ -369,9 +424,6 @@ def _top_columns(scores: np.ndarray, k: int) -> np.ndarray:
             candidates = np.flatnonzero(row >= kth[r])
             picked[r] = candidates[np.lexsort((candidates, -row[candidates]))][:k]
     return picked
-
-
-_Candidates = tuple[list[int], list[float], list[int]]  # papers, scores, patterns
 
 
 def _dense(matrix: Any) -> np.ndarray:

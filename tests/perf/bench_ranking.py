@@ -9,8 +9,11 @@ so two runs rank the same profiles and print the same match counts.
 
 Figures of one run, each the best of --repeat tries (wall and CPU seconds):
 
-  rank_many  what the planner calls: every profile's top 10 with its explanation
-  excerpts   the abstract excerpt of every match (the planner stores one per match)
+  rank_many  what the planner calls: every profile's top 10 with its explanation (entries
+             matched, fields, words apart, liked paper: all built here, none left for later)
+  excerpts   the abstract excerpt of every match (the planner stores one per match): built
+             lazily, all of a call's together on the first read, so this step holds their
+             whole cost; index + rank_many + excerpts is everything the planner pays for
   floor      one sparse product + top-k: profiles x terms (entry weights) times terms x papers
              (BM25 saturation x idf), the sent papers dropped, the 10 best sorted, from the
              same start as rank_many (parsed profiles, built index). No scorer of bags of
@@ -488,7 +491,8 @@ class Targets:
 
 
 def read_excerpts(results: list[list[Match]]) -> int:
-    """Build every match's excerpt, as the planner does when it stores a digest's items."""
+    """Build every match's excerpt, as the planner does when it stores a digest's items (the
+    first read builds all the excerpts of the ranking call)."""
     return sum(len(m.snippet_html) > 0 for matches in results for m in matches)
 
 

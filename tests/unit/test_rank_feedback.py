@@ -166,7 +166,6 @@ def test_equal_keywords_with_other_ratings_are_ranked_apart(papers):
     alone_a = rank_profile(window, profile, ratings=a)
     alone_b = rank_profile(window, profile, ratings=b)
     assert ids(alone_a) != ids(alone_b)
-    from newsletter.ranker import _say_liked  # noqa: F401  (the same path as the planner)
     from newsletter.ranking.feedback import feedback_of
 
     texts = window.papers
