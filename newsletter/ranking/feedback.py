@@ -253,8 +253,6 @@ class Learned:
         # Rated papers x window papers, and a last row below any similarity for the padding.
         similarity = np.asarray((vectors @ space.matrix.T).toarray(), dtype=np.float32)
         self.similarity = np.vstack([similarity, np.full((1, len(prior)), -np.inf, np.float32)])
-        self.summed = self.similarity.copy()  # the same, padding 0: what the means add up
-        self.summed[-1] = 0.0
 
     def _rated_vectors(self, rated: Sequence[Paper]) -> sp.csr_matrix:
         """Rated papers as vectors; those in the window reuse its rows."""
@@ -287,14 +285,20 @@ class Learned:
         """Per row of rated papers (padded), their vote for each window paper: NEAREST_SHARE
         of the best similarity, the rest the mean similarity (0 for a row of padding)."""
         best = self.similarity[rated[:, 0]]
-        total = self.summed[rated[:, 0]]
         for j in range(1, rated.shape[1]):
             np.maximum(best, self.similarity[rated[:, j]], out=best)
-            total += self.summed[rated[:, j]]
-        pad = self.similarity.shape[0] - 1
-        count = np.maximum(np.count_nonzero(rated != pad, axis=1), 1)[:, None]
         nearest = np.where(np.isfinite(best), best, 0.0)
-        return NEAREST_SHARE * nearest + (1.0 - NEAREST_SHARE) * total / count
+        # The mean as one sparse product: each row weighs its rated papers 1/count each.
+        pad = self.similarity.shape[0] - 1
+        real = rated != pad
+        count = np.maximum(np.count_nonzero(real, axis=1), 1)
+        rows = np.nonzero(real)[0]
+        weights = sp.csr_matrix(
+            ((1.0 / count)[rows].astype(np.float32), (rows, rated[real])),
+            shape=(len(rated), pad),
+        )
+        mean = weights @ self.similarity[:pad]
+        return NEAREST_SHARE * nearest + (1.0 - NEAREST_SHARE) * mean
 
     def fuse(self, owners: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Keyword scores of profiles `owners` (rows) fused with what their ratings teach."""
