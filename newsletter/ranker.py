@@ -133,13 +133,16 @@ class PaperWindow:
                 keywords = [bool(p.positives) for p in profiles]
                 words = [p.words for p in profiles]
                 learned = Learned(self._space[0], self.index.prior, feedback, keywords, words)
-            return self.index.rank_many(
+            results = self.index.rank_many(
                 profiles,
                 top_k=top_k,
                 min_score=self.policy.min_score,
                 exclude_ids=exclude_ids,
                 learned=learned,
             )
+            if learned is not None:
+                _say_why(learned, results)
+            return results
 
     def known(self, ids: Iterable[str]) -> dict[str, Paper]:
         """Of these paper ids, those whose text this window has (its papers, rated ones)."""
@@ -448,6 +451,25 @@ def rank_subscriber(
 ) -> Ranked:
     """One subscriber's papers, exactly as the planner would choose them at `now`."""
     return rank_subscribers(window, session, [subscriber], now=now)[0]
+
+
+def _say_why(learned: Learned, results: list[list[Match]]) -> None:
+    """Every paper the learned part chose says why: one no entry matched whole and no liked
+    paper explains is labelled with the profile's words it has ("metric + learning"); one with
+    neither reason is not given."""
+    for position in learned.profiles():
+        matches = results[position]
+        if all(m.matched or m.liked for m in matches):
+            continue
+        kept = []
+        for m in matches:
+            if not (m.matched or m.liked):
+                words = learned.words_found(position, m.paper_id)
+                if not words:
+                    continue
+                m = m._replace(matched=(" + ".join(words),))
+            kept.append(m)
+        results[position] = kept
 
 
 def rank_profile(

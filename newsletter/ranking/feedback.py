@@ -249,6 +249,7 @@ class Learned:
             (row_of_text.setdefault(t, len(row_of_text)) for t in texts), np.int64, len(texts)
         )
         self.words = space.term_vectors([words_terms(t) if t else {} for t in row_of_text])
+        self._texts = list(row_of_text)
         vectors = self._rated_vectors(self.rated)
         # Rated papers x window papers, and a last row below any similarity for the padding.
         similarity = np.asarray((vectors @ space.matrix.T).toarray(), dtype=np.float32)
@@ -341,6 +342,24 @@ class Learned:
         for i, b in zip(mine[shown].tolist(), best[shown].tolist(), strict=True):
             out[i] = titles[b]
         return out
+
+    def words_found(self, profile: int, paper_id: str) -> tuple[str, ...]:
+        """The words of the profile's keyword entries (as written, each once) that this window
+        paper has: why the profile's own words brought a paper no entry matched whole."""
+        row = self.row_of[profile]
+        if row < 0:
+            return ()
+        text = self._texts[self.words_row[row]]
+        at = self.space.position[paper_id]
+        matrix = self.space.matrix
+        present = set(matrix.indices[matrix.indptr[at] : matrix.indptr[at + 1]].tolist())
+        columns = self.space.columns
+        found: dict[str, str] = {}
+        for surface in _TOKEN.findall(text):
+            term = _term(surface) if surface[0].isalnum() else ""
+            if term and term not in found and columns.get(term, -1) in present:
+                found[term] = surface
+        return tuple(found.values())
 
     @cached_property
     def _titles(self) -> list[tuple[str, str]]:

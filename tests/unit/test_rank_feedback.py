@@ -152,9 +152,21 @@ def test_a_reader_who_rates_gets_papers_with_some_of_an_entry_s_words(papers):
     ]
     assert some and not set(some) & set(alone)  # the keywords alone miss every one
     disliked = next(p.id for p in papers if p.id not in some and p.id not in alone)
-    rated = ids(rank_profile(window, keywords, top_k=10, ratings={disliked: -1}))
+    matches = rank_profile(window, keywords, top_k=10, ratings={disliked: -1})
+    rated = ids(matches)
     assert set(alone) <= set(rated)  # what the keywords chose stays
     assert set(some) & set(rated)
+    # Each says why: the entry it matched, or the profile's words it has.
+    by_id = {p.id: p for p in papers}
+    for m in matches:
+        if m.paper_id in alone:
+            assert m.matched == ("self-supervised contrastive learning",)
+            continue
+        (label,) = m.matched
+        words = label.split(" + ")
+        assert words and set(words) <= {"self", "supervised", "contrastive", "learning"}
+        text = f"{by_id[m.paper_id].title} {by_id[m.paper_id].abstract}".lower()
+        assert all(w.split("-")[0] in text for w in words)
 
 
 def test_equal_keywords_with_other_ratings_are_ranked_apart(papers):
@@ -320,6 +332,25 @@ def test_the_email_card_says_which_liked_paper_chose_it():
     )
     assert "like <em>Tom &amp; Jerry learn</em>" in email.html
     assert "like *Tom & Jerry learn*" in email.text
+
+
+def test_no_paper_is_given_without_a_reason(papers):
+    """With no minimum score, a rating lets the learned part bring in papers far down: each
+    still says why, by the entry it matched, the liked paper it is like or the profile's
+    words it has."""
+    window = window_of(papers, min_score=0.0)
+    keywords = parse_profile("deep metric learning")
+    matches = rank_profile(window, keywords, top_k=40, ratings={papers[0].id: -1})
+    assert len(matches) == 40
+    assert all(m.matched or m.liked for m in matches)
+    by_id = {p.id: p for p in papers}
+    by_words = [m for m in matches if m.matched != ("deep metric learning",)]
+    assert by_words
+    for m in by_words:
+        text = f"{by_id[m.paper_id].title} {by_id[m.paper_id].abstract}".lower()
+        (label,) = m.matched
+        assert set(label.split(" + ")) <= {"deep", "metric", "learning"}
+        assert all(word in text for word in label.split(" + "))
 
 
 def test_what_every_paper_of_the_day_shares_counts_less(papers):
