@@ -98,9 +98,14 @@ def feedback_of(
 def paper_terms(paper: Paper) -> dict[str, int]:
     """Term counts of a paper's title and abstract: content-word stems and adjacent pairs
     (not across punctuation; across a dropped stopword)."""
+    return text_terms(paper.title, paper.abstract)
+
+
+def text_terms(*texts: str) -> dict[str, int]:
+    """Term counts of texts read as a paper's title and abstract are (a profile's words)."""
     terms: list[str] = []
     known = _TERMS.get
-    for text in (paper.title, paper.abstract):
+    for text in texts:
         run: list[str] = []
         for token in _TOKEN.findall(text):
             term = known(token)
@@ -115,11 +120,6 @@ def paper_terms(paper: Paper) -> dict[str, int]:
         terms.extend(run)
         terms.extend(map(" ".join, zip(run, run[1:], strict=False)))
     return Counter(terms)
-
-
-def words_terms(text: str) -> dict[str, int]:
-    """Term counts of a profile's words, read as a paper's title is."""
-    return paper_terms(Paper(id="", title=text))
 
 
 _TOKEN = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*|[.,;:!?()\[\]{}\"|/<>=+*&#@\u2013\u2014\u2026]")
@@ -212,7 +212,7 @@ class Learned:
         prior: np.ndarray,
         feedbacks: Sequence[Feedback | None],
         keywords: Sequence[bool],
-        words: Sequence[str] | None = None,
+        words: Sequence[str],
     ) -> None:
         """`keywords`: whether each profile has keyword entries (its ratings then share the
         score with them); `words`: the words of each profile's keyword entries ("" for none)."""
@@ -243,13 +243,14 @@ class Learned:
         share = np.minimum(MAX_SHARE, n / (n + KEYWORD_PRIOR))
         self.share = np.where(beside, share, 1.0).astype(np.float32)
         # The profiles' words as rows of the space, one per distinct text.
-        texts = [words[i] if words else "" for i in given]
+        texts = [words[i] for i in given]
         row_of_text: dict[str, int] = {}
         self.words_row = np.fromiter(
             (row_of_text.setdefault(t, len(row_of_text)) for t in texts), np.int64, len(texts)
         )
-        self.words = space.term_vectors([words_terms(t) if t else {} for t in row_of_text])
+        self.words = space.term_vectors([text_terms(t) if t else {} for t in row_of_text])
         self._texts = list(row_of_text)
+        self._words_read: dict[int, tuple[tuple[str, int], ...]] = {}
         vectors = self._rated_vectors(self.rated)
         # Rated papers x window papers, and a last row below any similarity for the padding.
         similarity = np.asarray((vectors @ space.matrix.T).toarray(), dtype=np.float32)
@@ -288,7 +289,6 @@ class Learned:
         best = self.similarity[rated[:, 0]]
         for j in range(1, rated.shape[1]):
             np.maximum(best, self.similarity[rated[:, j]], out=best)
-        nearest = np.where(np.isfinite(best), best, 0.0)
         # The mean as one sparse product: each row weighs its rated papers 1/count each.
         pad = self.similarity.shape[0] - 1
         real = rated != pad
@@ -298,8 +298,7 @@ class Learned:
             ((1.0 / count)[rows].astype(np.float32), (rows, rated[real])),
             shape=(len(rated), pad),
         )
-        mean = weights @ self.similarity[:pad]
-        return NEAREST_SHARE * nearest + (1.0 - NEAREST_SHARE) * mean
+        return _blend(best, weights @ self.similarity[:pad])
 
     def fuse(self, owners: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Keyword scores of profiles `owners` (rows) fused with what their ratings teach."""
@@ -331,7 +330,7 @@ class Learned:
         liked = self.liked[rows]  # chosen papers x liked papers (padded)
         near = self.similarity[liked, at[:, None]]
         best = liked[np.arange(len(mine)), np.argmax(near, axis=1)]
-        known = np.isfinite(near.max(axis=1))
+        known = np.isfinite(near.max(axis=1))  # a profile that liked nothing has only padding
         learned = _pair_vote(near)
         if self.disliked.shape[1]:
             learned -= DISLIKE_SHARE * _pair_vote(self.similarity[self.disliked[rows], at[:, None]])
@@ -349,17 +348,25 @@ class Learned:
         row = self.row_of[profile]
         if row < 0:
             return ()
-        text = self._texts[self.words_row[row]]
+        words = self._word_columns(int(self.words_row[row]))
         at = self.space.position[paper_id]
         matrix = self.space.matrix
         present = set(matrix.indices[matrix.indptr[at] : matrix.indptr[at + 1]].tolist())
-        columns = self.space.columns
-        found: dict[str, str] = {}
-        for surface in _TOKEN.findall(text):
-            term = _term(surface) if surface[0].isalnum() else ""
-            if term and term not in found and columns.get(term, -1) in present:
-                found[term] = surface
-        return tuple(found.values())
+        return tuple(surface for surface, column in words if column in present)
+
+    def _word_columns(self, text_row: int) -> tuple[tuple[str, int], ...]:
+        """Each word of a profile's text (as written, the first of each term) and its term's
+        column in the space (-1 for a term no window paper has); worked out once a text."""
+        found = self._words_read.get(text_row)
+        if found is not None:
+            return found
+        seen: dict[str, tuple[str, int]] = {}
+        for surface in _TOKEN.findall(self._texts[text_row]):
+            term = _term(surface)  # "" for punctuation and stopwords
+            if term and term not in seen:
+                seen[term] = (surface, self.space.columns.get(term, -1))
+        found = self._words_read[text_row] = tuple(seen.values())
+        return found
 
     @cached_property
     def _titles(self) -> list[tuple[str, str]]:
@@ -369,8 +376,13 @@ class Learned:
 def _pair_vote(near: np.ndarray) -> np.ndarray:
     """Per row of similarities to rated papers (-inf for padding), their vote (see _vote)."""
     finite = np.isfinite(near)
-    best = np.where(finite, near, -np.inf).max(axis=1, initial=-np.inf)
     mean = np.where(finite, near, 0.0).sum(axis=1) / np.maximum(finite.sum(axis=1), 1)
+    return _blend(near.max(axis=1), mean)
+
+
+def _blend(best: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """The rated papers' vote: NEAREST_SHARE of the best similarity (-inf: none, 0), the rest
+    the mean similarity."""
     return NEAREST_SHARE * np.where(np.isfinite(best), best, 0.0) + (1.0 - NEAREST_SHARE) * mean
 
 
