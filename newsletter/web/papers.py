@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -16,6 +16,7 @@ from newsletter import editions, storage
 from newsletter.analysis import Analyzer, split_words
 from newsletter.models import Subscriber
 from newsletter.paper import Paper
+from newsletter.planned import PlannedItem
 from newsletter.profile import Profile, parse_profile
 from newsletter.ranker import PaperWindow, RecentPapers, rank_profile, rank_subscriber
 from newsletter.ranking import Match
@@ -32,7 +33,7 @@ class PreviewItem:
     paper: PaperView
     score: float
     matched: tuple[str, ...]
-    where: dict[str, tuple[str, ...]]
+    where: Mapping[str, tuple[str, ...]]
     snippet_html: Markup
     # entry -> how the page labels it: its words ("diffusion + models") if found only apart.
     shown: dict[str, str] = field(default_factory=dict)
@@ -159,21 +160,11 @@ class PreviewIndex:
         the score, reasons and excerpt they were planned with (keywords and ratings may have
         changed since), newest digest first."""
         held = storage.held_items(session, subscriber.id, window.policy.since(now))
-        items: dict[str, PreviewItem] = {}
+        first: dict[str, PlannedItem] = {}  # a paper in two digests: as the newest gave it
         for item in held:
-            paper = window.papers.get(item.paper_id)
-            if paper is None or item.paper_id in items:
-                continue
-            items[item.paper_id] = PreviewItem(
-                paper=paper_view(paper),
-                score=item.score,
-                matched=item.matched,
-                where=dict(item.where),
-                snippet_html=Markup(item.snippet_html),
-                shown=_shown(paper, item.matched),
-                liked=item.liked,
-            )
-        return list(items.values())
+            if item.paper_id in window.papers:
+                first.setdefault(item.paper_id, item)
+        return _items(window, list(first.values()))
 
 
 @cache
@@ -193,7 +184,8 @@ def _shown(paper: Paper, matched: Sequence[str]) -> dict[str, str]:
     return shown
 
 
-def _items(window: PaperWindow, matches: Sequence[Match]) -> list[PreviewItem]:
+def _items(window: PaperWindow, matches: Sequence[Match | PlannedItem]) -> list[PreviewItem]:
+    """Ranked matches, or a digest's stored items, as the pages show them."""
     return [
         PreviewItem(
             paper=paper_view(window.papers[m.paper_id]),
