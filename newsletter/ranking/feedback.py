@@ -49,6 +49,9 @@ NEAREST_SHARE = 0.5  # of the rated papers' vote from the nearest one (the rest:
 DISLIKE_SHARE = 0.5  # a dislike pushes away half as hard as a like pulls (most shown are dislikes)
 QUERY_SHARE = 2.0  # the profile's words as a bag of words, against one rated paper's vote
 BACKGROUND_SHARE = 0.15  # the window's mean paper, as Rocchio's usual gamma weighs non-relevant
+NEIGHBOURS = 5  # window papers most like a paper, whose learned scores it shares
+NEIGHBOUR_SHARE = 0.3  # of a paper's learned score that is its neighbours' (the rest its own)
+NEIGHBOUR_BLOCK = 1024  # window papers whose similarities to all others are held at once
 KEYWORD_PRIOR = 10.0  # ratings needed for the learned part to weigh as much as the keywords
 MAX_SHARE = 0.5  # beside keywords, the learned part never weighs more than they do
 LIKE_SHOWN = 1.0 / 3.0  # "like <title>" is said when the learned part is this much of a score
@@ -169,6 +172,37 @@ class TextSpace:
         cosine = np.asarray(self.matrix @ mean).ravel()
         return (cosine - cosine.mean()).astype(np.float32)
 
+    @cached_property
+    def neighbours(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each window paper's NEIGHBOURS most like it (window x NEIGHBOURS positions) and
+        their weights, its cosines to them summing to 1 (a paper like no other is its own
+        neighbour)."""
+        n = self.matrix.shape[0]
+        k = min(NEIGHBOURS, n - 1)
+        if k <= 0:
+            return np.arange(n)[:, None], np.ones((n, 1), dtype=np.float32)
+        nearest = np.empty((n, k), dtype=np.int64)
+        weights = np.empty((n, k), dtype=np.float32)
+        for start in range(0, n, NEIGHBOUR_BLOCK):
+            stop = min(start + NEIGHBOUR_BLOCK, n)
+            cosine = np.asarray((self.matrix[start:stop] @ self.matrix.T).toarray())
+            cosine[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # not itself
+            near = np.argpartition(-cosine, k - 1, axis=1)[:, :k]
+            nearest[start:stop] = near
+            weights[start:stop] = np.maximum(np.take_along_axis(cosine, near, axis=1), 0.0)
+        total = weights.sum(axis=1, keepdims=True)
+        alone = total[:, 0] <= 0
+        nearest[alone], weights[alone] = np.flatnonzero(alone)[:, None], 1.0 / k
+        return nearest, weights / np.where(alone[:, None], 1.0, total)
+
+    @cached_property
+    def neighbourhood(self) -> sp.csr_matrix:
+        """`neighbours` as a window x window matrix of weights (rows sum to 1)."""
+        nearest, weights = self.neighbours
+        n, k = nearest.shape
+        rows = np.repeat(np.arange(n), k)
+        return sp.csr_matrix((weights.ravel(), (rows, nearest.ravel())), shape=(n, n))
+
     def vectors(self, papers: Sequence[Paper]) -> sp.csr_matrix:
         """Rows for `papers`, in this space."""
         if len(self._counts) > COUNTS_KEPT:
@@ -254,6 +288,10 @@ class Learned:
         vectors = self._rated_vectors(self.rated)
         # Rated papers x window papers, and a last row below any similarity for the padding.
         similarity = np.asarray((vectors @ space.matrix.T).toarray(), dtype=np.float32)
+        # The cluster hypothesis: a paper is like a rated one as much as it and the window
+        # papers nearest to it are (score regularization over the nearest-neighbour graph).
+        around = np.asarray((space.neighbourhood @ similarity.T).T, dtype=np.float32)
+        similarity = (1.0 - NEIGHBOUR_SHARE) * similarity + NEIGHBOUR_SHARE * around
         self.similarity = np.vstack([similarity, np.full((1, len(prior)), -np.inf, np.float32)])
 
     def _rated_vectors(self, rated: Sequence[Paper]) -> sp.csr_matrix:

@@ -221,6 +221,11 @@ def report(title: str, figures: dict[str, list[tuple[float, float, float]]]) -> 
     return means
 
 
+def _at_least(figure: float, target: float) -> bool:
+    """figure >= target, up to the rounding of a mean of tenths (0.65 is 0.6 + 0.05)."""
+    return figure >= target - 1e-9
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5, help="shuffles of the days protocol")
@@ -239,11 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     checks = [
         (
             "seeds: this ranker >= SVM + 0.05",
-            first["this ranker"] >= first["SVM (a-s-lite)"] + 0.05,
+            _at_least(first["this ranker"], first["SVM (a-s-lite)"] + 0.05),
         ),
         (
             "days: this ranker >= without feedback + 0.10",
-            second["this ranker"] >= second["without feedback"] + 0.10,
+            _at_least(second["this ranker"], second["without feedback"] + 0.10),
         ),
         ("days: this ranker > BM25 + SVM", second["this ranker"] > second["BM25 + SVM"]),
     ]

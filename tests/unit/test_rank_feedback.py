@@ -363,3 +363,41 @@ def test_what_every_paper_of_the_day_shares_counts_less(papers):
     assert background.shape == (len(papers),) and abs(float(background.mean())) < 1e-6
     typical, unusual = int(background.argmax()), int(background.argmin())
     assert background[typical] > 0 > background[unusual]
+
+
+def test_a_paper_among_papers_the_ratings_favour_is_favoured_too(papers, monkeypatch):
+    """The cluster hypothesis: each paper shares NEIGHBOUR_SHARE of the ratings' vote with the
+    window papers most like it, so of two papers the likes favour about as much, the one whose
+    nearest papers they favour more goes first."""
+    import numpy as np
+
+    from newsletter.ranking import feedback
+
+    space = feedback.TextSpace(papers)
+    nearest, weights = space.neighbours
+    assert nearest.shape == (len(papers), feedback.NEIGHBOURS)
+    assert np.allclose(weights.sum(axis=1), 1.0) and (weights >= 0).all()
+    cosine = (space.matrix @ space.matrix.T).toarray()
+    np.fill_diagonal(cosine, -np.inf)
+    for i in range(len(papers)):  # the most alike, never itself
+        assert i not in nearest[i]
+        assert cosine[i, nearest[i]].min() >= np.sort(cosine[i])[-feedback.NEIGHBOURS] - 1e-6
+
+    liked = [p for p in papers if p.id in set(relevant("deep metric learning")[:3])]
+    window = [p for p in papers if p not in liked]
+    space = feedback.TextSpace(window)
+    args = (space, np.ones(len(window)), [feedback.Feedback(tuple(liked))], [False], [""])
+    monkeypatch.setattr(feedback, "NEIGHBOUR_SHARE", 0.0)
+    alone = feedback.Learned(*args).learned(np.array([0]))[0]
+    monkeypatch.undo()
+    shared = feedback.Learned(*args).learned(np.array([0]))[0]
+    around = space.neighbourhood @ alone  # what each paper's nearest papers get on their own
+    pairs = [
+        (a, b)
+        for a in range(len(window))
+        for b in range(len(window))
+        if 0 < alone[b] - alone[a] < 0.01 and around[a] - around[b] > 0.05
+    ]
+    assert len(pairs) >= 10
+    for a, b in pairs:
+        assert shared[a] > shared[b]
