@@ -146,8 +146,11 @@ class TextSpace:
         if len(kept) > COUNTS_KEPT:
             kept.clear()
             self._vocabulary.forget_after(self._window_terms)
-        text_of = dict(zip(names, texts, strict=True))
-        fresh = [name for name in text_of if name not in kept]
+        text_of: dict[tuple[str, str], tuple[str, ...]] = {}  # of a name met twice, the first
+        for name, text in zip(names, texts, strict=True):
+            if name not in kept:
+                text_of.setdefault(name, text)
+        fresh = list(text_of)
         if fresh:
             rows, cols, tf = self._read([text_of[name] for name in fresh], window=False)
             read = self._weighted(rows, cols, tf, len(fresh))

@@ -105,15 +105,14 @@ class Vocabulary:
         if not len(several):
             return codes
         spelled = [self._several[pieces[i]] for i in several.tolist()]
+        sizes = np.fromiter(map(len, spelled), np.int64, len(spelled))
         lengths = np.ones(len(codes), dtype=np.int64)
-        lengths[several] = np.fromiter(map(len, spelled), np.int64, len(spelled))
+        lengths[several] = sizes
         out = np.repeat(codes, lengths)
-        starts = np.cumsum(lengths) - lengths
-        at = np.repeat(starts[several], lengths[several])
-        at += np.arange(len(at)) - np.repeat(
-            np.cumsum(lengths[several]) - lengths[several], lengths[several]
-        )
-        out[at] = np.fromiter(chain.from_iterable(spelled), np.int64, len(at))
+        # Each such piece's codes go from where it starts in `out`, one after the other.
+        start = np.repeat(np.cumsum(lengths)[several] - sizes, sizes)
+        within = np.arange(len(start)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        out[start + within] = np.fromiter(chain.from_iterable(spelled), np.int64, len(start))
         return out
 
     def _learn(self, piece: str) -> None:
@@ -139,9 +138,12 @@ class Vocabulary:
         """Forget the terms after the first `size` (and the pieces that have them)."""
         del self.terms[size:]
         self._ids = {term: i for i, term in enumerate(self.terms)}
-        self._piece = {p: c for p, c in self._piece.items() if c < size}
         self._several = {p: c for p, c in self._several.items() if all(i < size for i in c)}
-        self._piece = {p: c for p, c in self._piece.items() if c != _SEVERAL or p in self._several}
+        self._piece = {
+            p: c
+            for p, c in self._piece.items()
+            if c < size and (c != _SEVERAL or p in self._several)
+        }
 
     def strings(self, keys: Iterable[int]) -> list[str]:
         """The term each key names (a term, or two separated by a space)."""
@@ -197,9 +199,6 @@ class TermCounts:
             np.fromiter(chain.from_iterable(counts), np.int64, total),
             np.fromiter(chain.from_iterable(c.values() for c in counts), np.int64, total),
         )
-
-    def __len__(self) -> int:
-        return len(self.indptr) - 1
 
 
 def _listed(single: np.ndarray, pair: np.ndarray, run: np.ndarray) -> np.ndarray:
