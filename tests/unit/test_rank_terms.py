@@ -112,8 +112,8 @@ def assert_rows(matrix: sp.csr_matrix, expected: np.ndarray) -> None:
     assert np.array_equal(matrix.toarray() != 0, expected != 0)
 
 
-def test_the_window_and_other_papers_are_the_vectors_read_term_by_term(papers):
-    window, outside = papers[:90], papers[90:]
+def assert_space(window: Sequence[Paper], outside: Sequence[Paper]) -> TextSpace:
+    """The space of `window` and the rows of `outside` are those built term by term."""
     columns, expected_window, expected_outside = straightforward(
         window, [(p.title, p.abstract) for p in outside]
     )
@@ -121,6 +121,13 @@ def test_the_window_and_other_papers_are_the_vectors_read_term_by_term(papers):
     assert list(space.columns.items()) == list(columns.items())
     assert_rows(space.matrix, expected_window)
     assert_rows(space.vectors(outside), expected_outside)
+    return space
+
+
+def test_the_window_and_other_papers_are_the_vectors_read_term_by_term(papers):
+    window, outside = papers[:90], papers[90:]
+    space = assert_space(window, outside)
+    _, _, expected_outside = straightforward(window, [(p.title, p.abstract) for p in outside])
     again = space.vectors(outside[::-1])  # kept rows, in the order asked
     assert_rows(again, expected_outside[::-1])
 
@@ -148,17 +155,8 @@ def test_a_term_with_a_space_in_it_counts_as_the_pair_it_spells(papers):
     two words written out, in the window and in papers from outside alike."""
     ligature = Paper(id="x1", title="جل جلاله ﷻ", abstract="graph neural networks", url="")
     plain = Paper(id="x2", title="جل جلاله", abstract="metric learning", url="")
-    for window, outside in (
-        ([ligature, *papers[:40]], [plain]),
-        ([plain, *papers[:40]], [ligature]),
-    ):
-        columns, expected_window, expected_outside = straightforward(
-            window, [(p.title, p.abstract) for p in outside]
-        )
-        space = TextSpace(window)
-        assert list(space.columns.items()) == list(columns.items())
-        assert_rows(space.matrix, expected_window)
-        assert_rows(space.vectors(outside), expected_outside)
+    assert_space([ligature, *papers[:40]], [plain])
+    assert_space([plain, *papers[:40]], [ligature])
     assert dict(text_terms(ligature.title))["جل جلاله"] == 2
 
 
