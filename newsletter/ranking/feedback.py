@@ -30,8 +30,6 @@ The model (why: README, "Ranking"; measured by tests/perf/eval_feedback.py):
 from __future__ import annotations
 
 import math
-import re
-from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -41,8 +39,14 @@ from operator import attrgetter
 import numpy as np
 import scipy.sparse as sp
 
-from newsletter.analysis import PLAIN, STOPWORDS, Word, fold
 from newsletter.paper import Paper
+from newsletter.ranking.terms import (
+    TermCounts,
+    Vocabulary,
+    text_terms,
+    word_term,
+    words_of,
+)
 
 SIMILAR = 0.2  # cosine similarity at which a paper counts as fully like a liked one
 NEAREST_SHARE = 0.5  # of the rated papers' vote from the nearest one (the rest: their mean)
@@ -98,68 +102,24 @@ def feedback_of(
 # Text features -------------------------------------------------------------------------------
 
 
-def paper_terms(paper: Paper) -> dict[str, int]:
-    """Term counts of a paper's title and abstract: content-word stems and adjacent pairs
-    (not across punctuation; across a dropped stopword)."""
-    return text_terms(paper.title, paper.abstract)
-
-
-def text_terms(*texts: str) -> dict[str, int]:
-    """Term counts of texts read as a paper's title and abstract are (a profile's words)."""
-    terms: list[str] = []
-    known = _TERMS.get
-    for text in texts:
-        run: list[str] = []
-        for token in _TOKEN.findall(text):
-            term = known(token)
-            if term is None:
-                term = _term(token)
-            if term:
-                run.append(term)
-            elif run and len(token) == 1 and not token.isalnum():  # punctuation ends a run
-                terms.extend(run)
-                terms.extend(map(" ".join, zip(run, run[1:], strict=False)))
-                run = []
-        terms.extend(run)
-        terms.extend(map(" ".join, zip(run, run[1:], strict=False)))
-    return Counter(terms)
-
-
-_TOKEN = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*|[.,;:!?()\[\]{}\"|/<>=+*&#@\u2013\u2014\u2026]")
-_TERMS: dict[str, str] = {}  # a word as written -> its term ("" for a stopword)
-_TERMS_KEPT = 500_000
-
-
-def _term(surface: str) -> str:
-    """The term of a word as the corpus-free analyzer reads it, "" for a stopword or number."""
-    found = _TERMS.get(surface)
-    if found is None:
-        folded = fold(surface)
-        skip = folded in STOPWORDS or len(folded) < 2 or folded.isdigit()
-        found = "" if skip else PLAIN.term(Word(surface, folded, 0, len(surface), False))
-        if len(_TERMS) < _TERMS_KEPT:
-            _TERMS[surface] = found
-    return found
-
-
 class TextSpace:
-    """The window's papers as tf-idf vectors, and any other paper in the same space (the
-    term counts of papers from outside are kept: the planner ranks a window chunk by chunk)."""
+    """The window's papers as tf-idf vectors, and any other paper or text in the same space
+    (the rows of papers from outside and of texts are kept: the planner ranks a window chunk
+    by chunk)."""
 
     def __init__(self, papers: Sequence[Paper]) -> None:
-        counts = [paper_terms(p) for p in papers]
+        self._vocabulary = Vocabulary()
         self.columns: dict[str, int] = {}
-        for c in counts:
-            for term in c:
-                self.columns.setdefault(term, len(self.columns))
-        flat = [self.columns[t] for c in counts for t in c]
-        df = np.bincount(np.asarray(flat, dtype=np.int64), minlength=len(self.columns))
+        self._key_columns: dict[int, int] = {}  # a term's key -> its column
+        rows, cols, tf = self._read([(p.title, p.abstract) for p in papers], window=True)
+        self._window_terms = len(self._vocabulary.terms)
+        df = np.bincount(cols, minlength=len(self.columns))
         n = len(papers)
         self.idf = np.log((1.0 + n) / (1.0 + df)) + 1.0
         self.unseen_idf = math.log(1.0 + n) + 1.0  # a term no window paper has
         self.position = {p.id: i for i, p in enumerate(papers)}
-        self.matrix = self.term_vectors(counts)
-        self._counts: dict[str, dict[str, int]] = {}
+        self.matrix = self._weighted(rows, cols, tf, n)
+        self._kept: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
     @cached_property
     def background(self) -> np.ndarray:
@@ -204,32 +164,87 @@ class TextSpace:
         return sp.csr_matrix((weights.ravel(), (rows, nearest.ravel())), shape=(n, n))
 
     def vectors(self, papers: Sequence[Paper]) -> sp.csr_matrix:
-        """Rows for `papers`, in this space."""
-        if len(self._counts) > COUNTS_KEPT:
-            self._counts.clear()
-        counts = []
-        for p in papers:
-            found = self._counts.get(p.id)
-            if found is None:
-                found = self._counts[p.id] = paper_terms(p)
-            counts.append(found)
-        return self.term_vectors(counts)
+        """Rows for `papers` (their titles and abstracts), in this space."""
+        names = [("paper", p.id) for p in papers]
+        return self._rows(names, [(p.title, p.abstract) for p in papers])
 
-    def term_vectors(self, counts: Sequence[Mapping[str, int]]) -> sp.csr_matrix:
-        """Sublinear tf-idf rows, L2-normalized; terms without a column count in the norm."""
-        sizes = np.fromiter(map(len, counts), dtype=np.int64, count=len(counts))
+    def text_vectors(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """Rows for texts read as a paper's title and abstract are (a profile's words)."""
+        return self._rows([("text", t) for t in texts], [(t,) for t in texts])
+
+    def _rows(
+        self, names: Sequence[tuple[str, str]], texts: Sequence[tuple[str, ...]]
+    ) -> sp.csr_matrix:
+        """Rows for texts; each is read once while this space keeps it under its name."""
+        kept = self._kept
+        if len(kept) > COUNTS_KEPT:
+            kept.clear()
+            self._vocabulary.forget_after(self._window_terms)
+        text_of: dict[tuple[str, str], tuple[str, ...]] = {}  # of a name met twice, the first
+        for name, text in zip(names, texts, strict=True):
+            if name not in kept:
+                text_of.setdefault(name, text)
+        fresh = list(text_of)
+        if fresh:
+            rows, cols, tf = self._read([text_of[name] for name in fresh], window=False)
+            read = self._weighted(rows, cols, tf, len(fresh))
+            bounds = read.indptr.tolist()
+            for name, start, end in zip(fresh, bounds, bounds[1:], strict=False):
+                kept[name] = (read.indices[start:end], read.data[start:end])
+        found = [kept[name] for name in names]
+        sizes = np.fromiter((len(i) for i, _ in found), dtype=np.int64, count=len(found))
+        indptr = np.concatenate([[0], np.cumsum(sizes)])
+        empty = (np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32))
+        indices = np.concatenate([i for i, _ in found] or [empty[0]])
+        data = np.concatenate([d for _, d in found] or [empty[1]])
+        return sp.csr_matrix((data, indices, indptr), shape=(len(names), len(self.columns)))
+
+    def _read(
+        self, texts: Sequence[tuple[str, ...]], *, window: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each term count of `texts` as (text, column, count), in `text_terms`' order; the
+        window's make the columns (in the order first met), others read -1 for a term without."""
+        vocabulary = self._vocabulary
+        if not vocabulary.spaced:
+            counts = TermCounts.of(vocabulary, texts)
+            if not vocabulary.spaced:
+                return counts.rows, self._columns_of(counts.keys, window=window), counts.tf
+        # A term with a space in it (a ligature: U+FDFB) may be the string a pair of terms
+        # makes: from now on only strings tell terms apart, as text_terms counts them.
+        read = [text_terms(*parts) for parts in texts]
+        if window:
+            for found in read:
+                for term in found:
+                    self.columns.setdefault(term, len(self.columns))
+        sizes = np.fromiter(map(len, read), dtype=np.int64, count=len(read))
         total = int(sizes.sum())
-        rows = np.repeat(np.arange(len(counts)), sizes)
-        terms = chain.from_iterable(counts)
+        terms = chain.from_iterable(read)
         cols = np.fromiter(map(self.columns.get, terms, repeat(-1)), np.int64, total)
-        tf = np.fromiter(chain.from_iterable(c.values() for c in counts), np.float64, total)
+        tf = np.fromiter(chain.from_iterable(c.values() for c in read), np.int64, total)
+        return np.repeat(np.arange(len(read)), sizes), cols, tf
+
+    def _columns_of(self, keys: np.ndarray, *, window: bool) -> np.ndarray:
+        """The column of each term key (-1 for a term without); the window's make them."""
+        listed = keys.tolist()
+        if window:  # in the order first met, paper after paper
+            self._key_columns = dict(zip(dict.fromkeys(listed), count()))
+            self.columns = dict(zip(self._vocabulary.strings(self._key_columns), count()))
+            return np.fromiter(map(self._key_columns.__getitem__, listed), np.int64, len(keys))
+        found = map(self._key_columns.get, listed, repeat(-1))
+        return np.fromiter(found, np.int64, len(keys))  # type: ignore[arg-type]
+
+    def _weighted(
+        self, rows: np.ndarray, cols: np.ndarray, tf: np.ndarray, n: int
+    ) -> sp.csr_matrix:
+        """Sublinear tf-idf rows, L2-normalized, of term counts as (row, column, count); terms
+        without a column (-1) count in the norm."""
         known = cols >= 0
         # Column -1 (a term no window paper has) reads the unseen idf appended last; an empty
         # window has no columns at all, and every term is unseen.
         weight = (1.0 + np.log(np.maximum(tf, 1.0))) * np.append(self.idf, self.unseen_idf)[cols]
-        norms = np.sqrt(np.bincount(rows, weights=weight * weight, minlength=len(counts)))
+        norms = np.sqrt(np.bincount(rows, weights=weight * weight, minlength=n))
         values = (weight / np.maximum(norms[rows], 1e-12))[known].astype(np.float32)
-        shape = (len(counts), len(self.columns))
+        shape = (n, len(self.columns))
         return sp.csr_matrix((values, (rows[known], cols[known])), shape=shape)
 
 
@@ -282,7 +297,7 @@ class Learned:
         self.words_row = np.fromiter(
             (row_of_text.setdefault(t, len(row_of_text)) for t in texts), np.int64, len(texts)
         )
-        self.words = space.term_vectors([text_terms(t) if t else {} for t in row_of_text])
+        self.words = space.text_vectors(list(row_of_text))
         self._texts = list(row_of_text)
         self._words_read: dict[int, tuple[tuple[str, int], ...]] = {}
         vectors = self._rated_vectors(self.rated)
@@ -399,8 +414,8 @@ class Learned:
         if found is not None:
             return found
         seen: dict[str, tuple[str, int]] = {}
-        for surface in _TOKEN.findall(self._texts[text_row]):
-            term = _term(surface)  # "" for punctuation and stopwords
+        for surface in words_of(self._texts[text_row]):
+            term = word_term(surface)  # "" for punctuation and stopwords
             if term and term not in seen:
                 seen[term] = (surface, self.space.columns.get(term, -1))
         found = self._words_read[text_row] = tuple(seen.values())
