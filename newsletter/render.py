@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 import jinja2
+import msgspec
 from markupsafe import Markup, escape
 from premailer import Premailer
 
@@ -63,9 +64,12 @@ class Email:
     html: str
 
 
-@dataclass(frozen=True)
-class DigestItem:
-    """One matched paper of a digest, with why it matched (keywords, highlighted snippet)."""
+class DigestItem(msgspec.Struct, frozen=True):
+    """One matched paper of a digest, with why it matched (keywords, highlighted snippet).
+
+    A Struct, made in C: a digest makes one per card (a frozen dataclass's ~8 setattrs each
+    were a tenth of rendering). Benchmark: tests/perf/bench_delivery.py, "rendering".
+    """
 
     paper: Paper
     matched: tuple[str, ...] = ()
@@ -73,7 +77,7 @@ class DigestItem:
     snippet_text: str = ""
     score: float | None = None
     # entry -> the fields it matched in ("title", "abstract", "keywords"); empty for old rows.
-    where: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    where: Mapping[str, Sequence[str]] = {}
     # The entries whose words the ranker found only apart; None for rows planned before it
     # said so, whose labels are then worked out from the paper's text.
     apart: Sequence[str] | None = None
@@ -482,7 +486,7 @@ class EditionRenderer:
             # digest, and the generic fill cost as much as signing their tokens.
             html = self._fragment(name, {variable: self._slot("url")})
             parts = self._url_parts[name] = tuple(html.split(self._slot("url")))
-        return str(html_ascii(escape(url))).join(parts)  # str: a Markup join escapes the parts
+        return _escaped_url(url).join(parts)
 
     def _card_html(
         self, item: DigestItem, shown: Sequence[tuple[str, str]], rate_url: str | None = None
@@ -807,6 +811,18 @@ def _preheader(
     if trending:
         return f"Trending today: {renderer.view(trending[0]).title}"
     return "Nothing new matched your keywords today."
+
+
+# What markupsafe.escape() replaces; a signed link has none of them, nor non-ASCII.
+_ESCAPED = re.compile(r"[&<>\"']")
+
+
+def _escaped_url(url: str) -> str:
+    """html_ascii(escape(url)) as a str, without escaping one that needs none (a signed link,
+    ten a digest). Benchmark: tests/perf/bench_delivery.py, "rendering"."""
+    if url.isascii() and _ESCAPED.search(url) is None:
+        return str(url)
+    return str(html_ascii(escape(url)))  # str: a Markup join escapes the parts
 
 
 def html_ascii(html: str) -> str:
