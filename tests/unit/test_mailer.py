@@ -145,6 +145,7 @@ def test_a_line_one_character_over_the_limit_is_found_wherever_it_is(where):
     lines[at] += "x"  # one over: quoted-printable
     html_ = "\n".join(lines)
     assert _ascii_html(html_) is None
+
     # Counted in octets: a line of two-octet characters is too long at half the characters.
     def text(line: str) -> str:
         return "\n".join([*lines[:at], line, *lines[at + 1 :]])
