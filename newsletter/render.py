@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 import jinja2
+import msgspec
 from markupsafe import Markup, escape
 from premailer import Premailer
 
@@ -63,9 +64,12 @@ class Email:
     html: str
 
 
-@dataclass(frozen=True)
-class DigestItem:
-    """One matched paper of a digest, with why it matched (keywords, highlighted snippet)."""
+class DigestItem(msgspec.Struct, frozen=True):
+    """One matched paper of a digest, with why it matched (keywords, highlighted snippet).
+
+    A Struct, made in C: a digest makes one per card (a frozen dataclass's ~8 setattrs each
+    were a tenth of rendering). Benchmark: tests/perf/bench_delivery.py, "rendering".
+    """
 
     paper: Paper
     matched: tuple[str, ...] = ()
@@ -73,7 +77,7 @@ class DigestItem:
     snippet_text: str = ""
     score: float | None = None
     # entry -> the fields it matched in ("title", "abstract", "keywords"); empty for old rows.
-    where: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    where: Mapping[str, Sequence[str]] = {}
     # The entries whose words the ranker found only apart; None for rows planned before it
     # said so, whose labels are then worked out from the paper's text.
     apart: Sequence[str] | None = None
@@ -214,9 +218,9 @@ class _Placeholders:
     """Unique markers for per-subscriber values, and their fast substitution.
 
     A random nonce makes the markers unguessable, so text from a paper (a title, say) can never
-    be mistaken for one; values are put in once and never scanned again. A template is made a
-    format string (its braces doubled, each marker a field) the first time it is filled; later
-    fills are one str.format_map, in C.
+    be mistaken for one; values are put in once and never scanned again. A template is split at
+    its markers the first time it is filled; later fills are one join of its text and the
+    values, in C (str.format_map parsed the whole template again at every fill).
     """
 
     # Benchmark: tests/perf/bench_delivery.py, "rendering" (a digest is some 50 fills).
@@ -224,21 +228,26 @@ class _Placeholders:
     def __init__(self) -> None:
         self.nonce = secrets.token_hex(6)
         self._pattern = re.compile(rf"@@{self.nonce}:([A-Za-z_]\w*)@@")
-        self._formats: dict[str, str] = {}
+        self._forms: dict[str, tuple[list[str], tuple[str, ...]]] = {}
 
     def __call__(self, name: str) -> Markup:
-        if not name.isidentifier():  # a field of the format string: no index, no attribute
+        if not name.isidentifier():
             raise ValueError(f"a placeholder is named like a variable, not {name!r}")
         return Markup(f"@@{self.nonce}:{name}@@")
 
     def fill(self, template: str, values: Mapping[str, str]) -> str:
         """The template with every marker replaced by its value."""
-        form = self._formats.get(template)
+        form = self._forms.get(template)
         if form is None:
             # Cached templates are the same str objects each time: the lookup is by identity.
-            escaped = template.replace("{", "{{").replace("}", "}}")
-            form = self._formats[template] = self._pattern.sub(r"{\1}", escaped)
-        return form.format_map(values)
+            pieces = self._pattern.split(template)  # text, name, text, ..., name, text
+            form = self._forms[template] = ([str(p) for p in pieces], tuple(pieces[1::2]))
+        pieces, names = form
+        if not names:
+            return str(template)
+        pieces = pieces.copy()
+        pieces[1::2] = map(values.__getitem__, names)
+        return "".join(pieces)
 
 
 LAYOUT_SLOTS = (
@@ -477,7 +486,7 @@ class EditionRenderer:
             # digest, and the generic fill cost as much as signing their tokens.
             html = self._fragment(name, {variable: self._slot("url")})
             parts = self._url_parts[name] = tuple(html.split(self._slot("url")))
-        return str(html_ascii(escape(url))).join(parts)  # str: a Markup join escapes the parts
+        return _escaped_url(url).join(parts)
 
     def _card_html(
         self, item: DigestItem, shown: Sequence[tuple[str, str]], rate_url: str | None = None
@@ -802,6 +811,18 @@ def _preheader(
     if trending:
         return f"Trending today: {renderer.view(trending[0]).title}"
     return "Nothing new matched your keywords today."
+
+
+# What markupsafe.escape() replaces; a signed link has none of them, nor non-ASCII.
+_ESCAPED = re.compile(r"[&<>\"']")
+
+
+def _escaped_url(url: str) -> str:
+    """html_ascii(escape(url)) as a str, without escaping one that needs none (a signed link,
+    ten a digest). Benchmark: tests/perf/bench_delivery.py, "rendering"."""
+    if url.isascii() and _ESCAPED.search(url) is None:
+        return str(url)
+    return str(html_ascii(escape(url)))  # str: a Markup join escapes the parts
 
 
 def html_ascii(html: str) -> str:

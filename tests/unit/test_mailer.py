@@ -133,6 +133,27 @@ def test_html_with_a_very_long_line_falls_back_to_quoted_printable():
     assert content(part) == long_html
 
 
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_a_line_one_character_over_the_limit_is_found_wherever_it_is(where):
+    from newsletter.mail.message import MAX_7BIT_LINE, _ascii_html, _fits_8bit
+
+    lines = ["<p>short</p>"] * 300
+    at = {"first": 0, "middle": 150, "last": 299}[where]
+    lines[at] = "x" * MAX_7BIT_LINE  # at the limit: sent as it is
+    html_ = "\n".join(lines)
+    assert _ascii_html(html_) == html_
+    lines[at] += "x"  # one over: quoted-printable
+    html_ = "\n".join(lines)
+    assert _ascii_html(html_) is None
+
+    # Counted in octets: a line of two-octet characters is too long at half the characters.
+    def text(line: str) -> str:
+        return "\n".join([*lines[:at], line, *lines[at + 1 :]])
+
+    assert _fits_8bit(text("é" * (MAX_7BIT_LINE // 2)))
+    assert not _fits_8bit(text("é" * (MAX_7BIT_LINE // 2) + "x"))
+
+
 def test_html_containing_the_boundary_falls_back_to_quoted_printable():
     from newsletter.mail.message import BOUNDARY
 

@@ -1,5 +1,6 @@
 """The ledger and the queries around it, on a real migrated SQLite database."""
 
+import json
 from datetime import date, datetime, timedelta
 
 import pytest
@@ -206,3 +207,34 @@ def test_validators_round_trip(db):
         storage.put_validators(session, "https://x/feed", '"def"', "Fri, 12 Jun 2026", NOW)
     with db.session() as session:
         assert storage.get_validators(session, "https://x/feed") == ('"def"', "Fri, 12 Jun 2026")
+
+
+def test_claimed_items_are_read_in_one_pass_as_planned_items_reads_them():
+    from newsletter.planned import read_items
+
+    stored = [
+        {
+            "id": "2401.00001",
+            "score": 12.5,
+            "matched": ["diffusion models"],
+            "snippet_html": "on <mark>diffusion</mark> models",
+            "where": {"diffusion models": ["title", "abstract"]},
+            "apart": ["diffusion models"],
+            "snippet_text": "kept by older rows, ignored",
+        },
+        {"id": "2401.00002", "score": 3, "liked": ["2401.00009", "A liked paper"]},
+    ]
+    items = read_items(json.dumps(stored))
+    assert items == storage.planned_items(stored)
+    assert items is not None and items[1].score == 3.0 and items[1].where == {}
+    # Left to planned_items(): what older rows hold, and what it reports as malformed.
+    assert storage.planned_items([{"id": "x", "score": 1.0, "where": None}])[0].where == {}
+    for other in (
+        [{"id": "x", "score": 1.0, "where": None}],
+        [{"id": "", "score": 1.0}],
+        [{"id": "x", "score": True}],
+        [{"id": "x", "score": 1.0, "liked": ["only an id"]}],
+        {"id": "x", "score": 1.0},
+    ):
+        assert read_items(json.dumps(other)) is None, other
+    assert read_items("not JSON") is None
