@@ -21,6 +21,9 @@ The model (why: README, "Ranking"; measured by tests/perf/eval_feedback.py):
   reader who likes two topics is not given only papers halfway between them; the paper named
   in "like <title>" is the liked one nearest. Scoring is a gather over one (rated papers x
   window) similarity matrix, block by block across subscribers.
+* A paper is like a rated one as much as it and its NEIGHBOURS nearest window papers are
+  (NEIGHBOUR_SHARE of the similarity is theirs, weighed by their cosine to it): the cluster
+  hypothesis, as score regularization over the window's nearest-neighbour graph.
 * Fusion: ``(1 - share) * keyword score + share * 100 * learned score * prior``, floored at 0,
   where ``share = n / (n + KEYWORD_PRIOR)`` for n rated papers, at most MAX_SHARE when the
   profile has keywords, and 1 when it has none: a handful of ratings move a digest, they do not
