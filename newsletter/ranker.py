@@ -131,7 +131,8 @@ class PaperWindow:
                 if not self._space:
                     self._space.append(TextSpace(self.index.papers))
                 keywords = [bool(p.positives) for p in profiles]
-                words = [p.words for p in profiles]
+                # Only a profile with ratings reads its words as a bag of words.
+                words = [p.words if f else "" for p, f in zip(profiles, feedback, strict=True)]
                 learned = Learned(self._space[0], self.index.prior, feedback, keywords, words)
             results = self.index.rank_many(
                 profiles,
