@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from itertools import chain, count, repeat
 from operator import attrgetter
 
+import msgspec
 import numpy as np
 import scipy.sparse as sp
 
@@ -66,9 +66,11 @@ COUNTS_KEPT = 200_000  # term counts of papers from outside a window it keeps
 LEARN_BLOCK = 256  # profiles per gather: 256 x rated papers x window papers floats at most
 
 
-@dataclass(frozen=True)
-class Feedback:
-    """A reader's rated papers, with their text: liked (profile likes and +1) and disliked."""
+class Feedback(msgspec.Struct, frozen=True):
+    """A reader's rated papers, with their text: liked (profile likes and +1) and disliked.
+
+    A Struct, not a dataclass: the planner makes one for every subscriber who rated, and a
+    frozen dataclass's setattrs cost more than the rest of `feedback_of`."""
 
     liked: tuple[Paper, ...] = ()
     disliked: tuple[Paper, ...] = ()
@@ -76,7 +78,8 @@ class Feedback:
     @property
     def key(self) -> Hashable:
         """Equal for readers who rated the same papers the same way (they rank alike)."""
-        return (frozenset(p.id for p in self.liked), frozenset(p.id for p in self.disliked))
+        ids = attrgetter("id")
+        return (tuple(sorted(map(ids, self.liked))), tuple(sorted(map(ids, self.disliked))))
 
     def __bool__(self) -> bool:
         return bool(self.liked or self.disliked)
@@ -91,14 +94,18 @@ def feedback_of(
 ) -> Feedback:
     """A reader's Feedback from profile likes and ratings (+1/-1), with the texts in `papers`;
     a rated paper whose text is unknown teaches nothing."""
-    liked = dict.fromkeys(likes)
-    liked.update((pid, None) for pid, value in ratings.items() if value > 0)
-    disliked = [pid for pid, value in ratings.items() if value < 0]
-    for pid in disliked:
-        liked.pop(pid, None)  # a later "less like this" wins over the profile's like
+    disliked = sorted(pid for pid, value in ratings.items() if value < 0)
+    liked: Iterable[str] = [pid for pid, value in ratings.items() if value > 0]
+    if likes:
+        merged = dict.fromkeys(likes)
+        merged.update(dict.fromkeys(liked))
+        for pid in disliked:
+            merged.pop(pid, None)  # a later "less like this" wins over the profile's like
+        liked = merged
+    text = papers.get
     return Feedback(
-        tuple(papers[pid] for pid in liked if pid in papers),
-        tuple(papers[pid] for pid in sorted(disliked) if pid in papers),
+        tuple(p for p in map(text, liked) if p is not None),
+        tuple(p for p in map(text, disliked) if p is not None),
     )
 
 
@@ -332,12 +339,17 @@ class Learned:
         the liked papers minus DISLIKE_SHARE times that of the disliked ones, plus QUERY_SHARE
         times the cosine to the profile's words, minus BACKGROUND_SHARE times the centred
         cosine to the window's mean paper, over SIMILAR."""
-        out = QUERY_SHARE * _dense(self.words[self.words_row[rows]] @ self.space.matrix.T)
-        out = out.astype(np.float32) - BACKGROUND_SHARE * self.space.background
+        # In place: each step is a pass over (profiles x window) floats.
+        out = _dense(self.words[self.words_row[rows]] @ self.space.matrix.T).astype(np.float32)
+        out *= QUERY_SHARE
+        out -= BACKGROUND_SHARE * self.space.background
         for padded, sign in ((self.liked, 1.0), (self.disliked, -DISLIKE_SHARE)):
             if padded.shape[1]:
-                out += sign * self._vote(padded[rows])
-        return np.clip(out / SIMILAR, -1.0, 1.0)
+                vote = self._vote(padded[rows])
+                vote *= sign
+                out += vote
+        out /= SIMILAR
+        return np.clip(out, -1.0, 1.0, out=out)
 
     def _vote(self, rated: np.ndarray) -> np.ndarray:
         """Per row of rated papers (padded), their vote for each window paper: NEAREST_SHARE
@@ -364,8 +376,13 @@ class Learned:
             return scores
         mine = rows[has]
         share = self.share[mine, None]
-        learned = self.learned(mine) * (100.0 * self.prior)
-        scores[has] = np.maximum((1.0 - share) * scores[has] + share * learned, 0.0)
+        learned = self.learned(mine)
+        learned *= 100.0 * self.prior
+        learned *= share
+        fused = scores[has]
+        fused *= 1.0 - share
+        fused += learned
+        scores[has] = np.maximum(fused, 0.0, out=fused)
         return scores
 
     def profiles(self) -> list[int]:
@@ -384,12 +401,14 @@ class Learned:
             return out
         rows, at = self.row_of[owners[mine]], at[mine]
         liked = self.liked[rows]  # chosen papers x liked papers (padded)
-        near = self.similarity[liked, at[:, None]]
-        best = liked[np.arange(len(mine)), np.argmax(near, axis=1)]
-        known = np.isfinite(near.max(axis=1))  # a profile that liked nothing has only padding
-        learned = _pair_vote(near)
+        near = self._pairs(liked, at)
+        pick = np.argmax(near, axis=1)[:, None]
+        best = np.take_along_axis(liked, pick, axis=1)[:, 0]
+        nearest = np.take_along_axis(near, pick, axis=1)[:, 0]
+        known = np.isfinite(nearest)  # a profile that liked nothing has only padding
+        learned = _pair_vote(near, nearest)
         if self.disliked.shape[1]:
-            learned -= DISLIKE_SHARE * _pair_vote(self.similarity[self.disliked[rows], at[:, None]])
+            learned -= DISLIKE_SHARE * _pair_vote(self._pairs(self.disliked[rows], at))
         # What the liked papers chose: the learned part without the profile's own words.
         part = np.clip(learned / SIMILAR, -1.0, 1.0) * 100.0 * self.prior[at] * self.share[rows]
         shown = known & (part > 0) & (part >= LIKE_SHOWN * scores[mine])
@@ -397,6 +416,12 @@ class Learned:
         for i, b in zip(mine[shown].tolist(), best[shown].tolist(), strict=True):
             out[i] = titles[b]
         return out
+
+    def _pairs(self, rated: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """The similarity of each row's rated papers (padded) to its window paper `at`: one
+        flat gather (`similarity[rated, at[:, None]]` indexes in two dimensions, slower)."""
+        width = self.similarity.shape[1]
+        return self.similarity.ravel().take(rated * width + at[:, None])
 
     def words_found(self, profile: int, paper_id: str) -> tuple[str, ...]:
         """The words of the profile's keyword entries (as written, each once) that this window
@@ -429,11 +454,12 @@ class Learned:
         return [(p.id, p.title) for p in self.rated]
 
 
-def _pair_vote(near: np.ndarray) -> np.ndarray:
-    """Per row of similarities to rated papers (-inf for padding), their vote (see _vote)."""
+def _pair_vote(near: np.ndarray, best: np.ndarray | None = None) -> np.ndarray:
+    """Per row of similarities to rated papers (-inf for padding), their vote (see _vote);
+    `best`: each row's largest, where already known."""
     finite = np.isfinite(near)
     mean = np.where(finite, near, 0.0).sum(axis=1) / np.maximum(finite.sum(axis=1), 1)
-    return _blend(near.max(axis=1), mean)
+    return _blend(near.max(axis=1) if best is None else best, mean)
 
 
 def _blend(best: np.ndarray, mean: np.ndarray) -> np.ndarray:
