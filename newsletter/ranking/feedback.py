@@ -340,7 +340,8 @@ class Learned:
         times the cosine to the profile's words, minus BACKGROUND_SHARE times the centred
         cosine to the window's mean paper, over SIMILAR."""
         # In place: each step is a pass over (profiles x window) floats.
-        out = _dense(self.words[self.words_row[rows]] @ self.space.matrix.T).astype(np.float32)
+        out = _dense(self.words[self.words_row[rows]] @ self.space.matrix.T)
+        out = out.astype(np.float32, copy=False)  # a fresh array already: no copy if float32
         out *= QUERY_SHARE
         out -= BACKGROUND_SHARE * self.space.background
         for padded, sign in ((self.liked, 1.0), (self.disliked, -DISLIKE_SHARE)):
