@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
-from collections.abc import Container, Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -544,6 +544,20 @@ def phrase_spans(
         if not current:
             return []
     return sorted(current)
+
+
+def words_found(
+    text: str, fields: Sequence[Container[str]], analyzer: Analyzer
+) -> tuple[str, ...] | None:
+    """The words of an entry's text (split at spaces, as written) that a paper's `fields`
+    (each the terms of a field: its term -> tokens mapping, or a set) have all the terms of,
+    stopwords left out; None when it has every word. How a label names the words of an entry
+    a paper matched in part."""
+    read = [(word, analyzer.bag_terms(word)) for word in text.split()]
+    found = [all(any(t in f for f in fields) for t in terms) for _, terms in read]
+    if all(found):
+        return None
+    return tuple(word for (word, terms), there in zip(read, found, strict=True) if there and terms)
 
 
 PLAIN = Analyzer()

@@ -35,7 +35,7 @@ import msgspec
 from markupsafe import Markup, escape
 from premailer import Premailer
 
-from newsletter.analysis import Analyzer, Token, phrase_spans, split_words
+from newsletter.analysis import Analyzer, Token, phrase_spans, split_words, words_found
 from newsletter.config import Settings
 from newsletter.paper import Paper
 from newsletter.resources import TEMPLATES_DIR
@@ -739,7 +739,8 @@ def words_apart(
     fields: Sequence[Mapping[str, list[Token]]] | Callable[[], Sequence[Mapping[str, list[Token]]]],
     analyzer: Analyzer,
 ) -> tuple[str, ...]:
-    """The words of an unquoted multi-word entry if they are nowhere adjacent in the paper.
+    """The words of an unquoted multi-word entry that the paper has, if they are nowhere
+    adjacent in it.
 
     The ranking lets "diffusion models" match a paper that says "diffusion" in one sentence
     and "models" in another; calling that a "diffusion models" match would claim a phrase the
@@ -753,9 +754,12 @@ def words_apart(
         return ()
     # The paper's terms are read only for such an entry: analysing every paper of an edition
     # for the one-word entries too doubled the workers' CPU in bench_scale.py.
-    if any(phrase_spans(terms, phrase) for terms in (fields() if callable(fields) else fields)):
+    read = fields() if callable(fields) else fields
+    if any(phrase_spans(terms, phrase) for terms in read):
         return ()
-    return tuple(text.split())
+    # A paper may have only some of the words (the ranking matches it in part): those it has.
+    found = words_found(text, read, analyzer)
+    return tuple(text.split()) if found is None else found
 
 
 def wrap(text: str, width: int, indent: str) -> str:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from newsletter.analysis import CONCEPT, Token
+from newsletter.analysis import CONCEPT, Token, words_found
 from newsletter.paper import Paper
 from newsletter.profile import Entry, Profile
 from newsletter.ranking.scoring import (
@@ -22,6 +22,7 @@ from newsletter.ranking.scoring import (
     CODE_BITS,
     FIELD_BITS,
     KEYWORDS,
+    PARTIAL,
     TITLE,
     _within,
     distinct_entries,
@@ -241,6 +242,11 @@ class _Explainer:
         entries = self._entries(profiles)[chosen.owner]  # matches x positives (0: none)
         columns = np.asarray(self._columns, dtype=np.int64)
         masks = self.plan.mask_matrix[columns[entries], chosen.paper[:, None]]
+        part = np.nonzero(masks & PARTIAL)
+        if len(part[0]):  # an entry matched in part is the entry of the words the paper has
+            masks[part] &= ~np.uint8(PARTIAL)
+            entries[part] = self._partial_ids(entries[part], chosen.paper[part[0]], columns)
+            columns = np.asarray(self._columns, dtype=np.int64)
         # Each match's matched entries with their field bits, in written order, one integer
         # each (entry id, bits); the entries that did not match leave zeros at the end.
         hit = masks > 0
@@ -275,6 +281,32 @@ class _Explainer:
         bounds = np.cumsum(chosen.counts).tolist()
         return [flat[a:b] for a, b in zip([0, *bounds[:-1]], bounds, strict=True)]
 
+    def _partial_ids(
+        self, entries: np.ndarray, papers: np.ndarray, columns: np.ndarray
+    ) -> np.ndarray:
+        """For entries each matched in part by a paper, the id of an entry labelled by the
+        words that paper has ("contrastive + learning"), in the same feature column (its
+        excerpt marks the same words); worked out once per entry and set of words."""
+        plan = self.plan
+        at = np.searchsorted(plan.partial_keys, columns[entries] * len(self.index) + papers)
+        pairs = np.stack([entries.astype(np.uint64), plan.partial_found[at]], axis=1)
+        distinct, which = np.unique(pairs, axis=0, return_inverse=True)
+        ids = [
+            self._words_id(int(entry), int(bits), int(columns[entry]))
+            for entry, bits in distinct.tolist()
+        ]
+        return np.asarray(ids, dtype=np.int32)[which.ravel()]
+
+    def _words_id(self, entry: int, bits: int, column: int) -> int:
+        """The id of the entry named by those of entry `entry`'s words set in `bits`."""
+        words = self.plan.features[column].words
+        has = {w for j, w in enumerate(words) if bits >> j & 1}
+        text = self._labels[entry].split("^", 1)[0]
+        found = words_found(text, [has], self.index.analyzer) or tuple(
+            w for w in text.split() if set(self.index.analyzer.bag_terms(w)) & has
+        )
+        return self._entry_id_of((" + ".join(found), column))
+
     def _entries(self, profiles: Sequence[Profile]) -> np.ndarray:
         """Per profile, its positive entries' ids in written order, padded with 0."""
         distinct, lengths, which = distinct_entries(list(map(_POSITIVES, profiles)))
@@ -285,7 +317,9 @@ class _Explainer:
 
     def _entry_id(self, entry: Entry) -> int:
         """The id of an entry as written: its label and feature column (ids from 1)."""
-        key = (entry.label or entry.text, self.plan.column(entry))
+        return self._entry_id_of((entry.label or entry.text, self.plan.column(entry)))
+
+    def _entry_id_of(self, key: tuple[str, int]) -> int:
         found = self._entry_ids.get(key)
         if found is None:
             found = self._entry_ids[key] = len(self._labels)

@@ -9,11 +9,13 @@ How a paper scores for a profile, from 0 to 100:
   0.71, one abstract mention 0.45, a title and a few abstract mentions 0.8-0.9.
 * A phrase counts only where its terms are adjacent after normalization (no punctuation in
   between). An unquoted multi-word entry takes 70% of its strength from the phrase and 30%
-  from its words anywhere in the paper (all must occur). A one-word entry takes 30% from the
-  word's own inflections ("supervision", "supervisions") and 70% from its stem, so
+  from its words anywhere in the paper: their idf-weighted mean strength, a missing word
+  counting 0, so a paper with only some of the words matches, weaker. A one-word entry takes
+  30% from the word's own inflections ("supervision", "supervisions") and 70% from its stem, so
   "supervision" prefers papers about supervision over papers that are merely "supervised".
 * A matched entry is worth ``0.2 + 0.8 * strength`` (the floor is 0.06 instead of 0.2 when
-  its words are found only apart): the floor is the coverage bonus, every entry a paper
+  its words are found only apart, times the share of the entry's idf they carry when only
+  some are found): the floor is the coverage bonus, every entry a paper
   covers adds at least 20% of its weight. `author:` and `cat:` entries are worth 1 when they match.
 * The score is 100 x the weighted mean worth over the profile's entries x the paper's prior.
   100 means every entry matched as strongly as possible, so a minimum score means the same for
@@ -32,7 +34,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from itertools import chain
+from itertools import chain, repeat
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -53,6 +55,13 @@ TITLE, KEYWORDS, ABSTRACT, AUTHORS, CATEGORIES = 1, 2, 4, 8, 16
 # Beside the field bits of an unquoted multi-word entry: its words matched, its phrase nowhere.
 # The digest then labels it by its words ("diffusion + models") without reading the paper again.
 APART = 32
+# In a feature's field bits only, never in a code: the paper has some of the entry's words, not
+# all; the explanation then names those it has (`_Feature.found`), as an entry of its own.
+PARTIAL = 64
+# Of an entry's idf, the least the words a paper has must carry to match it in part: its
+# commonest words alone ("learning" of "deep metric learning") do not, and the features stay
+# sparse. Benchmark: tests/perf/bench_ranking.py, "peak RSS"; tests/perf/eval_feedback.py.
+PARTIAL_COVER = 0.15
 FIELD_BITS = TITLE | KEYWORDS | ABSTRACT | AUTHORS | CATEGORIES
 CODE_BITS = 6  # bits of one entry in a match pattern code: the fields and APART
 FIELD_BIT = {"title": TITLE, "keywords": KEYWORDS, "abstract": ABSTRACT}
@@ -79,6 +88,9 @@ class _Feature:
     masks: np.ndarray
     phrase: tuple[str, ...] = ()
     words: tuple[str, ...] = ()  # for loose entries: the words that may match apart
+    # One per paper matched in part (PARTIAL in masks), in order: bit j set if it has words[j];
+    # None: no paper is.
+    found: np.ndarray | None = None
 
 
 Strengths = dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]]  # phrase -> strength, bits
@@ -128,31 +140,54 @@ def text_features(
             strength = (1.0 - EXACT_SHARE) * strength + EXACT_SHARE * exact
         floor = np.where(strength > 0, COVERAGE_FLOOR, 0.0)
         if loose:
+            # The words' part: their idf-weighted mean strength, a missing word counting 0. A
+            # paper with only some of the words is worth their share of the entry's idf
+            # (`cover`) of the floor too, so the minimum score keeps out papers that have
+            # only its common words ("models" of "diffusion models").
             total = np.zeros(strength.shape)
+            present = np.zeros(strength.shape)
             every = np.ones(strength.shape, dtype=bool)
             word_masks = np.zeros(strength.shape, dtype=np.uint8)
+            found = np.zeros(strength.shape, dtype=np.uint64)  # the words each paper has
             weights = np.zeros(len(group))
             for j in range(n_words):
                 each = np.stack([known[(k[2][j],)][0] for k in group])
                 idf = np.array([index.idf(k[2][j]) for k in group])
                 total += idf[:, None] * each
+                present += idf[:, None] * (each > 0)
                 weights += idf
                 every &= each > 0
+                found |= (each > 0).astype(np.uint64) << np.uint64(j)
                 word_masks |= np.stack([known[(k[2][j],)][1] for k in group])
-            mean = np.where(every, total / np.maximum(weights, 1e-9)[:, None], 0.0)
-            apart = APART if multi else 0
+            idf_total = np.maximum(weights, 1e-9)[:, None]
+            # One word of a one-term entry (an acronym this corpus reads as its words) is not
+            # a part of it: only an entry of several terms matches in part.
+            cover = present / idf_total if multi else every.astype(np.float64)
+            mean = np.where(cover >= PARTIAL_COVER, total / idf_total, 0.0)
+            apart = np.where(every, APART if multi else 0, PARTIAL).astype(np.uint8)
             masks = np.where(masks > 0, masks, np.where(mean > 0, word_masks | apart, word_masks))
+            found = np.where(masks & PARTIAL, found, np.uint64(0))
             strength = (1.0 - LOOSE_SHARE) * strength + LOOSE_SHARE * mean
-            floor = np.where(floor > 0, floor, np.where(mean > 0, LOOSE_SHARE * COVERAGE_FLOOR, 0))
+            apart_floor = LOOSE_SHARE * COVERAGE_FLOOR * cover
+            floor = np.where(floor > 0, floor, np.where(mean > 0, apart_floor, 0.0))
         worth = floor + (1.0 - COVERAGE_FLOOR) * strength
         rows, papers = np.nonzero(strength > 0)
         cuts = np.cumsum(np.bincount(rows, minlength=len(group)))[:-1]
         worths = np.split(worth[rows, papers].astype(np.float32), cuts)
         bits = np.split(masks[rows, papers].astype(np.uint8), cuts)
-        for i, k, p, w, b in zip(
-            members, group, np.split(papers.astype(np.int32), cuts), worths, bits, strict=True
+        founds = np.split(found[rows, papers], cuts) if loose else repeat(None)
+        for i, k, p, w, b, f in zip(
+            members,
+            group,
+            np.split(papers.astype(np.int32), cuts),
+            worths,
+            bits,
+            founds,
+            strict=False,
         ):
-            out[i] = _Feature(p, w, b, k[1], k[2] if k[0] == "loose" else ())
+            some = f[(b & PARTIAL) > 0] if f is not None else None
+            some = some if some is not None and len(some) else None
+            out[i] = _Feature(p, w, b, k[1], k[2] if k[0] == "loose" else (), some)
     return out
 
 
@@ -243,6 +278,7 @@ class _Plan:
         self.features: list[_Feature] = []
         self._profile_matrices(profiles)
         self.values, self.present, self.mask_matrix = self._feature_matrices()
+        self.partial_keys, self.partial_found = self._partial_matches()
 
     def _profile_matrices(self, profiles: Sequence[Profile]) -> None:
         """Weights, exclusions, category steering and positive columns of every profile.
@@ -314,6 +350,18 @@ class _Plan:
         np.cumsum(sizes, out=indptr[1:])
         present = sp.csr_matrix((np.ones_like(values), columns, indptr), shape=shape)
         return sp.csr_matrix((values, columns, indptr), shape=shape), present, masks
+
+    def _partial_matches(self) -> tuple[np.ndarray, np.ndarray]:
+        """The (feature, paper) pairs matched in part, as sorted keys feature x papers +
+        paper, and the words each paper has (`_Feature.found`)."""
+        n_papers = len(self.index.papers)
+        keys, found = [np.zeros(0, np.int64)], [np.zeros(0, np.uint64)]
+        for column, feature in enumerate(self.features):
+            if feature.found is not None:
+                some = (feature.masks & PARTIAL) > 0
+                keys.append(column * n_papers + feature.papers[some].astype(np.int64))
+                found.append(feature.found)
+        return np.concatenate(keys), np.concatenate(found)
 
     def scores(self, start: int, stop: int) -> np.ndarray:
         """Scores 0-100 of profiles start..stop (rows) for every paper (columns)."""

@@ -80,6 +80,7 @@ from newsletter.ranking import (
     EXACT_SHARE,
     K1,
     LOOSE_SHARE,
+    PARTIAL_COVER,
     Match,
     PaperIndex,
 )
@@ -379,12 +380,15 @@ class NaiveRanker:
         floor = COVERAGE_FLOOR if strength > 0 else 0.0
         if known.words:
             each = [self._phrase((w,), d) for w in known.words]
-            loose = 0.0
-            if all(each):
-                loose = sum(i * s for i, s in zip(known.idf, each, strict=True)) / max(
-                    sum(known.idf), 1e-9
-                )
-                floor = floor or LOOSE_SHARE * COVERAGE_FLOOR
+            idf_total = max(sum(known.idf), 1e-9)
+            loose = sum(i * s for i, s in zip(known.idf, each, strict=True)) / idf_total
+            if len(known.phrase) > 1:  # an entry of several terms matches in part
+                cover = sum(i for i, s in zip(known.idf, each, strict=True) if s) / idf_total
+            else:
+                cover = float(all(each))
+            loose = loose if cover >= PARTIAL_COVER else 0.0
+            if loose:
+                floor = floor or LOOSE_SHARE * COVERAGE_FLOOR * cover
             strength = (1 - LOOSE_SHARE) * strength + LOOSE_SHARE * loose
         return floor + (1 - COVERAGE_FLOOR) * strength if strength > 0 else 0.0
 

@@ -15,6 +15,7 @@ from newsletter.profile import parse_profile
 from newsletter.ranking import (
     COVERAGE_FLOOR,
     K1,
+    PARTIAL_COVER,
     Match,
     PaperIndex,
     format_rank_json,
@@ -107,8 +108,38 @@ def test_case_and_plural_do_not_matter() -> None:
         paper("b", "a diffusion model"),
         paper("c", "DIFFUSION"),
     ]
-    for profile in ("diffusion models", '"Diffusion model"', "DIFFUSION MODELS"):
-        assert sorted(ids(rank(papers, profile))) == ["a", "b"]
+    assert sorted(ids(rank(papers, '"Diffusion model"'))) == ["a", "b"]
+    for profile in ("diffusion models", "DIFFUSION MODELS"):
+        found = rank(papers, profile)
+        # "c" has one of the two words: it matches in part, after both, labelled by its word.
+        assert sorted(ids(found[:2])) == ["a", "b"] and ids(found[2:]) == ["c"]
+        assert found[2].matched == (profile.split()[0],)  # as the reader wrote it
+        assert found[2].score < found[1].score / 2
+
+
+def test_an_entry_matches_in_part_by_the_share_of_its_idf_it_has() -> None:
+    """A paper with only some words of an unquoted entry matches, the weaker the rarer the
+    words it lacks: the common word of an entry alone does not match it."""
+    papers = [
+        paper("both", "Diffusion models for proteins"),
+        paper("rare", "Diffusion of heat"),
+        paper("common", "Language models for code"),
+        *[paper(f"m{i}", f"Models of kind {i}") for i in range(8)],
+    ]
+    index = PaperIndex(papers)
+    profile = parse_profile("diffusion models")
+    scores = {m.paper_id: m.score for m in index.rank(profile, top_k=20)}
+    assert scores["both"] > 2 * scores["rare"]
+    assert "common" not in scores and not any(pid.startswith("m") for pid in scores)
+    # "models" is in 10 of the 11 papers, "diffusion" in 2: the common word carries under
+    # PARTIAL_COVER of the entry's idf.
+    share = index.idf("model") / (index.idf("model") + index.idf("diffusion"))
+    assert share < PARTIAL_COVER
+    kept = ids(index.rank(profile, top_k=20, min_score=5.0))
+    assert kept == ["both", "rare"]
+    rare = index.rank(profile, top_k=2)[1]
+    assert rare.matched == ("diffusion",) and rare.where == {"diffusion": ("title",)}
+    assert rare.apart == ()
 
 
 def test_a_word_itself_beats_its_derivations_but_not_its_plural() -> None:

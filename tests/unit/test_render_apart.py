@@ -93,6 +93,27 @@ def test_rows_planned_before_the_ranker_said_so_still_label_words_apart(config):
     ]
 
 
+SOME = Paper(
+    id="2612.00004",
+    title="Heat kernels",
+    abstract="We study diffusion on graphs.",
+    source="arxiv",
+)
+
+
+def test_a_paper_with_some_of_the_words_is_labelled_by_those_it_has(config):
+    """A paper matched in part never shows the entry as if it had every word: the ranker names
+    the words it has, and a row that names the entry (planned before) reads them again."""
+    matches = {m.paper_id: m for m in rank_papers([APART, TOGETHER, SOME], "diffusion models")}
+    some = matches[SOME.id]
+    assert some.matched == ("diffusion",) and some.apart == ()
+    assert some.where == {"diffusion": ("abstract",)}
+    assert some.score < matches[APART.id].score < matches[TOGETHER.id].score
+    told = DigestItem(SOME, some.matched, where=some.where, apart=some.apart)
+    before = DigestItem(SOME, ("diffusion models",), where={"diffusion models": ("abstract",)})
+    assert labels(config, [told, before]) == [["diffusion in abstract"]] * 2
+
+
 @pytest.mark.parametrize(
     "profile",
     [
