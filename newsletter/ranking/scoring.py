@@ -10,7 +10,8 @@ How a paper scores for a profile, from 0 to 100:
 * A phrase counts only where its terms are adjacent after normalization (no punctuation in
   between). An unquoted multi-word entry takes 70% of its strength from the phrase and 30%
   from its words anywhere in the paper: their idf-weighted mean strength, a missing word
-  counting 0, so a paper with only some of the words matches, weaker. A one-word entry takes
+  counting 0, so a paper with only some of the words matches, weaker, where the words it has
+  carry at least PARTIAL_COVER of the entry's idf. A one-word entry takes
   30% from the word's own inflections ("supervision", "supervisions") and 70% from its stem, so
   "supervision" prefers papers about supervision over papers that are merely "supervised".
 * A matched entry is worth ``0.2 + 0.8 * strength`` (the floor is 0.06 instead of 0.2 when
@@ -61,7 +62,7 @@ PARTIAL = 64
 # Of an entry's idf, the least the words a paper has must carry to match it in part: its
 # commonest words alone ("learning" of "deep metric learning") do not, and the features stay
 # sparse. Benchmark: tests/perf/bench_ranking.py, "peak RSS"; tests/perf/eval_feedback.py.
-PARTIAL_COVER = 0.15
+PARTIAL_COVER = 0.5
 FIELD_BITS = TITLE | KEYWORDS | ABSTRACT | AUTHORS | CATEGORIES
 CODE_BITS = 6  # bits of one entry in a match pattern code: the fields and APART
 FIELD_BIT = {"title": TITLE, "keywords": KEYWORDS, "abstract": ABSTRACT}

@@ -111,10 +111,8 @@ def test_case_and_plural_do_not_matter() -> None:
     assert sorted(ids(rank(papers, '"Diffusion model"'))) == ["a", "b"]
     for profile in ("diffusion models", "DIFFUSION MODELS"):
         found = rank(papers, profile)
-        # "c" has one of the two words: it matches in part, after both, labelled by its word.
-        assert sorted(ids(found[:2])) == ["a", "b"] and ids(found[2:]) == ["c"]
-        assert found[2].matched == (profile.split()[0],)  # as the reader wrote it
-        assert found[2].score < found[1].score / 2
+        # "c" has one of the two words, the commoner one here: under PARTIAL_COVER.
+        assert sorted(ids(found)) == ["a", "b"]
 
 
 def test_an_entry_matches_in_part_by_the_share_of_its_idf_it_has() -> None:
