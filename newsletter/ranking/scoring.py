@@ -11,7 +11,8 @@ How a paper scores for a profile, from 0 to 100:
   between). An unquoted multi-word entry takes 70% of its strength from the phrase and 30%
   from its words anywhere in the paper: their idf-weighted mean strength, a missing word
   counting 0, so a paper with only some of the words matches, weaker, where the words it has
-  carry at least PARTIAL_COVER of the entry's idf. A one-word entry takes
+  are at least PARTIAL_WORDS and carry at least PARTIAL_COVER of the entry's idf (so a
+  two-word entry needs both). A one-word entry takes
   30% from the word's own inflections ("supervision", "supervisions") and 70% from its stem, so
   "supervision" prefers papers about supervision over papers that are merely "supervised".
 * A matched entry is worth ``0.2 + 0.8 * strength`` (the floor is 0.06 instead of 0.2 when
@@ -63,6 +64,9 @@ PARTIAL = 64
 # commonest words alone ("learning" of "deep metric learning") do not, and the features stay
 # sparse. Benchmark: tests/perf/bench_ranking.py, "peak RSS"; tests/perf/eval_feedback.py.
 PARTIAL_COVER = 0.5
+# The fewest of an entry's words a paper must have to match it in part: one word of a two-word
+# entry is another topic ("decoding" is not "speculative decoding").
+PARTIAL_WORDS = 2
 FIELD_BITS = TITLE | KEYWORDS | ABSTRACT | AUTHORS | CATEGORIES
 CODE_BITS = 6  # bits of one entry in a match pattern code: the fields and APART
 FIELD_BIT = {"title": TITLE, "keywords": KEYWORDS, "abstract": ABSTRACT}
@@ -147,6 +151,7 @@ def text_features(
             # only its common words ("models" of "diffusion models").
             total = np.zeros(strength.shape)
             present = np.zeros(strength.shape)
+            words_had = np.zeros(strength.shape, dtype=np.int64)
             every = np.ones(strength.shape, dtype=bool)
             word_masks = np.zeros(strength.shape, dtype=np.uint8)
             found = np.zeros(strength.shape, dtype=np.uint64)  # the words each paper has
@@ -156,6 +161,7 @@ def text_features(
                 idf = np.array([index.idf(k[2][j]) for k in group])
                 total += idf[:, None] * each
                 present += idf[:, None] * (each > 0)
+                words_had += each > 0
                 weights += idf
                 every &= each > 0
                 found |= (each > 0).astype(np.uint64) << np.uint64(j)
@@ -164,7 +170,8 @@ def text_features(
             # One word of a one-term entry (an acronym this corpus reads as its words) is not
             # a part of it: only an entry of several terms matches in part.
             cover = present / idf_total if multi else every.astype(np.float64)
-            mean = np.where(cover >= PARTIAL_COVER, total / idf_total, 0.0)
+            enough = (cover >= PARTIAL_COVER) & (words_had >= PARTIAL_WORDS)
+            mean = np.where(every | enough, total / idf_total, 0.0)
             apart = np.where(every, APART if multi else 0, PARTIAL).astype(np.uint8)
             masks = np.where(masks > 0, masks, np.where(mean > 0, word_masks | apart, word_masks))
             found = np.where(masks & PARTIAL, found, np.uint64(0))

@@ -81,6 +81,7 @@ from newsletter.ranking import (
     K1,
     LOOSE_SHARE,
     PARTIAL_COVER,
+    PARTIAL_WORDS,
     Match,
     PaperIndex,
 )
@@ -386,7 +387,9 @@ class NaiveRanker:
                 cover = sum(i for i, s in zip(known.idf, each, strict=True) if s) / idf_total
             else:
                 cover = float(all(each))
-            loose = loose if cover >= PARTIAL_COVER else 0.0
+            had = sum(1 for s in each if s)
+            enough = cover >= PARTIAL_COVER and had >= PARTIAL_WORDS
+            loose = loose if all(each) or enough else 0.0
             if loose:
                 floor = floor or LOOSE_SHARE * COVERAGE_FLOOR * cover
             strength = (1 - LOOSE_SHARE) * strength + LOOSE_SHARE * loose

@@ -16,6 +16,7 @@ from newsletter.ranking import (
     COVERAGE_FLOOR,
     K1,
     PARTIAL_COVER,
+    PARTIAL_WORDS,
     Match,
     PaperIndex,
     format_rank_json,
@@ -117,27 +118,32 @@ def test_case_and_plural_do_not_matter() -> None:
 
 def test_an_entry_matches_in_part_by_the_share_of_its_idf_it_has() -> None:
     """A paper with only some words of an unquoted entry matches, the weaker the rarer the
-    words it lacks: the common word of an entry alone does not match it."""
+    words it lacks, if it has at least two of them carrying half the entry's idf: one word of
+    it, or its common words alone, do not match."""
     papers = [
-        paper("both", "Diffusion models for proteins"),
-        paper("rare", "Diffusion of heat"),
-        paper("common", "Language models for code"),
+        paper("all", "Protein diffusion models"),
+        paper("rare", "Diffusion of proteins"),  # lacks "models", the commonest
+        paper("one", "Protein folding"),  # one word of three
+        paper("common", "Diffusion models for code"),  # two words, but the common ones
+        paper("code", "Models for code"),
+        paper("heat", "Diffusion of heat"),
+        paper("gas", "Diffusion in gases"),
         *[paper(f"m{i}", f"Models of kind {i}") for i in range(8)],
     ]
     index = PaperIndex(papers)
-    profile = parse_profile("diffusion models")
-    scores = {m.paper_id: m.score for m in index.rank(profile, top_k=20)}
-    assert scores["both"] > 2 * scores["rare"]
-    assert "common" not in scores and not any(pid.startswith("m") for pid in scores)
-    # "models" is in 10 of the 11 papers, "diffusion" in 2: the common word carries under
-    # PARTIAL_COVER of the entry's idf.
-    share = index.idf("model") / (index.idf("model") + index.idf("diffusion"))
-    assert share < PARTIAL_COVER
-    kept = ids(index.rank(profile, top_k=20, min_score=5.0))
-    assert kept == ["both", "rare"]
-    rare = index.rank(profile, top_k=2)[1]
-    assert rare.matched == ("diffusion",) and rare.where == {"diffusion": ("title",)}
+    profile = parse_profile("protein diffusion models")
+    protein, diffusion, models = (index.idf(t) for t in index.analyzer.bag_terms(profile.text))
+    total = protein + diffusion + models
+    assert (diffusion + models) / total < PARTIAL_COVER <= (protein + diffusion) / total
+    found = index.rank(profile, top_k=20)
+    assert ids(found) == ["all", "rare"]
+    assert found[0].score > 2 * found[1].score
+    rare = found[1]
+    assert rare.matched == ("protein + diffusion",) and rare.where == {
+        "protein + diffusion": ("title",)
+    }
     assert rare.apart == ()
+    assert PARTIAL_WORDS == 2
 
 
 def test_a_word_itself_beats_its_derivations_but_not_its_plural() -> None:
