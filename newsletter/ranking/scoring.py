@@ -146,13 +146,12 @@ def text_features(
         floor = np.where(strength > 0, COVERAGE_FLOOR, 0.0)
         if loose:
             # The words' part: their idf-weighted mean strength, a missing word counting 0. A
-            # paper with only some of the words is worth their share of the entry's idf
-            # (`cover`) of the floor too, so the minimum score keeps out papers that have
-            # only its common words ("models" of "diffusion models").
+            # paper with only some of the words (PARTIAL_WORDS at least, carrying at least
+            # PARTIAL_COVER of the entry's idf) is worth their share of the idf (`cover`) of
+            # the floor too.
             total = np.zeros(strength.shape)
             present = np.zeros(strength.shape)
             words_had = np.zeros(strength.shape, dtype=np.int64)
-            every = np.ones(strength.shape, dtype=bool)
             word_masks = np.zeros(strength.shape, dtype=np.uint8)
             found = np.zeros(strength.shape, dtype=np.uint64)  # the words each paper has
             weights = np.zeros(len(group))
@@ -163,10 +162,10 @@ def text_features(
                 present += idf[:, None] * (each > 0)
                 words_had += each > 0
                 weights += idf
-                every &= each > 0
                 found |= (each > 0).astype(np.uint64) << np.uint64(j)
                 word_masks |= np.stack([known[(k[2][j],)][1] for k in group])
             idf_total = np.maximum(weights, 1e-9)[:, None]
+            every = words_had == n_words
             # One word of a one-term entry (an acronym this corpus reads as its words) is not
             # a part of it: only an entry of several terms matches in part.
             cover = present / idf_total if multi else every.astype(np.float64)
@@ -174,7 +173,6 @@ def text_features(
             mean = np.where(every | enough, total / idf_total, 0.0)
             apart = np.where(every, APART if multi else 0, PARTIAL).astype(np.uint8)
             masks = np.where(masks > 0, masks, np.where(mean > 0, word_masks | apart, word_masks))
-            found = np.where(masks & PARTIAL, found, np.uint64(0))
             strength = (1.0 - LOOSE_SHARE) * strength + LOOSE_SHARE * mean
             apart_floor = LOOSE_SHARE * COVERAGE_FLOOR * cover
             floor = np.where(floor > 0, floor, np.where(mean > 0, apart_floor, 0.0))

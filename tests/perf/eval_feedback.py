@@ -191,8 +191,8 @@ def days(
                 history: dict[str, Paper] = {}
                 for day in range(DAYS):
                     window = order[day * PER_DAY : (day + 1) * PER_DAY]
-                    judged = [pid for pid in relevant if pid in {p.id for p in window}]
                     shown = system(window, str(q["query"]), liked, disliked, history)
+                    judged = [pid for pid in relevant if pid in {p.id for p in window}]
                     if day > 0 and judged:  # a day without a relevant paper tells no system apart
                         chance = random_precision(len(judged), len(window))
                         out[name].append((precision(shown, judged), ndcg(shown, judged), chance))
