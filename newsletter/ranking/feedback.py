@@ -63,6 +63,7 @@ KEYWORD_PRIOR = 10.0  # ratings needed for the learned part to weigh as much as 
 MAX_SHARE = 0.5  # beside keywords, the learned part never weighs more than they do
 LIKE_SHOWN = 1.0 / 3.0  # "like <title>" is said when the learned part is this much of a score
 COUNTS_KEPT = 200_000  # term counts of papers from outside a window it keeps
+NEAREST_ROWS = 64  # rows of one running maximum: about as many rated papers each
 LEARN_BLOCK = 256  # profiles per gather: 256 x rated papers x window papers floats at most
 
 
@@ -311,13 +312,33 @@ class Learned:
         self._texts = list(row_of_text)
         self._words_read: dict[int, tuple[tuple[str, int], ...]] = {}
         vectors = self._rated_vectors(self.rated)
-        # Rated papers x window papers, and a last row below any similarity for the padding.
+        # Rated papers x window papers.
         similarity = np.asarray((vectors @ space.matrix.T).toarray(), dtype=np.float32)
         # The cluster hypothesis: a paper is like a rated one as much as it and the window
         # papers nearest to it are (score regularization over the nearest-neighbour graph).
         around = np.asarray((space.neighbourhood @ similarity.T).T, dtype=np.float32)
         similarity = (1.0 - NEIGHBOUR_SHARE) * similarity + NEIGHBOUR_SHARE * around
-        self.similarity = np.vstack([similarity, np.full((1, len(prior)), -np.inf, np.float32)])
+        # One basis of rows for everything linear in the learned score: the rated papers'
+        # similarities, a row below any similarity for the padding (the running maximum's),
+        # then the window's weights of each term of the profiles' words. A profile's mean vote
+        # and its words' cosine are then one product of its weights over it.
+        used, at_term = np.unique(self.words.indices, return_inverse=True)
+        terms = np.asarray(space.matrix[:, used].T.toarray(), dtype=np.float32)
+        pad = len(self.rated)
+        self.basis = np.vstack([similarity, np.full((1, len(prior)), -np.inf, np.float32), terms])
+        self.similarity = self.basis[: pad + 1]
+        width = self.basis.shape[0]
+        profile_words = sp.csr_matrix(
+            (self.words.data, at_term.reshape(-1) + pad + 1, self.words.indptr),
+            shape=(self.words.shape[0], width),
+        )[self.words_row]
+        mean = 1.0 - NEAREST_SHARE
+        self.weights = sp.csr_matrix(
+            _mean_weights(self.liked, pad, mean, width)
+            + _mean_weights(self.disliked, pad, -DISLIKE_SHARE * mean, width)
+            + profile_words * QUERY_SHARE,
+            dtype=np.float32,
+        )
 
     def _rated_vectors(self, rated: Sequence[Paper]) -> sp.csr_matrix:
         """Rated papers as vectors; those in the window reuse its rows."""
@@ -339,35 +360,33 @@ class Learned:
         the liked papers minus DISLIKE_SHARE times that of the disliked ones, plus QUERY_SHARE
         times the cosine to the profile's words, minus BACKGROUND_SHARE times the centred
         cosine to the window's mean paper, over SIMILAR."""
-        # In place: each step is a pass over (profiles x window) floats.
-        out = _dense(self.words[self.words_row[rows]] @ self.space.matrix.T)
-        out = out.astype(np.float32, copy=False)  # a fresh array already: no copy if float32
-        out *= QUERY_SHARE
+        # In place: each step is a pass over (profiles x window) floats. The mean votes and
+        # the words' cosine are one product (see `basis`), the nearest rated papers' a gather.
+        out = np.asarray(self.weights[rows] @ self.basis, dtype=np.float32)
         out -= BACKGROUND_SHARE * self.space.background
         for padded, sign in ((self.liked, 1.0), (self.disliked, -DISLIKE_SHARE)):
             if padded.shape[1]:
-                vote = self._vote(padded[rows])
-                vote *= sign
-                out += vote
+                self._add_nearest(out, padded[rows], sign * NEAREST_SHARE)
         out /= SIMILAR
         return np.clip(out, -1.0, 1.0, out=out)
 
-    def _vote(self, rated: np.ndarray) -> np.ndarray:
-        """Per row of rated papers (padded), their vote for each window paper: NEAREST_SHARE
-        of the best similarity, the rest the mean similarity (0 for a row of padding)."""
-        best = self.similarity[rated[:, 0]]
-        for j in range(1, rated.shape[1]):
-            np.maximum(best, self.similarity[rated[:, j]], out=best)
-        # The mean as one sparse product: each row weighs its rated papers 1/count each.
+    def _add_nearest(self, out: np.ndarray, rated: np.ndarray, factor: float) -> None:
+        """Add to each row of `out` `factor` times each window paper's largest similarity to
+        that row's rated papers (padded at the end; none: nothing added). Rows are taken by
+        how many rated papers they have, NEAREST_ROWS at a time, each group as wide as its
+        widest row: the running maximum reads the padding row as little as it can."""
         pad = self.similarity.shape[0] - 1
-        real = rated != pad
-        count = np.maximum(np.count_nonzero(real, axis=1), 1)
-        rows = np.nonzero(real)[0]
-        weights = sp.csr_matrix(
-            ((1.0 / count)[rows].astype(np.float32), (rows, rated[real])),
-            shape=(len(rated), pad),
-        )
-        return _blend(best, weights @ self.similarity[:pad])
+        counts = np.count_nonzero(rated != pad, axis=1)
+        order = np.argsort(counts, kind="stable")
+        first = int(np.searchsorted(counts[order], 1))  # rows with a rated paper from here
+        for start in range(first, len(order), NEAREST_ROWS):
+            group = order[start : start + NEAREST_ROWS]
+            these = rated[group, : int(counts[group[-1]])]
+            best = self.similarity[these[:, 0]]
+            for j in range(1, these.shape[1]):
+                np.maximum(best, self.similarity[these[:, j]], out=best)
+            best *= factor
+            out[group] += best
 
     def fuse(self, owners: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Keyword scores of profiles `owners` (rows) fused with what their ratings teach."""
@@ -420,9 +439,15 @@ class Learned:
 
     def _pairs(self, rated: np.ndarray, at: np.ndarray) -> np.ndarray:
         """The similarity of each row's rated papers (padded) to its window paper `at`: one
-        flat gather (`similarity[rated, at[:, None]]` indexes in two dimensions, slower)."""
-        width = self.similarity.shape[1]
-        return self.similarity.ravel().take(rated * width + at[:, None])
+        flat gather from the similarities by window paper, where one paper's are together
+        (`similarity[rated, at[:, None]]` indexes in two dimensions, slower)."""
+        width = self._by_paper.shape[1]
+        return self._by_paper.ravel().take(at[:, None] * width + rated)
+
+    @cached_property
+    def _by_paper(self) -> np.ndarray:
+        """`similarity` transposed: window papers x rated papers (and the padding)."""
+        return np.ascontiguousarray(self.similarity.T)
 
     def words_found(self, profile: int, paper_id: str) -> tuple[str, ...]:
         """The words of the profile's keyword entries (as written, each once) that this window
@@ -456,8 +481,8 @@ class Learned:
 
 
 def _pair_vote(near: np.ndarray, best: np.ndarray | None = None) -> np.ndarray:
-    """Per row of similarities to rated papers (-inf for padding), their vote (see _vote);
-    `best`: each row's largest, where already known."""
+    """Per row of similarities to rated papers (-inf for padding), their vote as
+    `Learned.learned` counts it; `best`: each row's largest, where already known."""
     finite = np.isfinite(near)
     mean = np.where(finite, near, 0.0).sum(axis=1) / np.maximum(finite.sum(axis=1), 1)
     return _blend(near.max(axis=1) if best is None else best, mean)
@@ -469,14 +494,19 @@ def _blend(best: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return NEAREST_SHARE * np.where(np.isfinite(best), best, 0.0) + (1.0 - NEAREST_SHARE) * mean
 
 
-def _dense(matrix: sp.spmatrix) -> np.ndarray:
-    return np.asarray(matrix.toarray())
+def _mean_weights(padded: np.ndarray, pad: int, share: float, width: int) -> sp.csr_matrix:
+    """Per row of rated papers (padded with `pad`), `share` over their number at each of their
+    columns: the rows' weights for their mean, `width` columns."""
+    rows, within = np.nonzero(padded != pad)
+    counts = np.maximum(np.bincount(rows, minlength=len(padded)), 1)
+    weights = (share / counts)[rows].astype(np.float32)
+    return sp.csr_matrix((weights, (rows, padded[rows, within])), shape=(len(padded), width))
 
 
 def _padded(values: np.ndarray, lengths: np.ndarray, pad: int) -> np.ndarray:
     """Ragged rows (`values` cut by `lengths`) as one array, padded with `pad`."""
     width = int(lengths.max(initial=0))
-    out = np.full((len(lengths), width), pad, dtype=np.int64)
+    out = np.full((len(lengths), width), pad, dtype=np.int32)
     rows = np.repeat(np.arange(len(lengths)), lengths)
     within = np.arange(len(values)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     out[rows, within] = values
