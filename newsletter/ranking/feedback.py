@@ -76,12 +76,6 @@ class Feedback(msgspec.Struct, frozen=True):
     liked: tuple[Paper, ...] = ()
     disliked: tuple[Paper, ...] = ()
 
-    @property
-    def key(self) -> Hashable:
-        """Equal for readers who rated the same papers the same way (they rank alike)."""
-        ids = attrgetter("id")
-        return (tuple(sorted(map(ids, self.liked))), tuple(sorted(map(ids, self.disliked))))
-
     def __bool__(self) -> bool:
         return bool(self.liked or self.disliked)
 
@@ -280,9 +274,6 @@ class Learned:
         given = [i for i, feedback in enumerate(feedbacks) if feedback]
         self.row_of = np.full(len(feedbacks), -1, dtype=np.int64)
         self.row_of[given] = np.arange(len(given))
-        self.keys: list[Hashable] = [None] * len(feedbacks)
-        for i in given:
-            self.keys[i] = feedbacks[i].key  # type: ignore[union-attr]
         liked = [feedbacks[i].liked for i in given]  # type: ignore[union-attr]
         disliked = [feedbacks[i].disliked for i in given]  # type: ignore[union-attr]
         rated = list(chain.from_iterable(liked)) + list(chain.from_iterable(disliked))
@@ -298,6 +289,12 @@ class Learned:
         split = int(n_liked.sum())
         self.liked = _padded(columns[:split], n_liked, len(self.rated))
         self.disliked = _padded(columns[split:], n_disliked, len(self.rated))
+        # Equal for profiles that rated the same papers the same way (they rank alike), as
+        # bytes: the rows of their liked papers sorted, then those of their disliked ones.
+        rows = np.hstack([np.sort(self.liked, axis=1), np.sort(self.disliked, axis=1)])
+        self.keys: list[Hashable] = [None] * len(feedbacks)
+        for i, key in zip(given, map(bytes, rows), strict=True):
+            self.keys[i] = key
         n = (n_liked + n_disliked).astype(np.float32)
         beside = np.asarray([bool(keywords[i]) for i in given], dtype=bool)
         share = np.minimum(MAX_SHARE, n / (n + KEYWORD_PRIOR))
@@ -432,10 +429,9 @@ class Learned:
         # What the liked papers chose: the learned part without the profile's own words.
         part = np.clip(learned / SIMILAR, -1.0, 1.0) * 100.0 * self.prior[at] * self.share[rows]
         shown = known & (part > 0) & (part >= LIKE_SHOWN * scores[mine])
-        titles = self._titles
-        for i, b in zip(mine[shown].tolist(), best[shown].tolist(), strict=True):
-            out[i] = titles[b]
-        return out
+        said = np.full(len(owners), None, dtype=object)
+        said[mine[shown]] = self._titles[best[shown]]
+        return said.tolist()  # type: ignore[no-any-return]
 
     def _pairs(self, rated: np.ndarray, at: np.ndarray) -> np.ndarray:
         """The similarity of each row's rated papers (padded) to its window paper `at`: one
@@ -476,8 +472,12 @@ class Learned:
         return found
 
     @cached_property
-    def _titles(self) -> list[tuple[str, str]]:
-        return [(p.id, p.title) for p in self.rated]
+    def _titles(self) -> np.ndarray:
+        """(id, title) of each rated paper, as objects (gathered many at once)."""
+        titles = np.empty(len(self.rated), dtype=object)
+        for i, paper in enumerate(self.rated):
+            titles[i] = (paper.id, paper.title)
+        return titles
 
 
 def _pair_vote(near: np.ndarray, best: np.ndarray | None = None) -> np.ndarray:
